@@ -1,0 +1,61 @@
+"""Assembly: from loaded config and secrets to a running recorder (runner + health server).
+
+Shared by the ``ssmd-connector`` CLI and the ``ssmd demo`` command so both run the same thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .config import LoadedConfig
+from .connectors import build_connectors
+from .metrics import FeedStats, make_registry
+from .runner import Runner
+from .secrets import Secret
+from .server import HealthServer
+from .writers import build_writers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recorder:
+    runner: Runner
+    server: HealthServer
+
+    @classmethod
+    def build(cls, config: LoadedConfig, secrets: Mapping[str, Secret]) -> Recorder:
+        env, feed = config.environment, config.feed
+        stats = FeedStats(feed.name)
+        runner = Runner(
+            feed.name,
+            build_connectors(env, feed, secrets),
+            build_writers(env),
+            stats=stats,
+            flush_interval=env.storage.flush_interval,
+        )
+        return cls(runner, HealthServer(runner, make_registry([stats])))
+
+    async def run(self, host: str, port: int, *, handle_signals: bool = True) -> None:
+        """Serve health, record until SIGINT/SIGTERM (or ``runner.stop()``), shut down cleanly."""
+        await self.server.start(host, port)
+        log.info("health server on http://%s:%d (/health, /ready, /metrics)", host, self.server.port)
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self.runner.run()
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+            await self.server.stop()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("%s received: stopping (draining and flushing first)", sig.name)
+        self.runner.stop()

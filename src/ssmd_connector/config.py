@@ -1,0 +1,227 @@
+"""Configuration: ``DIR/environments/NAME.yaml`` and ``DIR/feeds/FEED.yaml``.
+
+Loading collects *every* problem, each as one line naming the file, the field and what was
+expected, so a user fixes a file in one pass. Unknown keys are tolerated (real files carry extra
+blocks for other tools) and reported as warnings.
+
+A relative ``storage.path`` is resolved against the current working directory of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""Names that become path components: no separators, no '..', no leading dot or dash."""
+
+STORAGE_TYPES = ("local",)
+CONNECTORS = ("websocket", "kalshi")
+
+
+def check_safe_name(value: str) -> str:
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            "must be a safe file name: letters, digits, '.', '_' or '-', not starting with '.' "
+            f"or '-', no '..' (got {value!r})"
+        )
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, frozen=True)
+
+
+class KeySpec(_Model):
+    name: str
+    source: str = Field(description="e.g. env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY")
+
+
+class Storage(_Model):
+    type: str
+    path: Path
+    flush_interval: float = Field(default=1.0, gt=0, le=1.0, description="seconds, at most 1")
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in STORAGE_TYPES:
+            raise ValueError(f"unknown storage type {value!r} (expected one of: {', '.join(STORAGE_TYPES)})")
+        return value
+
+
+class Environment(_Model):
+    name: str
+    feed: str
+    keys: list[KeySpec] = Field(default_factory=list)
+    storage: Storage
+
+    @field_validator("name", "feed")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return check_safe_name(value)
+
+
+class FeedVersion(_Model):
+    version: str
+    endpoint: str
+    active: bool = False
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra handshake headers; ``${VAR}`` in a value is replaced by the resolved secret VAR."""
+    rest_endpoint: str | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if not re.match(r"^wss?://[^/\s]+", value):
+            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        return value
+
+
+class Feed(_Model):
+    name: str
+    type: Literal["websocket"]
+    connector: Literal["websocket", "kalshi"] | None = None
+    versions: list[FeedVersion] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, value: str) -> str:
+        return check_safe_name(value)
+
+    def active_version(self) -> FeedVersion:
+        active = [v for v in self.versions if v.active]
+        if len(active) != 1:  # load_feed rejects this; guard direct construction too
+            raise ConfigError(
+                [f"feed {self.name!r}: expected exactly one active version, found {len(active)}"]
+            )
+        return active[0]
+
+    @property
+    def connector_kind(self) -> str:
+        """The connector to use: explicit ``connector``, else inferred from the name."""
+        if self.connector is not None:
+            return self.connector
+        return "kalshi" if self.name.lower().startswith("kalshi") else "websocket"
+
+
+class LoadedConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    environment: Environment
+    feed: Feed
+    environment_file: Path
+    feed_file: Path
+
+
+def _read_yaml(path: Path, label: str) -> Any:
+    if not path.is_file():
+        raise ConfigError([f"{label}: file not found ({path})"])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{label}: cannot read file: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{label}: YAML syntax error at {where}{exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{label}: YAML syntax error: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{label}: expected a mapping at the top level, got {type(data).__name__}"])
+    return data
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "missing required field"
+    if kind == "value_error":
+        return str(error["msg"]).removeprefix("Value error, ")
+    given = error.get("input")
+    shown = f" (got {type(given).__name__} {given!r})" if not isinstance(given, dict | list) else ""
+    return f"{error['msg']}{shown}"
+
+
+def _validate(model: type[_Model], data: Any, label: str) -> Any:
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([f"{label}: {_loc(e['loc'])}: {_describe(e)}" for e in exc.errors()]) from None
+    for path in _unknown_keys(obj):
+        log.warning("%s: unknown key %s ignored", label, path)
+    return obj
+
+
+def _unknown_keys(obj: BaseModel, prefix: str = "") -> list[str]:
+    found = [f"{prefix}{key}" for key in (obj.model_extra or {})]
+    for name in type(obj).model_fields:
+        value = getattr(obj, name)
+        if isinstance(value, BaseModel):
+            found += _unknown_keys(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found += _unknown_keys(item, f"{prefix}{name}[{i}].")
+    return found
+
+
+def load_environment(config_dir: Path, env_name: str) -> tuple[Environment, Path]:
+    try:
+        check_safe_name(env_name)
+    except ValueError as exc:
+        raise ConfigError([f"--env: environment name {exc}"]) from None
+    path = config_dir / "environments" / f"{env_name}.yaml"
+    label = f"environments/{env_name}.yaml"
+    env: Environment = _validate(Environment, _read_yaml(path, label), label)
+    if env.name != env_name:
+        log.warning("%s: name %r differs from the file name; using the file's contents", label, env.name)
+    if not env.storage.path.is_absolute():
+        env = env.model_copy(
+            update={"storage": env.storage.model_copy(update={"path": Path.cwd() / env.storage.path})}
+        )
+    return env, path
+
+
+def load_feed(config_dir: Path, feed_name: str) -> tuple[Feed, Path]:
+    path = config_dir / "feeds" / f"{feed_name}.yaml"
+    label = f"feeds/{feed_name}.yaml"
+    feed: Feed = _validate(Feed, _read_yaml(path, label), label)
+    problems = []
+    if feed.name != feed_name:
+        problems.append(f"{label}: name: expected {feed_name!r} (the file name), got {feed.name!r}")
+    active = [i for i, v in enumerate(feed.versions) if v.active]
+    if not active:
+        problems.append(f"{label}: versions: no version has 'active: true' (expected exactly one)")
+    elif len(active) > 1:
+        listed = ", ".join(f"versions[{i}]" for i in active)
+        problems.append(f"{label}: versions: more than one active version ({listed}); expected exactly one")
+    if problems:
+        raise ConfigError(problems)
+    return feed, path
+
+
+def load(config_dir: Path, env_name: str) -> LoadedConfig:
+    """Load and validate an environment and the feed it names."""
+    if not config_dir.is_dir():
+        raise ConfigError([f"--config-dir: directory not found ({config_dir})"])
+    env, env_path = load_environment(config_dir, env_name)
+    feed, feed_path = load_feed(config_dir, env.feed)
+    return LoadedConfig(environment=env, feed=feed, environment_file=env_path, feed_file=feed_path)

@@ -1,0 +1,75 @@
+"""The three pluggable seams: where frames come from, where they go, and where secrets come from.
+
+They are ``Protocol`` classes, so a plug-in needs no inheritance from this package — only the
+methods below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from .message import Message
+from .secrets import Secret
+
+
+class FrameSink(Protocol):
+    """What a connector hands frames to. Implemented by :class:`ssmd_connector.pipeline.Intake`."""
+
+    def frame(self, data: bytes, binary: bool = False) -> None:
+        """Accept one complete frame, just read off the socket. Never blocks, never drops."""
+
+    def attach(self, transport: asyncio.BaseTransport) -> None:
+        """Register a socket so the sink can pause reading from it when the pipeline is full."""
+
+    def detach(self, transport: asyncio.BaseTransport) -> None: ...
+
+
+class Connector(Protocol):
+    """A source of raw frames over one connection.
+
+    The runner owns the lifecycle: it calls :meth:`run` again (with backoff) whenever a
+    connection ends, until :meth:`stop` is called.
+    """
+
+    @property
+    def label(self) -> str:
+        """Short name for logs and metrics (e.g. the shard)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def run(self, sink: FrameSink) -> None:
+        """Connect and deliver every received frame to ``sink`` until the connection ends.
+
+        Returns normally only after :meth:`stop`. Raises :class:`~ssmd_connector.errors.ConnectionFailed`
+        (or its subclass ``AuthenticationFailed``) when the connection cannot be opened, and
+        :class:`~ssmd_connector.errors.Disconnected` when an open connection ends on its own.
+        """
+
+    async def stop(self) -> None:
+        """Close gracefully: every frame the peer sent before our close is still delivered."""
+
+
+class Writer(Protocol):
+    """A destination for messages. Called from a single task, never concurrently."""
+
+    async def write(self, batch: Sequence[Message]) -> None:
+        """Accept messages, in order. May buffer. Raises ``WriteFailed`` and keeps the data."""
+
+    async def flush(self) -> None:
+        """Hand everything buffered to durable-ish storage (the OS, the broker, ...)."""
+
+    async def close(self) -> None:
+        """Flush and release resources."""
+
+    @property
+    def bytes_written(self) -> int:
+        """Total bytes handed to storage so far (for ``ssmd_bytes_written_total``)."""
+
+
+class KeyResolver(Protocol):
+    """Turns a key source string (e.g. ``env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY``) into secrets."""
+
+    def resolve(self, source: str) -> Mapping[str, Secret]: ...

@@ -1,0 +1,1 @@
+"""The ``ssmd`` command: tools around the recorder (demo, simulator, ...)."""

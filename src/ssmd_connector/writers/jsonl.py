@@ -1,0 +1,193 @@
+"""Date-partitioned JSONL archive: ``<root>/<YYYY-MM-DD>/<feed>.jsonl``.
+
+Lines are built on the event loop (cheap) into an in-memory buffer; the buffer is handed to the OS
+in a worker thread (file I/O can stall for milliseconds and must not stall the socket readers).
+The date directory comes from each message's receive timestamp, so a file never holds two days.
+
+Crash safety: lines are appended whole, so after a crash the only possible damage is a torn last
+line. The first time this process opens a file it checks the tail; a torn or unparsable last
+line is moved to ``<feed>.jsonl.torn-<unix ns>`` (kept, never deleted) and cut off, so every line
+of the archive parses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from ..clock import day_bounds, day_of
+from ..errors import WriteFailed
+from ..message import LineEncoder, Message
+
+log = logging.getLogger(__name__)
+
+FLUSH_BYTES = 1 << 20
+"""Flush early once this much is buffered (keeps memory flat under a firehose)."""
+
+_TAIL_CHUNK = 1 << 16
+
+
+@dataclass
+class _Chunk:
+    path: Path
+    data: memoryview
+    offset: int = 0
+
+
+class JsonlWriter:
+    """Appends one archive line per message to the day's file for its feed."""
+
+    def __init__(self, root: Path, *, flush_bytes: int = FLUSH_BYTES) -> None:
+        self.root = root
+        self._flush_bytes = flush_bytes
+        self._encode = LineEncoder().encode
+        self._buf = bytearray()
+        self._path: Path | None = None
+        self._feed = ""
+        self._day_start = 0
+        self._day_end = -1
+        self._pending: list[_Chunk] = []
+        self._fds: dict[Path, int] = {}
+        self._bytes_written = 0
+        self._lines_written = 0
+
+    @property
+    def bytes_written(self) -> int:
+        return self._bytes_written
+
+    def path_for(self, feed: str, ns: int) -> Path:
+        return self.root / day_of(ns) / f"{feed}.jsonl"
+
+    async def write(self, batch: Sequence[Message]) -> None:
+        encode = self._encode
+        buf = self._buf
+        for msg in batch:
+            if not (self._day_start <= msg.received_ns < self._day_end) or msg.feed != self._feed:
+                self._switch(msg)
+                buf = self._buf
+            buf += encode(msg)
+        if len(buf) + sum(len(c.data) for c in self._pending) >= self._flush_bytes:
+            await self.flush()
+
+    def _switch(self, msg: Message) -> None:
+        """Start buffering for another file (new day, or another feed)."""
+        if self._buf and self._path is not None:
+            self._pending.append(_Chunk(self._path, memoryview(bytes(self._buf))))
+        self._buf = bytearray()
+        self._feed = msg.feed
+        self._day_start, self._day_end = day_bounds(msg.received_ns)
+        self._path = self.path_for(msg.feed, msg.received_ns)
+
+    async def flush(self) -> None:
+        if self._buf and self._path is not None:
+            self._pending.append(_Chunk(self._path, memoryview(bytes(self._buf))))
+            self._buf = bytearray()
+        if not self._pending:
+            return
+        chunks = self._pending
+        self._pending = []
+        try:
+            await asyncio.to_thread(self._write_chunks, chunks)
+        except OSError as exc:
+            # Keep whatever was not written, in order, ahead of anything buffered since.
+            self._pending = [c for c in chunks if c.offset < len(c.data)] + self._pending
+            raise WriteFailed(f"cannot write archive file {chunks[0].path}: {exc.strerror or exc}") from exc
+
+    def _write_chunks(self, chunks: list[_Chunk]) -> None:
+        """Runs in a worker thread."""
+        for chunk in chunks:
+            fd = self._fd_for(chunk.path)
+            data = chunk.data
+            while chunk.offset < len(data):
+                n = os.write(fd, data[chunk.offset :])
+                chunk.offset += n
+                self._bytes_written += n
+        # Files of past days (or other feeds) will not be appended to again: close them.
+        current = self._path
+        for path in [p for p in self._fds if p != current]:
+            self._close_fd(path)
+
+    def _fd_for(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                repair_tail(fd, path)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fds[path] = fd
+        return fd
+
+    def _close_fd(self, path: Path) -> None:
+        fd = self._fds.pop(path)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    async def close(self) -> None:
+        await self.flush()
+        await asyncio.to_thread(self._close_all)
+
+    def _close_all(self) -> None:
+        for path in list(self._fds):
+            self._close_fd(path)
+
+
+def repair_tail(fd: int, path: Path) -> int:
+    """Cut a torn or unparsable last line off an archive file, keeping it in a side file.
+
+    Returns the number of bytes moved aside (0 when the file was clean).
+    """
+    size = os.fstat(fd).st_size
+    cut = size
+    while cut > 0:
+        start = _last_line_start(fd, cut)
+        line = os.pread(fd, cut - start, start)
+        if line.endswith(b"\n") and _parses(line):
+            break
+        cut = start
+    if cut == size:
+        return 0
+    torn = os.pread(fd, size - cut, cut)
+    side = path.with_name(f"{path.name}.torn-{time.time_ns()}")
+    side.write_bytes(torn)
+    os.ftruncate(fd, cut)
+    os.fsync(fd)
+    log.warning(
+        "%s: repaired a torn tail after an unclean shutdown: %d bytes moved to %s",
+        path,
+        len(torn),
+        side.name,
+    )
+    return len(torn)
+
+
+def _last_line_start(fd: int, end: int) -> int:
+    """Offset where the line ending at ``end`` (exclusive, maybe without newline) begins."""
+    pos = end - 1  # skip the line's own terminator, if any
+    while pos > 0:
+        lo = max(0, pos - _TAIL_CHUNK)
+        chunk = os.pread(fd, pos - lo, lo)
+        nl = chunk.rfind(b"\n")
+        if nl != -1:
+            return lo + nl + 1
+        pos = lo
+    return 0
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return False
+    return True
