@@ -177,7 +177,8 @@ class WebSocketConnection:
 
     def _reason(self, transport: WSTransport, listener: _Listener) -> str:
         hs = transport.close_handshake
-        if hs is not None and hs.sent is not None and hs.recv is None and not listener.closing_by_us:
+        if hs is not None and hs.sent is not None and not hs.recv_then_sent and not listener.closing_by_us:
+            # picows closes on its own when a ping goes unanswered (liveness) or on protocol errors.
             return f"closed by us: {hs.sent.reason or hs.sent.code}"
         if hs is not None and hs.recv is not None:
             code = hs.recv.code
