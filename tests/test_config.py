@@ -12,9 +12,7 @@ from ssmd_connector.config import load
 from .helpers import write_config
 
 
-def test_loads_and_resolves_relative_storage_against_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_loads_and_resolves_relative_storage_against_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_config(tmp_path, env="name: test\nfeed: testfeed\nstorage: {type: local, path: rel/dir}\n")
     monkeypatch.chdir(tmp_path)
     cfg = load(tmp_path, "test")

@@ -20,9 +20,7 @@ versions:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=60, env=env or cli_env(), check=False
-    )
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=env or cli_env(), check=False)
 
 
 def assert_config_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -131,9 +129,7 @@ def test_missing_key_variable_named_without_value(tmp_path: Path) -> None:
         env="name: test\nfeed: testfeed\nkeys:\n  - {name: k, source: 'env:SSMD_T_A,SSMD_T_B'}\n"
         "storage: {type: local, path: d}\n",
     )
-    proc = run_cli(
-        "--env", "test", "--config-dir", str(tmp_path), env=cli_env(SSMD_T_A="hunter2-very-secret")
-    )
+    proc = run_cli("--env", "test", "--config-dir", str(tmp_path), env=cli_env(SSMD_T_A="hunter2-very-secret"))
     assert_config_error(proc, "keys[0] ('k'): environment variable SSMD_T_B is not set")
     assert "hunter2-very-secret" not in proc.stderr + proc.stdout
 
@@ -141,8 +137,7 @@ def test_missing_key_variable_named_without_value(tmp_path: Path) -> None:
 def test_unsupported_key_source(tmp_path: Path) -> None:
     write_config(
         tmp_path,
-        env="name: test\nfeed: testfeed\nkeys:\n  - {name: k, source: 'vault:kv/x'}\n"
-        "storage: {type: local, path: d}\n",
+        env="name: test\nfeed: testfeed\nkeys:\n  - {name: k, source: 'vault:kv/x'}\nstorage: {type: local, path: d}\n",
     )
     proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
     assert_config_error(proc, "unsupported key source 'vault'")

@@ -87,11 +87,7 @@ def test_every_line_parses_and_round_trips(frame: bytes, binary: bool) -> None:
 
 @given(
     st.recursive(
-        st.none()
-        | st.booleans()
-        | st.integers()
-        | st.floats(allow_nan=False, allow_infinity=False)
-        | st.text(),
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
         lambda children: st.lists(children) | st.dictionaries(st.text(), children),
         max_leaves=20,
     )

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
-from ssmd_connector.connectors import interpolate_headers
+from ssmd_connector.connectors.build import interpolate_headers
 from ssmd_connector.connectors.websocket import Liveness, WebSocketConnection, WebSocketConnector
 from ssmd_connector.errors import ConfigError, ConnectionFailed, Disconnected
 from ssmd_connector.secrets import Secret
@@ -106,7 +106,9 @@ async def test_a_silent_server_is_detected_by_what_arrives() -> None:
     connector = WebSocketConnector(url, liveness=Liveness(idle=0.3, reply=0.3))
 
     class Sink:
-        def frame(self, data: bytes, binary: bool = False) -> None: ...
+        def frame(self, data: bytes, binary: bool = False) -> int:
+            return 0
+
         def attach(self, transport: asyncio.BaseTransport) -> None: ...
         def detach(self, transport: asyncio.BaseTransport) -> None: ...
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .config import LoadedConfig
-from .connectors import build_connectors
+from .connectors.build import build_connectors
+from .ledger import Ledger
 from .metrics import FeedStats, make_registry
 from .runner import Runner
 from .secrets import Secret
@@ -26,19 +27,22 @@ log = logging.getLogger(__name__)
 class Recorder:
     runner: Runner
     server: HealthServer
+    ledger: Ledger
 
     @classmethod
     def build(cls, config: LoadedConfig, secrets: Mapping[str, Secret]) -> Recorder:
+        """Everything validated and wired; raises ``ConfigError`` for anything the user must fix."""
         env, feed = config.environment, config.feed
         stats = FeedStats(feed.name)
+        ledger = Ledger(env.storage.path, feed.name)
         runner = Runner(
             feed.name,
-            build_connectors(env, feed, secrets),
+            build_connectors(env, feed, secrets, ledger, stats),
             build_writers(env),
             stats=stats,
             flush_interval=env.storage.flush_interval,
         )
-        return cls(runner, HealthServer(runner, make_registry([stats])))
+        return cls(runner, HealthServer(runner, make_registry([stats])), ledger)
 
     async def run(self, host: str, port: int, *, handle_signals: bool = True) -> None:
         """Serve health, record until SIGINT/SIGTERM (or ``runner.stop()``), shut down cleanly."""
@@ -55,6 +59,7 @@ class Recorder:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             await self.server.stop()
+            await self.ledger.close()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("%s received: stopping (draining and flushing first)", sig.name)

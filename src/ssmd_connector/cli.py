@@ -32,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ssmd-connector",
         description="Record a market-data feed: every WebSocket frame, verbatim and timestamped, "
         "into <storage.path>/<YYYY-MM-DD>/<feed>.jsonl.",
-        epilog="Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 2 usage or configuration error, "
-        "1 other failure.",
+        epilog="Exit codes: 0 clean shutdown (SIGINT/SIGTERM), 2 usage or configuration error, 1 other failure.",
     )
     p.add_argument(
         "--env",

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .connectors.kalshi.protocol import DEFAULT_CHANNELS, ORDERBOOK_DELTA, RECORDABLE_CHANNELS
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,42 @@ class Storage(_Model):
         return value
 
 
+class Discover(_Model):
+    """Tickers from REST ``GET /trade-api/v2/markets``, following the cursor."""
+
+    status: str | None = "open"
+    series: list[str] = Field(default_factory=list)
+
+
+class SubscriptionSpec(_Model):
+    """What a Kalshi feed subscribes to (ignored by the generic WebSocket connector)."""
+
+    channels: list[str] = Field(default_factory=lambda: list(DEFAULT_CHANNELS), min_length=1)
+    markets: list[str] = Field(default_factory=list)
+    discover: Discover | None = None
+    max_markets_per_connection: int = Field(default=200, ge=1, le=10_000)
+    stale_after: float = Field(default=30.0, gt=0, description="seconds without any arriving frame or pong")
+    connect_stagger: float = Field(default=0.25, ge=0, description="seconds between opening shards")
+    command_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str]) -> list[str]:
+        unknown = [c for c in value if c not in RECORDABLE_CHANNELS]
+        if unknown:
+            raise ValueError(
+                f"unsupported channel(s) {', '.join(map(repr, unknown))}"
+                f" (expected any of: {', '.join(sorted(RECORDABLE_CHANNELS))})"
+            )
+        return list(dict.fromkeys(value))
+
+
 class Environment(_Model):
     name: str
     feed: str
     keys: list[KeySpec] = Field(default_factory=list)
     storage: Storage
+    subscription: SubscriptionSpec = Field(default_factory=SubscriptionSpec)
 
     @field_validator("name", "feed")
     @classmethod
@@ -101,9 +133,7 @@ class Feed(_Model):
     def active_version(self) -> FeedVersion:
         active = [v for v in self.versions if v.active]
         if len(active) != 1:  # load_feed rejects this; guard direct construction too
-            raise ConfigError(
-                [f"feed {self.name!r}: expected exactly one active version, found {len(active)}"]
-            )
+            raise ConfigError([f"feed {self.name!r}: expected exactly one active version, found {len(active)}"])
         return active[0]
 
     @property
@@ -191,12 +221,15 @@ def load_environment(config_dir: Path, env_name: str) -> tuple[Environment, Path
     path = config_dir / "environments" / f"{env_name}.yaml"
     label = f"environments/{env_name}.yaml"
     env: Environment = _validate(Environment, _read_yaml(path, label), label)
+    sub = env.subscription
+    if ORDERBOOK_DELTA in sub.channels and not sub.markets and sub.discover is None:
+        raise ConfigError(
+            [f"{label}: subscription: orderbook_delta needs markets (subscription.markets or subscription.discover)"]
+        )
     if env.name != env_name:
         log.warning("%s: name %r differs from the file name; using the file's contents", label, env.name)
     if not env.storage.path.is_absolute():
-        env = env.model_copy(
-            update={"storage": env.storage.model_copy(update={"path": Path.cwd() / env.storage.path})}
-        )
+        env = env.model_copy(update={"storage": env.storage.model_copy(update={"path": Path.cwd() / env.storage.path})})
     return env, path
 
 

@@ -17,8 +17,11 @@ from .secrets import Secret
 class FrameSink(Protocol):
     """What a connector hands frames to. Implemented by :class:`ssmd_connector.pipeline.Intake`."""
 
-    def frame(self, data: bytes, binary: bool = False) -> None:
-        """Accept one complete frame, just read off the socket. Never blocks, never drops."""
+    def frame(self, data: bytes, binary: bool = False) -> int:
+        """Accept one complete frame, just read off the socket. Never blocks, never drops.
+
+        Returns the receive timestamp it was stamped with (ns since the epoch).
+        """
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         """Register a socket so the sink can pause reading from it when the pipeline is full."""

@@ -133,12 +133,13 @@ class Intake:
         self._stats = stats
         self._now = now_ns
 
-    def frame(self, data: bytes, binary: bool = False) -> None:
+    def frame(self, data: bytes, binary: bool = False) -> int:
         ts = self._now()
         stats = self._stats
         stats.messages += 1
         stats.last_message_ns = ts
         self._queue.put(Message(ts, self._feed, data, binary))
+        return ts
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         self._queue.attach(transport)

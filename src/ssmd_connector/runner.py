@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .backoff import Backoff
@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 BATCH = 4096
 """Most messages handed to the writers in one call."""
 
+SETUP = "setup"
+"""The pseudo-connection label under which connector setup (discovery) reports readiness."""
+
+ConnectorSetup = Callable[[], Awaitable[Sequence[Connector]]]
+"""Builds the connectors once the runner has started (e.g. after market discovery)."""
+
 
 @dataclass
 class ConnectionState:
@@ -41,7 +47,7 @@ class Runner:
     def __init__(
         self,
         feed: str,
-        connectors: Sequence[Connector],
+        connectors: Sequence[Connector] | ConnectorSetup,
         writers: Sequence[Writer],
         *,
         stats: FeedStats | None = None,
@@ -52,7 +58,8 @@ class Runner:
         stop_timeout: float = 10.0,
     ) -> None:
         self.feed = feed
-        self.connectors = list(connectors)
+        self._setup = connectors if callable(connectors) else None
+        self.connectors: list[Connector] = [] if callable(connectors) else list(connectors)
         self.writers = list(writers)
         self.stats = stats or FeedStats(feed)
         self.queue = FrameQueue(queue_capacity, self.stats)
@@ -61,9 +68,10 @@ class Runner:
         self._backoff_template = backoff or Backoff()
         self._stop_timeout = stop_timeout
         self._stopping = asyncio.Event()
-        self.states = {c.label: ConnectionState() for c in self.connectors}
-        for c in self.connectors:
-            self.stats.connections[c.label] = False
+        self.states: dict[str, ConnectionState] = {}
+        if self._setup is not None:
+            self.states[SETUP] = ConnectionState(reason="preparing connections (market discovery)")
+        self._register(self.connectors)
         self.last_drain = time.monotonic()
         self.drain_task: asyncio.Task[None] | None = None
 
@@ -75,14 +83,51 @@ class Runner:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _register(self, connectors: Sequence[Connector]) -> None:
+        for c in connectors:
+            self.states[c.label] = ConnectionState()
+            self.stats.connections[c.label] = False
+
+    async def _prepare(self, setup: ConnectorSetup) -> list[Connector]:
+        """Run the connector setup (e.g. market discovery), retrying with backoff until it works."""
+        tpl = self._backoff_template
+        backoff = Backoff(tpl.initial, tpl.maximum, tpl.factor, tpl.healthy_after)
+        state = self.states[SETUP]
+        while not self._stopping.is_set():
+            try:
+                connectors = list(await setup())
+            except AuthenticationFailed as exc:
+                self.stats.error("auth")
+                state.reason = f"setup failed: {exc}"
+            except ConnectionFailed as exc:
+                self.stats.error("connect")
+                state.reason = f"setup failed: {exc}"
+            else:
+                del self.states[SETUP]
+                return connectors
+            delay = backoff.next_delay()
+            state.reason += f"; retrying in {delay:.1f}s"
+            log.warning("%s", state.reason)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        return []
+
     async def run(self) -> None:
         """Run until :meth:`stop`; then shut down without losing received frames."""
         self.drain_task = asyncio.create_task(self._drain(), name="ssmd-drain")
-        supervisors = [
-            asyncio.create_task(self._supervise(c), name=f"ssmd-conn-{c.label}") for c in self.connectors
-        ]
+        supervisors: list[asyncio.Task[None]] = []
         stop_wait = asyncio.create_task(self._stopping.wait())
         try:
+            if self._setup is not None:
+                prepare = asyncio.create_task(self._prepare(self._setup))
+                await asyncio.wait([prepare, stop_wait, self.drain_task], return_when=asyncio.FIRST_COMPLETED)
+                if not prepare.done():
+                    prepare.cancel()
+                self.connectors = prepare.result() if prepare.done() and not prepare.cancelled() else []
+                self._register(self.connectors)
+            supervisors = [
+                asyncio.create_task(self._supervise(c), name=f"ssmd-conn-{c.label}") for c in self.connectors
+            ]
             await asyncio.wait([stop_wait, self.drain_task], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
@@ -92,9 +137,7 @@ class Runner:
     async def _shutdown(self, supervisors: list[asyncio.Task[None]]) -> None:
         log.info("stopping: closing connections")
         await asyncio.gather(*(self._stop_connector(c) for c in self.connectors))
-        _, pending = (
-            await asyncio.wait(supervisors, timeout=self._stop_timeout) if supervisors else (set(), set())
-        )
+        _, pending = await asyncio.wait(supervisors, timeout=self._stop_timeout) if supervisors else (set(), set())
         for task in pending:
             task.cancel()
         for task in supervisors:
@@ -105,9 +148,7 @@ class Runner:
         if not self.drain_task.done():
             await self.drain_task
         self.drain_task.result()  # re-raise a writer crash
-        log.info(
-            "stopped: %d frames received, %d bytes written", self.stats.messages, self.stats.bytes_written
-        )
+        log.info("stopped: %d frames received, %d bytes written", self.stats.messages, self.stats.bytes_written)
 
     async def _stop_connector(self, connector: Connector) -> None:
         try:
@@ -153,9 +194,7 @@ class Runner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def _mark_connected(
-        self, connector: Connector, state: ConnectionState, task: asyncio.Task[None]
-    ) -> None:
+    async def _mark_connected(self, connector: Connector, state: ConnectionState, task: asyncio.Task[None]) -> None:
         """Track the connector's open/closed state for /ready and ``ssmd_connected``."""
         while not task.done():
             up = connector.connected

@@ -73,9 +73,7 @@ class HealthServer:
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         self._runner.stats.queue_depth = len(self._runner.queue)
-        return web.Response(
-            body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self, host: str, port: int) -> None:
         app = web.Application()

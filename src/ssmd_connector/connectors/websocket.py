@@ -33,7 +33,7 @@ from ..interfaces import FrameSink
 
 log = logging.getLogger(__name__)
 
-OnFrame = Callable[[bytes, bool], None]
+OnFrame = Callable[[bytes, bool], object]
 """Receives each complete message: (payload, is_binary)."""
 
 _TEXT = WSMsgType.TEXT
@@ -145,9 +145,7 @@ class WebSocketConnection:
                     f"{self.url}: the server rejected the handshake with HTTP {code}"
                     " (check the API key id, the private key and the environment)"
                 ) from None
-            raise ConnectionFailed(
-                f"{self.url}: unexpected HTTP status {code} on WebSocket upgrade"
-            ) from None
+            raise ConnectionFailed(f"{self.url}: unexpected HTTP status {code} on WebSocket upgrade") from None
         except (OSError, TimeoutError, WSError) as exc:
             raise ConnectionFailed(f"cannot connect to {self.url}: {_describe(exc)}") from None
         self._transport = transport

@@ -1,9 +1,15 @@
-"""``ssmd demo``: the main job, offline — a local feed, the recorder, live progress, a summary."""
+"""``ssmd demo``: the main job, offline.
+
+Starts the Kalshi simulator in-process where ``examples/config`` expects it, records it with the
+real recorder (signed handshake, discovery, shards, sequence tracking, recovery) for a bounded
+time while injecting a few faults, shows live progress, and ends with a summary.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
+import os
 import signal
 import sys
 import time
@@ -13,65 +19,133 @@ from urllib.parse import urlparse
 from ..app import Recorder
 from ..cli import parse_addr
 from ..config import load
-from ..errors import ConfigError
+from ..connectors.kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, generate_key_pair, load_private_key
+from ..errors import ConfigError, KeySourceError
 from ..keys import resolve_all
-from .localfeed import start_local_feed
+from ..secrets import Secret
+from ..sim import Fault, SimConfig, SimServer
+
+DEMO_FAULTS = [
+    Fault("gap", 5.0),
+    Fault("reset", 9.0, connection=0),
+    Fault("error25", 13.0),
+    Fault("nonjson", 16.0),
+]
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
 
 
-async def run_demo(config_dir: Path, env_name: str, seconds: float, health_addr: str) -> int:
+def _demo_key() -> tuple[str, Secret, bool]:
+    """The key the recorder will sign with: the user's, or a fresh one for this run."""
+    if os.environ.get(KEY_ID_VAR) and os.environ.get(PRIVATE_KEY_VAR):
+        return os.environ[KEY_ID_VAR], Secret(os.environ[PRIVATE_KEY_VAR]), False
+    _, pem = generate_key_pair()
+    os.environ[KEY_ID_VAR] = "demo-key"
+    os.environ[PRIVATE_KEY_VAR] = pem
+    return "demo-key", Secret(pem), True
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    key_id, pem, generated = _demo_key()
     try:
-        config = load(config_dir, env_name)
+        config = load(args.config_dir, args.env)
         secrets = resolve_all([(k.name, k.source) for k in config.environment.keys])
-    except ConfigError as exc:
-        for p in exc.problems:
+        public = load_private_key(pem).public_key()
+        recorder = Recorder.build(config, secrets)
+    except (ConfigError, KeySourceError) as exc:
+        problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+        for p in problems:
             print(f"ssmd demo: config error: {p}", file=sys.stderr)
         return 2
     endpoint = urlparse(config.feed.active_version().endpoint)
-    feed_server = await start_local_feed(endpoint.hostname or "127.0.0.1", endpoint.port or 80)
-    recorder = Recorder.build(config, secrets)
-    host, port = parse_addr(health_addr)
+    sim = SimServer(
+        SimConfig(
+            host=endpoint.hostname or "127.0.0.1",
+            port=endpoint.port or 80,
+            markets=60,
+            rate=args.rate,
+            public_keys={key_id: public},
+            faults=[] if args.no_faults else DEMO_FAULTS,
+        )
+    )
+    try:
+        await sim.start()
+    except OSError as exc:
+        print(
+            f"ssmd demo: cannot start the simulator on {endpoint.netloc}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    host, port = parse_addr(args.health_addr)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, recorder.runner.stop)
     task = asyncio.create_task(recorder.run(host, port, handle_signals=False))
     stats = recorder.runner.stats
     print(
-        f"recording feed {config.feed.name!r} from {config.feed.active_version().endpoint} "
-        f"for {seconds:.0f}s (Ctrl-C stops early) ..."
+        f"Kalshi simulator on {sim.ws_url} ({len(sim.model.markets)} markets, {args.rate:g} events/s"
+        f"{', faults: ' + ', '.join(f'{f.kind}@{f.at:g}s' for f in DEMO_FAULTS) if not args.no_faults else ''})"
+    )
+    print(
+        f"recording environment {config.environment.name!r} (feed {config.feed.name!r}, signed with key id "
+        f"{key_id!r}{' generated for this run' if generated else ''}) for {args.seconds:g}s; Ctrl-C stops early"
     )
     start = time.monotonic()
     last_n, last_t = 0, start
     try:
-        while not task.done() and time.monotonic() - start < seconds:
+        while not task.done() and time.monotonic() - start < args.seconds:
             await asyncio.wait([task], timeout=1.0)
             now = time.monotonic()
             rate = (stats.messages - last_n) / max(now - last_t, 1e-9)
             last_n, last_t = stats.messages, now
+            shards = stats.shards.values()
+            up = sum(1 for s in shards if stats.connections.get(s.shard))
+            gaps = sum(s.gaps for s in shards)
+            done = sum(s.recoveries["completed"] for s in shards)
             print(
-                f"  {now - start:5.1f}s  {rate:8.0f} frames/s  total {stats.messages:8d}  "
-                f"connected {'yes' if stats.connected else 'no '}  written {_human(stats.bytes_written)}"
+                f"  {now - start:5.1f}s {rate:9,.0f} frames/s  total {stats.messages:9,d}  "
+                f"shards {up}/{len(stats.shards)}  gaps {gaps}  recovered {done}  "
+                f"written {_human(stats.bytes_written)}",
+                flush=True,
             )
     finally:
         recorder.runner.stop()
         await task
-        await feed_server.cleanup()
+        await sim.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    root = config.environment.storage.path
-    print(f"\nrecorded {stats.messages} frames; {stats.reconnects} reconnects; archive under {root}:")
-    for path in sorted(root.glob("*/*.jsonl")):
+    _summary(recorder, config.environment.storage.path, config.feed.name)
+    return 0
+
+
+def _summary(recorder: Recorder, root: Path, feed: str) -> None:
+    stats = recorder.runner.stats
+    by_type: dict[str, int] = {}
+    for shard in stats.shards.values():
+        for kind, n in shard.frames_by_type.items():
+            by_type[kind] = by_type.get(kind, 0) + n
+    events = recorder.ledger.events
+    print(f"\nrecorded {stats.messages:,} frames on {len(stats.shards)} connection(s); {stats.reconnects} reconnect(s)")
+    print("frames by type: " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])))
+    unparsed = stats.messages - sum(by_type.values())
+    if unparsed:
+        print(f"frames that were not JSON (stored as strings): {unparsed}")
+    print(
+        f"sequence gaps detected: {events.get('gap', 0)}; snapshots requested: "
+        f"{events.get('recovery_requested', 0)}; recoveries completed: {events.get('recovery_completed', 0)}; "
+        f"resubscribed: {events.get('resubscribe_requested', 0)}; reconnects: {stats.reconnects}"
+    )
+    print(f"archive under {root}:")
+    for path in sorted(root.glob(f"*/{feed}*.jsonl")):
         with path.open("rb") as f:
             lines = sum(1 for _ in f)
-        print(f"  {path.relative_to(root)}  {lines} lines  {_human(path.stat().st_size)}")
-    print(f"read it with:  head -n 3 {root}/*/{config.feed.name}.jsonl")
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    return 0
+        print(f"  {path.relative_to(root)}  {lines:,} lines  {_human(path.stat().st_size)}")
+    print("read it with, e.g.:")
+    print(f"  jq -c 'select(.data.type==\"trade\") | .data.msg' {root}/*/{feed}.jsonl | head")
+    print(f'  jq -c \'select(.event=="gap" or .event=="recovery_completed")\' {root}/*/{feed}.events.jsonl')

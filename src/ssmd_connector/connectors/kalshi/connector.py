@@ -1,0 +1,304 @@
+"""The Kalshi connector: the thin I/O around :mod:`.protocol`.
+
+One :class:`KalshiShard` per connection. It signs the handshake (fresh signature on every
+connect), subscribes its shard's plan, archives every frame it receives *before* the protocol
+looks at it (replies and errors included — nothing is dropped while waiting for an
+acknowledgement), and carries out what the protocol decides: recovery commands, and a reconnect
+when recovery fails. Every such step is written to the coverage ledger.
+
+Liveness is judged by what arrives: picows pings after ``stale_after/2`` seconds without incoming
+data and drops the connection if nothing answers within another ``stale_after/2``. Sends are
+time-boxed: a send that is still stuck in the socket's buffer after ``send_timeout`` seconds
+means the peer stopped reading, and the connection is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...config import Environment, Feed
+from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
+from ...interfaces import Connector, FrameSink
+from ...ledger import Ledger
+from ...metrics import FeedStats, ShardStats
+from ...secrets import Secret
+from ..websocket import Liveness, WebSocketConnection
+from .auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
+from .protocol import WS_PATH, ClientSession, Effect, Event, Reconnect, Send, ShardPlan, plan_shards
+from .rest import discover_markets, rest_base_from_ws
+
+log = logging.getLogger(__name__)
+
+_RECOVERY_OUTCOME = {
+    "recovery_requested": "requested",
+    "recovery_completed": "completed",
+    "recovery_failed": "failed",
+    "resubscribe_requested": "resubscribed",
+    "recovery_unavailable": "unavailable",
+}
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    endpoint: str
+    stale_after: float = 30.0
+    command_timeout: float = 10.0
+    send_timeout: float = 10.0
+
+
+class KalshiShard:
+    """One connection to Kalshi carrying one :class:`ShardPlan`."""
+
+    def __init__(
+        self,
+        label: str,
+        plan: ShardPlan,
+        settings: ShardSettings,
+        signer: Signer | None,
+        ledger: Ledger,
+        stats: ShardStats,
+        *,
+        start_delay: float = 0.0,
+    ) -> None:
+        self._label = label
+        self.plan = plan
+        self._settings = settings
+        self._signer = signer
+        self._ledger = ledger
+        self._stats = stats
+        self._start_delay = start_delay
+        self._conn: WebSocketConnection | None = None
+        self._session: ClientSession | None = None
+        self._sink: FrameSink | None = None
+        self._stopping = False
+        self._reconnect_reason: str | None = None
+        self._stuck_since: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_open
+
+    @property
+    def session(self) -> ClientSession | None:
+        return self._session
+
+    def _record(self, event: str, fields: dict[str, Any] | None = None) -> None:
+        self._ledger.record(event, self._label, fields)
+
+    async def run(self, sink: FrameSink) -> None:
+        if self._start_delay:
+            delay, self._start_delay = self._start_delay, 0.0  # stagger the first connect only
+            await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        settings = self._settings
+        headers = await asyncio.to_thread(self._signer.headers, "GET", WS_PATH) if self._signer else {}
+        self._sink = sink
+        self._reconnect_reason = None
+        self._session = ClientSession(
+            self.plan,
+            command_timeout=settings.command_timeout,
+            type_counts=self._stats.frames_by_type,
+            observe_age=self._stats.age.observe,
+        )
+        conn = WebSocketConnection(
+            settings.endpoint, headers=headers, liveness=Liveness.stale_after(settings.stale_after)
+        )
+        try:
+            await conn.open(self._on_frame, sink)
+        except AuthenticationFailed as exc:
+            self._stats.auth_failures += 1
+            key_id = self._signer.key_id if self._signer else None
+            self._record("auth_failed", {"endpoint": settings.endpoint, "key_id": key_id, "error": str(exc)})
+            raise AuthenticationFailed(f"{exc} [key id {key_id}]") from None
+        except ConnectionFailed as exc:
+            self._record("connect_failed", {"endpoint": settings.endpoint, "error": str(exc)})
+            raise
+        self._conn = conn
+        self._record("connect", {"endpoint": settings.endpoint, "markets": len(self.plan.tickers)})
+        log.info("%s: connected to %s (%d markets)", self._label, settings.endpoint, len(self.plan.tickers))
+        if self._stopping:
+            await conn.close()
+        else:
+            self._apply(self._session.start(time.monotonic()))
+        ticker = asyncio.create_task(self._tick_loop(conn))
+        try:
+            reason = await conn.wait_closed()
+        finally:
+            ticker.cancel()
+            self._stats.markets = 0
+        if self._reconnect_reason:
+            reason = f"{self._reconnect_reason} ({reason})"
+        self._record("disconnect", {"reason": reason, "requested": self._stopping})
+        if self._stopping:
+            return
+        raise Disconnected(reason)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._conn is not None:
+            await self._conn.close()
+
+    # -- the reader -------------------------------------------------------------------------
+    def _on_frame(self, data: bytes, binary: bool) -> None:
+        assert self._sink is not None and self._session is not None
+        received = self._sink.frame(data, binary)  # archived first, whatever it is
+        if binary:
+            return
+        effects = self._session.receive(data, time.monotonic(), received)
+        if effects:
+            self._apply(effects)
+
+    def _apply(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                self._send(effect)
+            elif isinstance(effect, Event):
+                self._event(effect)
+            elif isinstance(effect, Reconnect):
+                self._reconnect(effect.reason)
+
+    def _event(self, ev: Event) -> None:
+        self._record(ev.kind, ev.fields)
+        stats = self._stats
+        outcome = _RECOVERY_OUTCOME.get(ev.kind)
+        if outcome is not None:
+            stats.recoveries[outcome] += 1
+        if ev.kind == "gap":
+            stats.gaps += 1
+            f = ev.fields
+            log.warning(
+                "%s: sequence gap on sid %s (%s): expected %s, got %s",
+                self._label,
+                f["sid"],
+                f["channel"],
+                f["expected"],
+                f["got"],
+            )
+        elif ev.kind in ("subscribed", "unsubscribed", "command_ok") and self._session is not None:
+            stats.markets = self._session.markets_subscribed
+        elif ev.kind == "error":
+            log.warning("%s: error reply %s", self._label, ev.fields)
+        elif ev.kind in ("recovery_completed", "resubscribe_requested", "recovery_failed"):
+            log.info("%s: %s %s", self._label, ev.kind, ev.fields)
+
+    def _send(self, send: Send) -> None:
+        self._record("command", {"id": send.id, "cmd": send.cmd, "params": send.params, "purpose": send.purpose})
+        if self._conn is None or not self._conn.is_open:
+            return  # the connection is going away; the next one starts a fresh session
+        self._conn.send_text(send.encode())
+
+    def _reconnect(self, reason: str) -> None:
+        if self._reconnect_reason is not None:
+            return
+        self._reconnect_reason = reason
+        log.warning("%s: reconnecting: %s", self._label, reason)
+        self._record("reconnect_requested", {"reason": reason})
+        if self._conn is not None:
+            self._conn.abort()
+
+    async def _tick_loop(self, conn: WebSocketConnection) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            if self._session is not None:
+                self._apply(self._session.tick(now))
+            if conn.write_buffer_size > 0:
+                self._stuck_since = self._stuck_since or now
+                if now - self._stuck_since > self._settings.send_timeout:
+                    self._reconnect(f"send timed out: the server read nothing for {self._settings.send_timeout:.0f}s")
+            else:
+                self._stuck_since = None
+
+
+class KalshiFeed:
+    """Everything a Kalshi environment needs, validated up front; shards built after discovery."""
+
+    def __init__(
+        self, env: Environment, feed: Feed, secrets: Mapping[str, Secret], ledger: Ledger, stats: FeedStats
+    ) -> None:
+        version = feed.active_version()
+        self.env, self.feed, self.ledger, self.stats = env, feed, ledger, stats
+        self.endpoint = version.endpoint
+        self.rest_base = version.rest_endpoint or rest_base_from_ws(version.endpoint)
+        self.signer = _signer(secrets, f"environments/{env.name}.yaml")
+        if self.signer is None:
+            log.warning(
+                "no Kalshi credentials (%s, %s) among the environment's keys: connecting without "
+                "authentication, which only a simulator started with --no-auth accepts",
+                KEY_ID_VAR,
+                PRIVATE_KEY_VAR,
+            )
+        sub = env.subscription
+        self.settings = ShardSettings(self.endpoint, stale_after=sub.stale_after, command_timeout=sub.command_timeout)
+
+    async def tickers(self) -> list[str]:
+        sub = self.env.subscription
+        tickers = list(dict.fromkeys(sub.markets))
+        if sub.discover is not None:
+            found = await discover_markets(
+                self.rest_base, self.signer, status=sub.discover.status, series=sub.discover.series
+            )
+            self.ledger.record(
+                "discovered",
+                "rest",
+                {
+                    "base": self.rest_base,
+                    "markets": len(found),
+                    "status": sub.discover.status,
+                    "series": sub.discover.series,
+                },
+            )
+            tickers += [t for t in found if t not in set(tickers)]
+        return tickers
+
+    async def connectors(self) -> list[Connector]:
+        sub = self.env.subscription
+        tickers = await self.tickers()
+        if sub.discover is not None and not tickers and "orderbook_delta" in sub.channels:
+            raise ConnectionFailed(f"{self.rest_base}: discovery found no markets to subscribe")
+        plans = plan_shards(sub.channels, tickers, sub.max_markets_per_connection)
+        shards: list[Connector] = []
+        for i, plan in enumerate(plans):
+            label = f"{self.feed.name}-{i}"
+            stats = self.stats.shards.setdefault(label, ShardStats(label))
+            shards.append(
+                KalshiShard(
+                    label,
+                    plan,
+                    self.settings,
+                    self.signer,
+                    self.ledger,
+                    stats,
+                    start_delay=i * sub.connect_stagger,
+                )
+            )
+        log.info("%d markets on %d connection(s)", len(tickers), len(shards))
+        return shards
+
+
+def _signer(secrets: Mapping[str, Secret], label: str) -> Signer | None:
+    key_id, pem = secrets.get(KEY_ID_VAR), secrets.get(PRIVATE_KEY_VAR)
+    if key_id is None and pem is None:
+        return None
+    if key_id is None or pem is None:
+        missing = KEY_ID_VAR if key_id is None else PRIVATE_KEY_VAR
+        raise ConfigError(
+            [
+                f"{label}: keys: {missing} is required with "
+                f"{PRIVATE_KEY_VAR if key_id is None else KEY_ID_VAR} (add it to a keys source)"
+            ]
+        )
+    try:
+        return Signer(key_id.reveal(), load_private_key(pem))
+    except ConfigError as exc:
+        raise ConfigError([f"{label}: keys: {p}" for p in exc.problems]) from None

@@ -1,0 +1,301 @@
+"""The simulator's market model: order books, trades, tickers and lifecycle events.
+
+Prices are integers in 1/10,000 dollar and sizes in 1/100 contract, formatted as Kalshi's
+fixed-point strings (``"0.4800"``, ``"300.00"``) only when a message is built, so the model's
+books are exact: a snapshot plus the deltas sent after it rebuild the true book to the cent.
+
+Both sides of a Kalshi book are *bids*: YES bids below the mid, NO bids below one minus the mid.
+A YES ask is one minus the best NO bid. A trade takes liquidity at the best opposite bid and
+emits the matching negative delta, so trades and books stay consistent.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..connectors.kalshi.protocol import MARKET_LIFECYCLE_V2, ORDERBOOK_DELTA, TICKER, TRADE
+
+ONE = 10_000  # $1.00 in price units
+CENT = 100
+SERIES = ("KXBTCD", "KXETHD", "KXHIGHNY", "KXINXD", "KXFED")
+
+
+def price_str(p: int) -> str:
+    return f"{p // ONE}.{p % ONE:04d}"
+
+
+def size_str(s: int) -> str:
+    sign = "-" if s < 0 else ""
+    s = abs(s)
+    return f"{sign}{s // 100}.{s % 100:02d}"
+
+
+@dataclass
+class Market:
+    ticker: str
+    event_ticker: str
+    series: str
+    market_id: str
+    status: str  # filter vocabulary: open | closed | settled
+    mid: int
+    open_ts: int
+    close_ts: int
+    title: str
+    yes: dict[int, int] = field(default_factory=dict)
+    no: dict[int, int] = field(default_factory=dict)
+    last_price: int = 0
+    last_trade_size: int = 0
+    volume: int = 0
+    open_interest: int = 0
+    dollar_volume: int = 0
+    paused: bool = False
+
+    def side(self, side: str) -> dict[int, int]:
+        return self.yes if side == "yes" else self.no
+
+    def best(self, side: str) -> tuple[int, int]:
+        book = self.side(side)
+        if not book:
+            return 0, 0
+        p = max(book)
+        return p, book[p]
+
+    def max_price(self, side: str) -> int:
+        """Highest bid allowed on a side without crossing the other side's best bid."""
+        other, _ = self.best("no" if side == "yes" else "yes")
+        limit = ONE - other - CENT if other else (self.mid if side == "yes" else ONE - self.mid) - CENT
+        return max(CENT, min(limit, ONE - CENT))
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Event = tuple[str, str, str, dict[str, Any]]
+"""(channel, market ticker, message type, msg payload)."""
+
+
+class MarketModel:
+    """N markets, seeded and reproducible. ``step()`` yields the next exchange events."""
+
+    def __init__(self, markets: int = 50, seed: int = 1, *, now: float | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.now = now if now is not None else datetime.now(UTC).timestamp()
+        self.markets: dict[str, Market] = {}
+        day = datetime.fromtimestamp(self.now, UTC).strftime("%y%b%d").upper()
+        for i in range(markets):
+            series = SERIES[i % len(SERIES)]
+            strike = 90_000 + 250 * i if series in ("KXBTCD", "KXETHD") else 40 + i // len(SERIES)
+            ticker = f"{series}-{day}-B{strike}.5" if series == "KXHIGHNY" else f"{series}-{day}-T{strike}"
+            status = "open" if i % 10 != 9 else ("closed" if i % 20 == 9 else "settled")
+            m = Market(
+                ticker=ticker,
+                event_ticker=f"{series}-{day}",
+                series=series,
+                market_id=str(uuid.uuid5(uuid.NAMESPACE_URL, ticker)),
+                status=status,
+                mid=self.rng.randrange(10, 90) * CENT,
+                open_ts=int(self.now) - 86_400,
+                close_ts=int(self.now) + 86_400,
+                title=f"{series} above {strike} on {day}?",
+            )
+            for side in ("yes", "no"):
+                top = m.max_price(side)
+                for k in range(self.rng.randrange(5, 15)):
+                    p = top - k * CENT
+                    if p >= CENT:
+                        m.side(side)[p] = self.rng.randrange(1, 500) * 100
+            m.last_price = m.mid
+            self.markets[ticker] = m
+        self.open_tickers = [t for t, m in self.markets.items() if m.status == "open"]
+
+    # -- messages -----------------------------------------------------------------------------
+    def snapshot_msg(self, ticker: str) -> dict[str, Any]:
+        m = self.markets[ticker]
+        msg: dict[str, Any] = {"market_ticker": m.ticker, "market_id": m.market_id}
+        for side in ("yes", "no"):
+            book = m.side(side)
+            if book:  # a side key is omitted when that side is empty
+                msg[f"{side}_dollars_fp"] = [[price_str(p), size_str(book[p])] for p in sorted(book)]
+        return msg
+
+    def ticker_msg(self, m: Market, ts: float) -> dict[str, Any]:
+        yes_bid, yes_bid_size = m.best("yes")
+        no_bid, no_bid_size = m.best("no")
+        return {
+            "market_id": m.market_id,
+            "market_ticker": m.ticker,
+            "price_dollars": price_str(m.last_price),
+            "yes_bid_dollars": price_str(yes_bid),
+            "yes_ask_dollars": price_str(ONE - no_bid if no_bid else ONE),
+            "volume_fp": size_str(m.volume),
+            "open_interest_fp": size_str(m.open_interest),
+            "dollar_volume": m.dollar_volume,
+            "dollar_open_interest": m.open_interest * m.last_price // (100 * ONE),
+            "yes_bid_size_fp": size_str(yes_bid_size),
+            "yes_ask_size_fp": size_str(no_bid_size),
+            "last_trade_size_fp": size_str(m.last_trade_size),
+            "ts": int(ts),
+            "ts_ms": int(ts * 1000),
+            "time": _rfc3339(ts),
+        }
+
+    def market_json(self, ticker: str) -> dict[str, Any]:
+        """The REST ``Market`` object (status in the response vocabulary)."""
+        m = self.markets[ticker]
+        yes_bid, _ = m.best("yes")
+        no_bid, _ = m.best("no")
+        return {
+            "ticker": m.ticker,
+            "event_ticker": m.event_ticker,
+            "market_type": "binary",
+            "title": m.title,
+            "status": {"open": "active", "closed": "closed", "settled": "finalized"}[m.status],
+            "open_time": _rfc3339(m.open_ts),
+            "close_time": _rfc3339(m.close_ts),
+            "latest_expiration_time": _rfc3339(m.close_ts + 3600),
+            "yes_bid_dollars": price_str(yes_bid),
+            "yes_ask_dollars": price_str(ONE - no_bid if no_bid else ONE),
+            "no_bid_dollars": price_str(no_bid),
+            "no_ask_dollars": price_str(ONE - yes_bid if yes_bid else ONE),
+            "last_price_dollars": price_str(m.last_price),
+            "volume_fp": size_str(m.volume),
+            "volume_24h_fp": size_str(m.volume),
+            "open_interest_fp": size_str(m.open_interest),
+            "result": "",
+            "price_level_structure": "linear_cent",
+            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": "0.0100"}],
+            "fractional_trading_enabled": True,
+        }
+
+    # -- dynamics -----------------------------------------------------------------------------
+    def step(self, ts: float) -> list[Event]:
+        """One exchange event (a trade also moves the book, so it yields two)."""
+        rng = self.rng
+        if not self.open_tickers:
+            return []
+        m = self.markets[rng.choice(self.open_tickers)]
+        r = rng.random()
+        if m.paused:  # a paused market trades nothing; it is reactivated after a while
+            return self._lifecycle(m, ts) if r < 0.05 else []
+        if r < 0.72:
+            return [self._delta(m, ts)]
+        if r < 0.82:
+            return self._trade(m, ts)
+        if r < 0.995:
+            return [(TICKER, m.ticker, "ticker", self.ticker_msg(m, ts))]
+        return self._lifecycle(m, ts)
+
+    def _delta(
+        self,
+        m: Market,
+        ts: float,
+        side: str | None = None,
+        price: int | None = None,
+        delta: int | None = None,
+    ) -> Event:
+        rng = self.rng
+        side = side or rng.choice(("yes", "no"))
+        book = m.side(side)
+        if price is None:
+            if book and rng.random() < 0.7:
+                price = rng.choice(list(book))
+            else:
+                price = rng.randrange(1, m.max_price(side) // CENT + 1) * CENT
+        if delta is None:
+            current = book.get(price, 0)
+            if current and rng.random() < 0.45:
+                delta = -current if rng.random() < 0.3 else -rng.randrange(1, current + 1)
+            else:
+                delta = rng.randrange(1, 500) * 100 + (rng.randrange(100) if rng.random() < 0.1 else 0)
+        size = book.get(price, 0) + delta
+        if size:
+            book[price] = size
+        else:
+            book.pop(price, None)
+        msg = {
+            "market_ticker": m.ticker,
+            "market_id": m.market_id,
+            "price_dollars": price_str(price),
+            "delta_fp": size_str(delta),
+            "side": side,
+            "ts": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "ts_ms": int(ts * 1000),
+        }
+        return (ORDERBOOK_DELTA, m.ticker, "orderbook_delta", msg)
+
+    def _trade(self, m: Market, ts: float) -> list[Event]:
+        rng = self.rng
+        taker = rng.choice(("yes", "no"))
+        maker_side = "no" if taker == "yes" else "yes"
+        best, size = m.best(maker_side)
+        if not size:
+            return [self._delta(m, ts)]
+        count = min(size, rng.randrange(1, 100) * 100)
+        yes_price = ONE - best if taker == "yes" else best
+        m.last_price = yes_price
+        m.last_trade_size = count
+        m.volume += count
+        m.open_interest += count // 2
+        m.dollar_volume += count * yes_price // (100 * ONE)
+        trade = {
+            "trade_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            "market_ticker": m.ticker,
+            "yes_price_dollars": price_str(yes_price),
+            "no_price_dollars": price_str(ONE - yes_price),
+            "count_fp": size_str(count),
+            "taker_side": taker,
+            "taker_outcome_side": taker,
+            "taker_book_side": "bid" if taker == "yes" else "ask",
+            "is_block_trade": False,
+            "ts": int(ts),
+            "ts_ms": int(ts * 1000),
+        }
+        consumed = self._delta(m, ts, side=maker_side, price=best, delta=-count)
+        return [(TRADE, m.ticker, "trade", trade), consumed]
+
+    def _lifecycle(self, m: Market, ts: float) -> list[Event]:
+        rng = self.rng
+        if not m.paused and rng.random() < 0.7:
+            m.close_ts += 3600
+            msg: dict[str, Any] = {
+                "market_ticker": m.ticker,
+                "event_type": "close_date_updated",
+                "close_ts": m.close_ts,
+            }
+        else:
+            m.paused = not m.paused
+            msg = {
+                "market_ticker": m.ticker,
+                "event_type": "deactivated" if m.paused else "activated",
+                "is_deactivated": m.paused,
+            }
+        return [(MARKET_LIFECYCLE_V2, m.ticker, "market_lifecycle_v2", msg)]
+
+    def created_msg(self, ticker: str) -> dict[str, Any]:
+        """A ``created`` lifecycle event (sent for every open market when lifecycle is subscribed)."""
+        m = self.markets[ticker]
+        return {
+            "market_ticker": m.ticker,
+            "event_type": "created",
+            "exchange_index": 0,
+            "open_ts": m.open_ts,
+            "close_ts": m.close_ts,
+            "price_level_structure": "linear_cent",
+            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": "0.0100"}],
+            "additional_metadata": {
+                "name": m.title,
+                "title": m.title,
+                "yes_sub_title": "Yes",
+                "no_sub_title": "No",
+                "rules_primary": f"Resolves Yes if {m.title}",
+                "rules_secondary": "",
+                "can_close_early": False,
+                "event_ticker": m.event_ticker,
+                "expected_expiration_ts": m.close_ts + 3600,
+            },
+        }
