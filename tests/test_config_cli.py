@@ -161,3 +161,65 @@ def test_version() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0
     assert proc.stdout.startswith("ssmd-connector ")
+
+
+KALSHI_FEED = """\
+name: kalshi
+type: websocket
+versions:
+  - {version: sim, endpoint: "ws://127.0.0.1:9/trade-api/ws/v2", active: true}
+"""
+
+
+def kalshi_env(extra: str, keys: str = "keys: []\n") -> str:
+    return f"name: test\nfeed: kalshi\n{keys}storage: {{type: local, path: d}}\n{extra}"
+
+
+def test_orderbook_without_markets_is_a_config_error(tmp_path: Path) -> None:
+    write_config(
+        tmp_path, feed_name="kalshi", feed=KALSHI_FEED, env=kalshi_env("subscription:\n  channels: [orderbook_delta]\n")
+    )
+    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
+    assert_config_error(proc, "subscription: orderbook_delta needs markets")
+
+
+def test_unsupported_channel_is_a_config_error(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        feed_name="kalshi",
+        feed=KALSHI_FEED,
+        env=kalshi_env("subscription:\n  channels: [fill]\n  markets: [A]\n"),
+    )
+    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
+    assert_config_error(proc, "subscription.channels: unsupported channel(s) 'fill'")
+
+
+def test_half_of_the_kalshi_credentials_is_a_config_error(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        feed_name="kalshi",
+        feed=KALSHI_FEED,
+        env=kalshi_env(
+            "subscription:\n  markets: [A]\n", keys="keys:\n  - {name: kalshi, source: 'env:KALSHI_API_KEY'}\n"
+        ),
+    )
+    proc = run_cli("--env", "test", "--config-dir", str(tmp_path), env=cli_env(KALSHI_API_KEY="id-1"))
+    assert_config_error(proc, "keys: KALSHI_PRIVATE_KEY is required with KALSHI_API_KEY")
+
+
+def test_unreadable_private_key_is_a_config_error_without_the_key(tmp_path: Path) -> None:
+    write_config(
+        tmp_path,
+        feed_name="kalshi",
+        feed=KALSHI_FEED,
+        env=kalshi_env(
+            "subscription:\n  markets: [A]\n",
+            keys="keys:\n  - {name: kalshi, source: 'env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY'}\n",
+        ),
+    )
+    bogus = "-----BEGIN RSA PRIVATE KEY-----\nTOPSECRETMATERIAL1234567890\n-----END RSA PRIVATE KEY-----"
+    proc = run_cli(
+        "--env", "test", "--config-dir", str(tmp_path), env=cli_env(KALSHI_API_KEY="id-1", KALSHI_PRIVATE_KEY=bogus)
+    )
+    assert_config_error(proc, "KALSHI_PRIVATE_KEY: not a readable unencrypted RSA private key")
+    assert "TOPSECRETMATERIAL" not in proc.stderr

@@ -59,6 +59,8 @@ class SimConfig:
     record_sent: bool = False
     """Keep every frame sent (tests compare them with the archive)."""
     page_limit_default: int = 100
+    page_limit_max: int = 1000
+    """Largest page REST returns whatever ``limit`` asks (small values exercise pagination)."""
 
 
 @dataclass
@@ -534,6 +536,7 @@ class SimServer:
         if q.get("tickers"):
             wanted = set(q["tickers"].split(","))
             markets = [m for m in markets if m.ticker in wanted]
+        limit = min(limit, self.config.page_limit_max)
         page = markets[offset : offset + limit]
         more = offset + limit < len(markets)
         cursor = base64.urlsafe_b64encode(str(offset + limit).encode()).decode() if more else ""

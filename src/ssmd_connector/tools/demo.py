@@ -20,6 +20,7 @@ from ..app import Recorder
 from ..cli import parse_addr
 from ..config import load
 from ..connectors.kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, generate_key_pair, load_private_key
+from ..connectors.kalshi.protocol import UNPARSED
 from ..errors import ConfigError, KeySourceError
 from ..keys import resolve_all
 from ..secrets import Secret
@@ -132,8 +133,8 @@ def _summary(recorder: Recorder, root: Path, feed: str) -> None:
             by_type[kind] = by_type.get(kind, 0) + n
     events = recorder.ledger.events
     print(f"\nrecorded {stats.messages:,} frames on {len(stats.shards)} connection(s); {stats.reconnects} reconnect(s)")
+    unparsed = by_type.pop(UNPARSED, 0)
     print("frames by type: " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_type.items(), key=lambda kv: -kv[1])))
-    unparsed = stats.messages - sum(by_type.values())
     if unparsed:
         print(f"frames that were not JSON (stored as strings): {unparsed}")
     print(

@@ -68,6 +68,8 @@ OK: Final = "ok"
 ERROR: Final = "error"
 ORDERBOOK_SNAPSHOT: Final = "orderbook_snapshot"
 CONTROL_TYPES: Final = frozenset({SUBSCRIBED, UNSUBSCRIBED, OK, ERROR})
+UNPARSED: Final = "_unparsed"
+"""The type under which frames that are not a JSON object are counted (they are still archived)."""
 
 # Commands
 SUBSCRIBE: Final = "subscribe"
@@ -336,6 +338,7 @@ class ClientSession:
         env = parse(frame)
         if env is None:
             self.unparsed += 1
+            self.type_counts[UNPARSED] = self.type_counts.get(UNPARSED, 0) + 1
             return (Event("unparsed_frame", {"bytes": len(frame)}),)
         kind = env.type
         counts = self.type_counts
