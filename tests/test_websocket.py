@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,29 @@ from ssmd_connector.errors import ConfigError, ConnectionFailed, Disconnected
 from ssmd_connector.secrets import Secret
 
 OnConnect = Callable[[WSTransport], None]
+
+
+class CollectingSink:
+    """A FrameSink that keeps what it is given, with the read boundaries."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, int, bool]] = []
+        self.reads: list[int] = []  # number of frames at each read_end
+        self._clock = 0
+
+    def stamp(self) -> int:
+        self._clock += 1
+        return self._clock
+
+    def frame(self, data: bytes, received_ns: int, binary: bool = False, verbatim: bool = False) -> None:
+        self.frames.append((data, received_ns, binary))
+
+    def read_end(self) -> None:
+        self.reads.append(len(self.frames))
+
+    def attach(self, transport: asyncio.BaseTransport) -> None: ...
+
+    def detach(self, transport: asyncio.BaseTransport) -> None: ...
 
 
 class _ServerListener(WSListener):
@@ -58,14 +82,41 @@ async def test_fragmented_text_and_binary_messages_are_reassembled() -> None:
         t.send(WSMsgType.TEXT, b"plain")
 
     server, url, _ = await picows_server(on_connect)
-    got: list[tuple[bytes, bool]] = []
+    sink = CollectingSink()
     conn = WebSocketConnection(url)
-    await conn.open(lambda data, binary: got.append((data, binary)))
-    while len(got) < 3:
+    await conn.open(sink.frame, sink)
+    while len(sink.frames) < 3:
         await asyncio.sleep(0.01)
     await conn.close()
     server.close()
-    assert got == [(b'{"part":"one"}', False), (b"\x00\x01\x02", True), (b"plain", False)]
+    assert [(d, b) for d, _, b in sink.frames] == [
+        (b'{"part":"one"}', False),
+        (b"\x00\x01\x02", True),
+        (b"plain", False),
+    ]
+    assert sink.reads and sink.reads[-1] >= 3  # every frame was followed by the end of its read
+
+
+async def test_frames_of_one_read_share_a_stamp_and_reads_are_closed() -> None:
+    def on_connect(t: WSTransport) -> None:
+        for i in range(50):
+            t.send(WSMsgType.TEXT, b'{"i":%d}' % i)
+
+    server, url, _ = await picows_server(on_connect)
+    sink = CollectingSink()
+    conn = WebSocketConnection(url)
+    await conn.open(sink.frame, sink)
+    while len(sink.frames) < 50:
+        await asyncio.sleep(0.01)
+    await conn.close()
+    server.close()
+    stamps = [ts for _, ts, _ in sink.frames]
+    # One stamp per read: stamps only change at read boundaries, and every frame's read ended.
+    boundaries = [0, *sink.reads]
+    for a, b in itertools.pairwise(boundaries):
+        assert len(set(stamps[a:b])) <= 1
+    assert sink.reads[-1] >= 50
+    assert stamps == sorted(stamps)
 
 
 async def test_extra_headers_are_sent_with_secrets_interpolated() -> None:
@@ -75,7 +126,7 @@ async def test_extra_headers_are_sent_with_secrets_interpolated() -> None:
         {"Authorization": "Bearer ${TOKEN}", "X-Plain": "1"}, {"TOKEN": Secret("abc123")}, "feeds/x.yaml"
     )
     conn = WebSocketConnection(url, headers=headers)
-    await conn.open(lambda d, b: None)
+    await conn.open(lambda d, t, b: None, CollectingSink())
     await conn.close()
     server.close()
     sent = requests[0].headers
@@ -91,7 +142,7 @@ def test_header_referencing_an_unknown_key_is_a_config_error() -> None:
 async def test_server_pings_are_answered() -> None:
     server, url, pongs = await picows_server(lambda t: t.send_ping(b"heartbeat"))
     conn = WebSocketConnection(url)
-    await conn.open(lambda d, b: None)
+    await conn.open(lambda d, t, b: None, CollectingSink())
     deadline = time.monotonic() + 5
     while not pongs and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
@@ -105,16 +156,9 @@ async def test_a_silent_server_is_detected_by_what_arrives() -> None:
     server, url, _ = await picows_server(lambda t: None, auto_pong=False)
     connector = WebSocketConnector(url, liveness=Liveness(idle=0.3, reply=0.3))
 
-    class Sink:
-        def frame(self, data: bytes, binary: bool = False) -> int:
-            return 0
-
-        def attach(self, transport: asyncio.BaseTransport) -> None: ...
-        def detach(self, transport: asyncio.BaseTransport) -> None: ...
-
     started = time.monotonic()
     with pytest.raises(Disconnected, match="replied to ping"):
-        await asyncio.wait_for(connector.run(Sink()), 10)
+        await asyncio.wait_for(connector.run(CollectingSink()), 10)
     assert time.monotonic() - started < 3
     server.close()
 
@@ -124,4 +168,4 @@ async def test_connection_refused_is_a_connection_failure() -> None:
     server.close()
     await server.wait_closed()
     with pytest.raises(ConnectionFailed, match=r"cannot connect to ws://127\.0\.0\.1"):
-        await WebSocketConnection(url).open(lambda d, b: None)
+        await WebSocketConnection(url).open(lambda d, t, b: None, CollectingSink())

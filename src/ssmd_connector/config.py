@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .connectors.kalshi.protocol import DEFAULT_CHANNELS, ORDERBOOK_DELTA, RECORDABLE_CHANNELS
+from .connectors.websocket import DEFAULT_RECEIVE_BUFFER
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,9 @@ class SubscriptionSpec(_Model):
     stale_after: float = Field(default=30.0, gt=0, description="seconds without any arriving frame or pong")
     connect_stagger: float = Field(default=0.25, ge=0, description="seconds between opening shards")
     command_timeout: float = Field(default=10.0, gt=0)
+    receive_buffer: int = Field(
+        default=DEFAULT_RECEIVE_BUFFER, ge=0, description="socket receive buffer (SO_RCVBUF) in bytes; 0 = OS"
+    )
 
     @field_validator("channels")
     @classmethod

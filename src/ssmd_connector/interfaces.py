@@ -15,13 +15,21 @@ from .secrets import Secret
 
 
 class FrameSink(Protocol):
-    """What a connector hands frames to. Implemented by :class:`ssmd_connector.pipeline.Intake`."""
+    """What a connector hands frames to. Implemented by :class:`ssmd_connector.pipeline.Intake`.
 
-    def frame(self, data: bytes, binary: bool = False) -> int:
-        """Accept one complete frame, just read off the socket. Never blocks, never drops.
+    Per socket read: one :meth:`stamp`, one :meth:`frame` per complete message, one
+    :meth:`read_end`. Never blocks, never drops.
+    """
 
-        Returns the receive timestamp it was stamped with (ns since the epoch).
-        """
+    def stamp(self) -> int:
+        """The receive time (ns since the epoch) shared by the frames of one socket read."""
+
+    def frame(self, data: bytes, received_ns: int, binary: bool = False, verbatim: bool = False) -> None:
+        """Accept one complete frame. ``verbatim``: the connector has already checked that the
+        frame is one valid JSON text, UTF-8, without raw CR/LF (so the writer need not)."""
+
+    def read_end(self) -> None:
+        """Every frame of the current read has been given: pass them on."""
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         """Register a socket so the sink can pause reading from it when the pipeline is full."""

@@ -20,6 +20,7 @@ three cases.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -39,6 +40,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     frame: bytes
     binary: bool = False
     """True for a WebSocket binary frame."""
+    verbatim: bool = False
+    """The connector already checked :func:`is_verbatim_safe` (it parsed the frame anyway)."""
 
     @property
     def received_at(self) -> datetime:
@@ -63,6 +66,19 @@ def is_verbatim_safe(frame: bytes) -> bool:
     return True
 
 
+def is_line_safe_json(frame: bytes) -> bool:
+    """For a frame already known to be valid JSON syntax: also UTF-8 and free of raw CR/LF?"""
+    if frame.find(10) >= 0 or frame.find(13) >= 0:
+        return False
+    if frame.isascii():
+        return True
+    try:
+        frame.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class LineEncoder:
     """Builds archive lines. The only place in the project where a line is assembled."""
 
@@ -78,10 +94,13 @@ class LineEncoder:
             encoded = self._feeds[feed] = _encode(feed)
         return encoded
 
+    def _head(self, msg: Message) -> bytes:
+        return b'{"ts":"' + self._ts.format(msg.received_ns) + b'","feed":' + self._feed_json(msg.feed)
+
     def encode(self, msg: Message) -> bytes:
         frame = msg.frame
-        head = b'{"ts":"' + self._ts.format(msg.received_ns) + b'","feed":' + self._feed_json(msg.feed)
-        if not msg.binary and is_verbatim_safe(frame):
+        head = self._head(msg)
+        if msg.verbatim or (not msg.binary and is_verbatim_safe(frame)):
             return head + b',"data":' + frame + b"}\n"
         if not msg.binary:
             try:
@@ -91,6 +110,38 @@ class LineEncoder:
             else:
                 return head + b',"enc":"text","data":' + _encode(text) + b"}\n"
         return head + b',"enc":"base64","data":"' + base64.b64encode(frame) + b'"}\n'
+
+    def encode_batch(
+        self, batch: Sequence[Message], start: int = 0, lo_ns: int = 0, hi_ns: int = -1, feed: str | None = None
+    ) -> tuple[bytes, int]:
+        """Lines for ``batch[start:]`` up to the first message stamped outside [lo_ns, hi_ns)
+        (``hi_ns < 0``: no bound) or of a feed other than ``feed`` (``None``: any feed).
+
+        Returns the bytes and the index where it stopped (``len(batch)`` when it consumed all).
+        Messages of one socket read share a stamp, so the timestamp, the feed and the bounds are
+        checked once per read, not once per frame.
+        """
+        parts: list[bytes] = []
+        append = parts.append
+        last_ns = -1
+        last_feed = ""
+        head = b""
+        i = start
+        for i in range(start, len(batch)):
+            msg = batch[i]
+            ns = msg.received_ns
+            if ns != last_ns or msg.feed is not last_feed:
+                if (hi_ns >= 0 and not lo_ns <= ns < hi_ns) or (feed is not None and msg.feed != feed):
+                    return b"".join(parts), i
+                last_ns, last_feed = ns, msg.feed
+                head = self._head(msg) + b',"data":'
+            if msg.verbatim:
+                append(head)
+                append(msg.frame)
+                append(b"}\n")
+            else:
+                append(self.encode(msg))
+        return b"".join(parts), len(batch)
 
 
 def decode_frame(line: bytes | str) -> bytes:

@@ -1,12 +1,14 @@
 """Where a frame enters the recorder: the intake stamps it, the bounded queue carries it.
 
-Connectors call :meth:`Intake.frame` from their socket callbacks. That is the only place a receive
-timestamp is taken. The queue between the readers and the writer task is bounded in frames; when
-it is full it pauses reading on every attached socket (TCP backpressure, so the peer slows down)
-instead of dropping, and resumes once the writer has drained it to half.
+Connectors hand frames to :class:`Intake` from their socket callbacks. The receive timestamp is
+taken by :meth:`Intake.stamp` — the only place the clock is read for frames — once per socket
+read: every frame that one ``recv`` returned was read off the socket at that instant, so they
+share the stamp (and the hot path formats one timestamp per read, not per frame).
 
-Because socket callbacks run synchronously for a whole read buffer before the writer task wakes,
-the writer naturally receives frames in batches: one wake-up per read, not per frame.
+Frames of one read travel together: :meth:`Intake.read_end` hands the read's frames to the
+:class:`FrameQueue` in one step. The queue is bounded in frames; when it is full it pauses reading
+on every attached socket (TCP backpressure, so the peer slows down) instead of dropping, and
+resumes once the writer task has drained it to half.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class FrameQueue:
             raise ValueError("queue capacity must be at least 2")
         self.capacity = capacity
         self._resume_below = capacity // 2
-        self._items: deque[Message] = deque()
+        self._batches: deque[list[Message]] = deque()
+        self._count = 0
         self._stats = stats
         self._waiter: asyncio.Future[None] | None = None
         self._transports: set[asyncio.BaseTransport] = set()
@@ -37,21 +40,22 @@ class FrameQueue:
         """How many times reading was paused because the queue was full (observability)."""
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     @property
     def paused(self) -> bool:
         return self._paused
 
-    def put(self, msg: Message) -> None:
-        items = self._items
-        items.append(msg)
+    def put(self, batch: list[Message]) -> None:
+        """Enqueue the frames of one read (the list is owned by the queue afterwards)."""
+        self._batches.append(batch)
+        self._count += len(batch)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        if len(items) >= self.capacity and not self._paused:
+        if self._count >= self.capacity and not self._paused:
             self._pause()
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
@@ -74,12 +78,12 @@ class FrameQueue:
             _set_reading(t, True)
 
     async def get_batch(self, max_items: int, timeout: float | None = None) -> list[Message]:
-        """Up to ``max_items`` messages, waiting up to ``timeout`` s for the first one.
+        """About ``max_items`` messages (whole reads), waiting up to ``timeout`` s for the first.
 
         Returns ``[]`` on timeout, or when the queue is closed and empty.
         """
-        items = self._items
-        if not items and not self._closed:
+        batches = self._batches
+        if not batches and not self._closed:
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
             timer = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
@@ -90,12 +94,21 @@ class FrameQueue:
                     timer.cancel()
                 if self._waiter is waiter:
                     self._waiter = None
-        n = min(len(items), max_items)
-        batch = [items.popleft() for _ in range(n)]
-        self._stats.queue_depth = len(items)
-        if self._paused and len(items) <= self._resume_below:
+        if not batches:
+            return []
+        out = batches.popleft()
+        while batches and len(out) < max_items:
+            out += batches.popleft()
+        if len(out) > max_items:
+            # One huge read (a burst drained from a full socket buffer): hand it on in slices,
+            # so the writer's working set stays small and cache-resident.
+            batches.appendleft(out[max_items:])
+            del out[max_items:]
+        self._count -= len(out)
+        self._stats.queue_depth = self._count
+        if self._paused and self._count <= self._resume_below:
             self._resume()
-        return batch
+        return out
 
     def close(self) -> None:
         """No more input; wakes the consumer so it can drain what is left."""
@@ -114,35 +127,47 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 def _set_reading(transport: asyncio.BaseTransport, on: bool) -> None:
-    if not isinstance(transport, asyncio.ReadTransport) or transport.is_closing():
+    # Duck-typed: picows may run on aiofastnet, whose transports are not asyncio.ReadTransport
+    # subclasses but have the same pause_reading/resume_reading.
+    if transport.is_closing():
         return
     if on:
-        transport.resume_reading()
+        transport.resume_reading()  # type: ignore[attr-defined]
     else:
-        transport.pause_reading()
+        transport.pause_reading()  # type: ignore[attr-defined]
 
 
 class Intake:
-    """The front door of the pipeline, one per feed: stamps each frame and queues it."""
+    """The front door of the pipeline, one per feed: stamps reads, collects their frames."""
 
-    __slots__ = ("_feed", "_now", "_queue", "_stats")
+    __slots__ = ("_batch", "_feed", "_now", "_queue", "_stats")
 
     def __init__(self, feed: str, queue: FrameQueue, stats: FeedStats, now_ns: NowNs = wall_clock_ns) -> None:
         self._feed = feed
         self._queue = queue
         self._stats = stats
         self._now = now_ns
+        self._batch: list[Message] = []
 
-    def frame(self, data: bytes, binary: bool = False) -> int:
-        ts = self._now()
-        stats = self._stats
-        stats.messages += 1
-        stats.last_message_ns = ts
-        self._queue.put(Message(ts, self._feed, data, binary))
-        return ts
+    def stamp(self) -> int:
+        """The receive time of a socket read, ns since the epoch (UTC wall clock)."""
+        return self._now()
+
+    def frame(self, data: bytes, received_ns: int, binary: bool = False, verbatim: bool = False) -> None:
+        self._batch.append(Message(received_ns, self._feed, data, binary, verbatim))
+
+    def read_end(self) -> None:
+        batch = self._batch
+        if batch:
+            self._batch = []
+            stats = self._stats
+            stats.messages += len(batch)
+            stats.last_message_ns = batch[-1].received_ns
+            self._queue.put(batch)
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         self._queue.attach(transport)
 
     def detach(self, transport: asyncio.BaseTransport) -> None:
+        self.read_end()  # nothing of a connection's last read stays behind
         self._queue.detach(transport)

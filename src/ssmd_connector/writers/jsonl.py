@@ -36,9 +36,14 @@ _TAIL_CHUNK = 1 << 16
 
 @dataclass
 class _Chunk:
+    """Lines for one file, as the byte strings the encoder produced (no copy before the OS)."""
+
     path: Path
-    data: memoryview
+    parts: list[bytes]
+    done: int = 0
+    """How many of ``parts`` are fully written."""
     offset: int = 0
+    """Bytes of ``parts[done]`` already written."""
 
 
 class JsonlWriter:
@@ -47,8 +52,9 @@ class JsonlWriter:
     def __init__(self, root: Path, *, flush_bytes: int = FLUSH_BYTES) -> None:
         self.root = root
         self._flush_bytes = flush_bytes
-        self._encode = LineEncoder().encode
-        self._buf = bytearray()
+        self._encode_batch = LineEncoder().encode_batch
+        self._parts: list[bytes] = []
+        self._size = 0
         self._path: Path | None = None
         self._feed = ""
         self._day_start = 0
@@ -66,29 +72,32 @@ class JsonlWriter:
         return self.root / day_of(ns) / f"{feed}.jsonl"
 
     async def write(self, batch: Sequence[Message]) -> None:
-        encode = self._encode
-        buf = self._buf
-        for msg in batch:
-            if not (self._day_start <= msg.received_ns < self._day_end) or msg.feed != self._feed:
-                self._switch(msg)
-                buf = self._buf
-            buf += encode(msg)
-        if len(buf) + sum(len(c.data) for c in self._pending) >= self._flush_bytes:
+        i, n = 0, len(batch)
+        while i < n:
+            msg = batch[i]
+            if msg.feed != self._feed or not self._day_start <= msg.received_ns < self._day_end:
+                self._switch(msg)  # a new day (or feed): a new file
+            data, i = self._encode_batch(batch, i, self._day_start, self._day_end, self._feed)
+            self._parts.append(data)
+            self._size += len(data)
+        if self._size >= self._flush_bytes:
             await self.flush()
 
     def _switch(self, msg: Message) -> None:
         """Start buffering for another file (new day, or another feed)."""
-        if self._buf and self._path is not None:
-            self._pending.append(_Chunk(self._path, memoryview(bytes(self._buf))))
-        self._buf = bytearray()
+        self._close_current()
         self._feed = msg.feed
         self._day_start, self._day_end = day_bounds(msg.received_ns)
         self._path = self.path_for(msg.feed, msg.received_ns)
 
+    def _close_current(self) -> None:
+        if self._parts and self._path is not None:
+            self._pending.append(_Chunk(self._path, self._parts))
+        self._parts = []
+
     async def flush(self) -> None:
-        if self._buf and self._path is not None:
-            self._pending.append(_Chunk(self._path, memoryview(bytes(self._buf))))
-            self._buf = bytearray()
+        self._close_current()
+        self._size = 0
         if not self._pending:
             return
         chunks = self._pending
@@ -97,18 +106,23 @@ class JsonlWriter:
             await asyncio.to_thread(self._write_chunks, chunks)
         except OSError as exc:
             # Keep whatever was not written, in order, ahead of anything buffered since.
-            self._pending = [c for c in chunks if c.offset < len(c.data)] + self._pending
+            self._pending = [c for c in chunks if c.done < len(c.parts)] + self._pending
+            self._size = sum(len(p) for c in self._pending for p in c.parts)
             raise WriteFailed(f"cannot write archive file {chunks[0].path}: {exc.strerror or exc}") from exc
 
     def _write_chunks(self, chunks: list[_Chunk]) -> None:
-        """Runs in a worker thread."""
+        """Runs in a worker thread. Records progress so a failure can resume exactly."""
         for chunk in chunks:
             fd = self._fd_for(chunk.path)
-            data = chunk.data
-            while chunk.offset < len(data):
-                n = os.write(fd, data[chunk.offset :])
-                chunk.offset += n
-                self._bytes_written += n
+            parts = chunk.parts
+            while chunk.done < len(parts):
+                view = memoryview(parts[chunk.done])
+                while chunk.offset < len(view):
+                    n = os.write(fd, view[chunk.offset :])
+                    chunk.offset += n
+                    self._bytes_written += n
+                chunk.done += 1
+                chunk.offset = 0
         # Files of past days (or other feeds) will not be appended to again: close them.
         current = self._path
         for path in [p for p in self._fds if p != current]:

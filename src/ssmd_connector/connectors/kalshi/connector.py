@@ -25,11 +25,24 @@ from ...config import Environment, Feed
 from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
 from ...interfaces import Connector, FrameSink
 from ...ledger import Ledger
+from ...message import is_line_safe_json
 from ...metrics import FeedStats, ShardStats
 from ...secrets import Secret
-from ..websocket import Liveness, WebSocketConnection
+from ..websocket import DEFAULT_RECEIVE_BUFFER, Liveness, WebSocketConnection
 from .auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
-from .protocol import WS_PATH, ClientSession, Effect, Event, Reconnect, Send, ShardPlan, plan_shards
+from .protocol import (
+    WS_PATH,
+    ClientSession,
+    Effect,
+    Envelope,
+    Event,
+    Reconnect,
+    Send,
+    ShardPlan,
+    decode_envelope,
+    parse,
+    plan_shards,
+)
 from .rest import discover_markets, rest_base_from_ws
 
 log = logging.getLogger(__name__)
@@ -49,6 +62,7 @@ class ShardSettings:
     stale_after: float = 30.0
     command_timeout: float = 10.0
     send_timeout: float = 10.0
+    receive_buffer: int = DEFAULT_RECEIVE_BUFFER
 
 
 class KalshiShard:
@@ -111,7 +125,10 @@ class KalshiShard:
             observe_age=self._stats.age.observe,
         )
         conn = WebSocketConnection(
-            settings.endpoint, headers=headers, liveness=Liveness.stale_after(settings.stale_after)
+            settings.endpoint,
+            headers=headers,
+            liveness=Liveness.stale_after(settings.stale_after),
+            receive_buffer=settings.receive_buffer,
         )
         try:
             await conn.open(self._on_frame, sink)
@@ -149,12 +166,25 @@ class KalshiShard:
             await self._conn.close()
 
     # -- the reader -------------------------------------------------------------------------
-    def _on_frame(self, data: bytes, binary: bool) -> None:
-        assert self._sink is not None and self._session is not None
-        received = self._sink.frame(data, binary)  # archived first, whatever it is
+    def _on_frame(self, data: bytes, received_ns: int, binary: bool) -> None:
+        """The hot path. The frame is handed to the archive before anything can act on it."""
+        sink, session = self._sink, self._session
+        assert sink is not None and session is not None
         if binary:
+            sink.frame(data, received_ns, True)
             return
-        effects = self._session.receive(data, time.monotonic(), received)
+        try:
+            env: Envelope | None = decode_envelope(data)  # one msgspec pass: envelope + JSON validation
+        except ValueError:  # msgspec's DecodeError and ValidationError
+            env = parse(data)  # the careful path: odd field types, or not JSON at all
+        if env is None:
+            sink.frame(data, received_ns)
+            self._apply(session.unparsable(data))
+            return
+        # Valid JSON; also UTF-8 without raw line breaks? Then the writer embeds it as is.
+        safe = data.find(10) < 0 and data.find(13) < 0 and (data.isascii() or is_line_safe_json(data))
+        sink.frame(data, received_ns, False, safe)
+        effects = session.on_envelope(env, data, received_ns)
         if effects:
             self._apply(effects)
 
@@ -239,7 +269,12 @@ class KalshiFeed:
                 PRIVATE_KEY_VAR,
             )
         sub = env.subscription
-        self.settings = ShardSettings(self.endpoint, stale_after=sub.stale_after, command_timeout=sub.command_timeout)
+        self.settings = ShardSettings(
+            self.endpoint,
+            stale_after=sub.stale_after,
+            command_timeout=sub.command_timeout,
+            receive_buffer=sub.receive_buffer,
+        )
 
     async def tickers(self) -> list[str]:
         sub = self.env.subscription

@@ -19,6 +19,7 @@ It never decides anything about the archive: every frame is archived by the call
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -126,49 +127,81 @@ TERMINAL_ERRORS: Final = frozenset({ErrorCode.CHANNEL_ERROR, ErrorCode.BUFFER_OV
 
 
 # -- frames ------------------------------------------------------------------------------------
+class DataHead(msgspec.Struct, gc=False):
+    """The few ``msg`` fields the recorder reads from data messages (others are skipped)."""
+
+    market_ticker: str | None = None
+    ts_ms: int | float | None = None
+
+
 class Envelope(msgspec.Struct, gc=False):
-    """The fields every frame may carry; ``msg`` stays undecoded unless needed."""
+    """The fields every frame may carry, decoded in one pass that also validates the JSON.
+
+    ``msg`` is skipped (validated, not built): the hot path needs only the envelope, and the few
+    messages that need their body (control replies, snapshots answering a command) decode it again.
+    """
 
     type: str = ""
     id: int | None = None
     sid: int | None = None
     seq: int | None = None
-    msg: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class DataHead(msgspec.Struct, gc=False):
-    """The few ``msg`` fields the recorder reads from data messages."""
-
-    market_ticker: str | None = None
-    ts_ms: int | None = None
+class _Body(msgspec.Struct, gc=False):
+    msg: DataHead | None = None
 
 
-_envelope = msgspec.json.Decoder(Envelope)
-_data_head = msgspec.json.Decoder(DataHead)
+decode_envelope = msgspec.json.Decoder(Envelope).decode
+"""The fast path of :func:`parse`: raises ``msgspec.DecodeError``/``ValidationError`` (ValueErrors)."""
+_body = msgspec.json.Decoder(_Body)
+
+
+def data_head(frame: bytes) -> DataHead | None:
+    """``msg.market_ticker`` and ``msg.ts_ms`` of a data message (``None`` when absent or odd)."""
+    try:
+        return _body.decode(frame).msg
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.encode
 
 
 def parse(frame: bytes) -> Envelope | None:
-    """The envelope of a frame, or ``None`` when it is not a JSON object Kalshi would send."""
+    """The envelope of a frame, or ``None`` when it is not a JSON object.
+
+    Valid JSON with unexpected field types (say a string ``sid``) still yields an envelope, with
+    only the fields that make sense, so an odd message never hides a sequence number.
+    """
     try:
-        return _envelope.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-
-
-def data_head(env: Envelope) -> DataHead:
-    try:
-        return _data_head.decode(env.msg)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return DataHead()
-
-
-def msg_object(env: Envelope) -> Any:
-    try:
-        return _any.decode(env.msg)
+        return decode_envelope(frame)
+    except msgspec.ValidationError:
+        pass
     except msgspec.DecodeError:
         return None
+    try:
+        body = _any.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+
+    def as_int(key: str) -> int | None:
+        value = body.get(key)
+        return value if type(value) is int else None
+
+    kind = body.get("type")
+    return Envelope(type=kind if isinstance(kind, str) else "", id=as_int("id"), sid=as_int("sid"), seq=as_int("seq"))
+
+
+def msg_object(frame: bytes) -> Any:
+    """The ``msg`` member of a frame, fully decoded (for the rare control messages)."""
+    try:
+        body = _any.decode(frame)
+    except msgspec.DecodeError:
+        return None
+    return body.get("msg") if isinstance(body, dict) else None
 
 
 def command(cmd_id: int, cmd: str, params: dict[str, Any] | None = None) -> bytes:
@@ -287,6 +320,7 @@ class ClientSession:
         command_timeout: float = 10.0,
         type_counts: dict[str, int] | None = None,
         observe_age: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plan = plan
         self.command_timeout = command_timeout
@@ -297,10 +331,13 @@ class ClientSession:
         """Frames by message type; may be a counter shared across connections."""
         self._observe_age = observe_age
         """Called with (receive time - exchange ts_ms) in seconds for data messages that carry ts_ms."""
+        self._clock = clock
+        """Monotonic seconds, for command timeouts; read only when a command is sent or answered."""
         self.gaps = 0
         self.recovering: dict[int, int] = {}
         """sid → id of the recovery command in flight."""
         self.unparsed = 0
+        self._age_stamp = -1
 
     # -- commands ------------------------------------------------------------------------------
     def _send(
@@ -329,44 +366,55 @@ class ClientSession:
         return self._send(now, SUBSCRIBE, subscribe_params([channel], tickers), purpose, expect=[channel])
 
     # -- frames --------------------------------------------------------------------------------
-    def receive(self, frame: bytes, now: float, received_ns: int = 0) -> Sequence[Effect]:
-        """Digest one text frame (already archived). Returns effects for the I/O layer.
-
-        ``now`` is a monotonic time (for command timeouts); ``received_ns`` the frame's wall-clock
-        receive stamp (for message age).
-        """
+    def receive(self, frame: bytes, now: float | None = None, received_ns: int = 0) -> Sequence[Effect]:
+        """Digest one text frame (already archived). Returns effects for the I/O layer."""
         env = parse(frame)
         if env is None:
-            self.unparsed += 1
-            self.type_counts[UNPARSED] = self.type_counts.get(UNPARSED, 0) + 1
-            return (Event("unparsed_frame", {"bytes": len(frame)}),)
+            return self.unparsable(frame)
+        return self.on_envelope(env, frame, received_ns, now)
+
+    def unparsable(self, frame: bytes) -> Sequence[Effect]:
+        """A text frame that is not a JSON object: counted and reported, nothing else."""
+        self.unparsed += 1
+        self.type_counts[UNPARSED] = self.type_counts.get(UNPARSED, 0) + 1
+        return (Event("unparsed_frame", {"bytes": len(frame)}),)
+
+    def on_envelope(
+        self, env: Envelope, frame: bytes, received_ns: int = 0, now: float | None = None
+    ) -> Sequence[Effect]:
+        """The hot path: count, sequence-check, and (rarely) react. ``frame`` is read only for
+        control messages; ``now`` (monotonic s) defaults to the session's clock when needed."""
         kind = env.type
         counts = self.type_counts
         counts[kind] = counts.get(kind, 0) + 1
-        if self._observe_age is not None and received_ns and kind not in CONTROL_TYPES:
-            ts_ms = data_head(env).ts_ms
-            if ts_ms:
-                self._observe_age(received_ns / 1e9 - ts_ms / 1e3)
+        if received_ns != self._age_stamp and self._observe_age is not None and kind not in CONTROL_TYPES:
+            # Message age is sampled once per socket read (frames of a read share a receive
+            # stamp): exact at ordinary rates, where a read holds a frame or two, and cheap in
+            # a burst, where it holds thousands.
+            head = data_head(frame)
+            if head is not None and head.ts_ms:
+                self._age_stamp = received_ns
+                self._observe_age(received_ns / 1e9 - head.ts_ms / 1e3)
         effects: Sequence[Effect] = _NOTHING
-        sid = env.sid
-        if sid is not None and env.seq is not None:
-            effects = self._track_seq(sid, env.seq, now)
+        sid, seq = env.sid, env.seq
+        if sid is not None and seq is not None:
+            sub = self.subs.get(sid)
+            if sub is not None:
+                if seq == sub.last_seq + 1:
+                    sub.last_seq = seq
+                else:
+                    effects = self._track_seq(sub, seq, self._clock() if now is None else now)
         if kind in CONTROL_TYPES:
-            return [*effects, *self._control(env, now)]
+            return [*effects, *self._control(env, frame, self._clock() if now is None else now)]
         if env.id and kind == ORDERBOOK_SNAPSHOT:
-            return [*effects, *self._snapshot_reply(env, now)]
+            return [*effects, *self._snapshot_reply(env, frame, self._clock() if now is None else now)]
         return effects
 
-    def _track_seq(self, sid: int, seq: int, now: float) -> Sequence[Effect]:
-        sub = self.subs.get(sid)
-        if sub is None:
-            # Data can precede the ``subscribed`` reply's processing only if the server misbehaves;
-            # start tracking from what we see.
-            return _NOTHING
+    def _track_seq(self, sub: Subscription, seq: int, now: float) -> Sequence[Effect]:
+        """Out of sequence: a gap (recover) or a regression (report)."""
+        sid = sub.sid
         expected = sub.last_seq + 1
         sub.last_seq = seq
-        if seq == expected:
-            return _NOTHING
         if seq < expected:
             return (Event("seq_regression", {"sid": sid, "channel": sub.channel, "expected": expected, "got": seq}),)
         self.gaps += 1
@@ -434,9 +482,9 @@ class ClientSession:
             ),
         ]
 
-    def _control(self, env: Envelope, now: float) -> list[Effect]:
+    def _control(self, env: Envelope, frame: bytes, now: float) -> list[Effect]:
         kind = env.type
-        msg = msg_object(env)
+        msg = msg_object(frame)
         pending = self.pending.get(env.id or 0)
         if kind == SUBSCRIBED:
             channel = msg.get("channel") if isinstance(msg, dict) else None
@@ -504,11 +552,12 @@ class ClientSession:
             effects += self._resubscribe(sub, now, f"terminal error {code} ({text}) on sid {sid}")
         return effects
 
-    def _snapshot_reply(self, env: Envelope, now: float) -> list[Effect]:
+    def _snapshot_reply(self, env: Envelope, frame: bytes, now: float) -> list[Effect]:
         pending = self.pending.get(env.id or 0)
         if pending is None or pending.purpose != "snapshot":
             return []
-        ticker = data_head(env).market_ticker
+        head = data_head(frame)
+        ticker = head.market_ticker if head is not None else None
         if ticker is not None:
             pending.expect.discard(ticker)
         if pending.expect:

@@ -1,0 +1,222 @@
+"""The three receivers the benchmark compares, all on picows, each run in its own process.
+
+* ``bare``     — receive and discard: the ceiling for this WebSocket library on this machine.
+* ``minimal``  — receive, stamp, wrap verbatim, buffered append to a file: the least a recorder
+                 can do (no sequence tracking, no metrics, no queue, no crash safety).
+* ``recorder`` — the real thing: ``ssmd_connector.app.Recorder`` with the Kalshi connector
+                 (sequence tracking, ledger, metrics), the bounded queue and the JSONL writer.
+
+Each prints one JSON object: frames, seconds from the first frame to the last line handed to the
+OS, CPU seconds (user + system) of the process, peak RSS, bytes written, and for ``recorder``
+optionally the arrival → handed-to-the-OS latency distribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import time
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from ssmd_connector.app import Recorder
+from ssmd_connector.clock import TimestampFormatter
+from ssmd_connector.config import load
+from ssmd_connector.message import Message
+from ssmd_connector.writers.jsonl import JsonlWriter
+
+SUBSCRIBE = json.dumps(
+    {
+        "id": 1,
+        "cmd": "subscribe",
+        "params": {
+            "channels": ["orderbook_delta", "ticker", "trade", "market_lifecycle_v2"],
+            "market_tickers": ["ALL"],
+        },
+    }
+).encode()
+CONTROL_FRAMES = 4  # the firehose's ``subscribed`` replies
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+class _Counting(WSListener):
+    """Shared by bare and minimal: counts frames, records the first/last arrival."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.first = 0.0
+        self.done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        transport.send(WSMsgType.TEXT, SUBSCRIBE)
+
+    def arrived(self) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first = time.perf_counter()
+        if self.count == self.expected:
+            self.finish()
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(time.perf_counter())
+
+
+class Bare(_Counting):
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            frame.get_payload_as_bytes()
+            self.arrived()
+
+
+class Minimal(_Counting):
+    def __init__(self, expected: int, path: Path) -> None:
+        super().__init__(expected)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.buf = bytearray()
+        self.fmt = TimestampFormatter().format
+        self.written = 0
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            ts = time.time_ns()
+            self.buf += b'{"ts":"' + self.fmt(ts) + b'","feed":"kalshi","data":' + frame.get_payload_as_bytes() + b"}\n"
+            if len(self.buf) >= 1 << 20:
+                self.flush()
+            self.arrived()
+
+    def flush(self) -> None:
+        self.written += os.write(self.fd, self.buf)
+        self.buf.clear()
+
+    def finish(self) -> None:
+        self.flush()
+        super().finish()
+
+
+async def run_listener(kind: str, url: str, frames: int, directory: Path) -> dict[str, Any]:
+    expected = frames + CONTROL_FRAMES
+    cpu0 = cpu_seconds()
+    listener: _Counting = Bare(expected) if kind == "bare" else Minimal(expected, directory / "minimal.jsonl")
+    transport, _ = await ws_connect(lambda: listener, url, enable_auto_ping=False)
+    end = await listener.done
+    cpu = cpu_seconds() - cpu0
+    transport.disconnect()
+    result: dict[str, Any] = {"seconds": end - listener.first, "cpu_s": cpu}
+    if isinstance(listener, Minimal):
+        result["bytes_written"] = listener.written
+    return result
+
+
+class ProbedWriter(JsonlWriter):
+    """The product's writer, timing each message from its receive stamp to the OS hand-off."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.pending: list[int] = []
+        self.latencies: array[float] = array("d")
+
+    async def write(self, batch: Sequence[Message]) -> None:
+        self.pending.extend(m.received_ns for m in batch)
+        await super().write(batch)
+
+    async def flush(self) -> None:
+        n = len(self.pending)
+        await super().flush()
+        now = time.time_ns()
+        self.latencies.extend((now - t) / 1e9 for t in self.pending[:n])
+        del self.pending[:n]
+
+
+def _config_dir(directory: Path, url: str) -> Path:
+    cfg = directory / "config"
+    (cfg / "environments").mkdir(parents=True, exist_ok=True)
+    (cfg / "feeds").mkdir(parents=True, exist_ok=True)
+    (cfg / "feeds" / "kalshi.yaml").write_text(
+        f"name: kalshi\ntype: websocket\nversions:\n  - {{version: bench, endpoint: '{url}', active: true}}\n"
+    )
+    (cfg / "environments" / "bench.yaml").write_text(
+        f"name: bench\nfeed: kalshi\nstorage: {{type: local, path: '{directory / 'data'}'}}\n"
+        "subscription:\n  channels: [orderbook_delta, ticker, trade, market_lifecycle_v2]\n  markets: [ALL]\n"
+        "  stale_after: 60\n"
+    )
+    return cfg
+
+
+async def run_recorder(url: str, frames: int, directory: Path, probe: bool, rss_at: int) -> dict[str, Any]:
+    recorder = Recorder.build(load(_config_dir(directory, url), "bench"), {})
+    runner = recorder.runner
+    writer = ProbedWriter(directory / "data") if probe else None
+    if writer is not None:
+        runner.writers[0] = writer
+    expected = frames + CONTROL_FRAMES
+    cpu0 = cpu_seconds()
+    task = asyncio.create_task(recorder.run("127.0.0.1", 0, handle_signals=False))
+    stats = runner.stats
+    first = 0.0
+    rss_mid = 0.0
+    while stats.messages < expected:
+        await asyncio.sleep(0.002)
+        if not first and stats.messages:
+            first = time.perf_counter()
+        if rss_at and not rss_mid and stats.messages >= rss_at:
+            rss_mid = rss_mb()
+    runner.stop()
+    await task
+    end = time.perf_counter()
+    cpu = cpu_seconds() - cpu0
+    result: dict[str, Any] = {"seconds": end - first, "cpu_s": cpu, "bytes_written": stats.bytes_written}
+    shards = list(stats.shards.values())
+    result["gaps"] = sum(s.gaps for s in shards)
+    if rss_at:
+        result["rss_at_mb"] = {str(rss_at): round(rss_mid, 1), str(frames): round(rss_mb(), 1)}
+    if writer is not None and writer.latencies:
+        lat = sorted(writer.latencies)
+        result["latency_s"] = {"p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)], "max": lat[-1]}
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("kind", choices=["bare", "minimal", "recorder"])
+    p.add_argument("--url", required=True)
+    p.add_argument("--frames", type=int, required=True)
+    p.add_argument("--dir", type=Path, required=True)
+    p.add_argument("--probe-latency", action="store_true")
+    p.add_argument("--rss-at", type=int, default=0)
+    p.add_argument("--cpu", type=int, default=-1, help="pin this process to one CPU")
+    a = p.parse_args()
+    if a.cpu >= 0 and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {a.cpu})
+    a.dir.mkdir(parents=True, exist_ok=True)
+    if a.kind == "recorder":
+        result = asyncio.run(run_recorder(a.url, a.frames, a.dir, a.probe_latency, a.rss_at))
+    else:
+        result = asyncio.run(run_listener(a.kind, a.url, a.frames, a.dir))
+    result.update(kind=a.kind, frames=a.frames, peak_rss_mb=round(peak_rss_mb(), 1))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
