@@ -121,7 +121,11 @@ def paced(rates: list[float], seconds: float) -> list[dict[str, Any]]:
         frames = int(rate * seconds)
         with firehose(frames, rate) as (url, _):
             r = client("recorder", url, frames, "--probe-latency")
-        r.update(rate=rate, cpu_percent=100 * r["cpu_s"] / r["seconds"])
+        r.update(
+            rate=rate,
+            cpu_percent=100 * r["steady_cpu_s"] / r["steady_seconds"],
+            cpu_us_per_frame=r["steady_cpu_s"] / frames * 1e6,
+        )
         lat = r.get("latency_s", {})
         print(
             f"  paced {rate:>9,.0f}/s  CPU {r['cpu_percent']:5.1f} %  {r['cpu_us_per_frame']:6.2f} µs/frame  "

@@ -174,19 +174,27 @@ async def run_recorder(url: str, frames: int, directory: Path, probe: bool, rss_
     cpu0 = cpu_seconds()
     task = asyncio.create_task(recorder.run("127.0.0.1", 0, handle_signals=False))
     stats = runner.stats
-    first = 0.0
+    first = cpu_first = 0.0
     rss_mid = 0.0
     while stats.messages < expected:
         await asyncio.sleep(0.002)
         if not first and stats.messages:
-            first = time.perf_counter()
+            first, cpu_first = time.perf_counter(), cpu_seconds()
         if rss_at and not rss_mid and stats.messages >= rss_at:
             rss_mid = rss_mb()
+    last, cpu_last = time.perf_counter(), cpu_seconds()
     runner.stop()
     await task
     end = time.perf_counter()
     cpu = cpu_seconds() - cpu0
-    result: dict[str, Any] = {"seconds": end - first, "cpu_s": cpu, "bytes_written": stats.bytes_written}
+    result: dict[str, Any] = {
+        "seconds": end - first,
+        "cpu_s": cpu,
+        "bytes_written": stats.bytes_written,
+        # Steady state only (first frame to last frame received): what paced runs report.
+        "steady_seconds": last - first,
+        "steady_cpu_s": cpu_last - cpu_first,
+    }
     shards = list(stats.shards.values())
     result["gaps"] = sum(s.gaps for s in shards)
     if rss_at:

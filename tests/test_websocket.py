@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Callable
 
@@ -13,28 +12,34 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
 from ssmd_connector.connectors.build import interpolate_headers
 from ssmd_connector.connectors.websocket import Liveness, WebSocketConnection, WebSocketConnector
 from ssmd_connector.errors import ConfigError, ConnectionFailed, Disconnected
+from ssmd_connector.message import Message
 from ssmd_connector.secrets import Secret
 
 OnConnect = Callable[[WSTransport], None]
 
 
 class CollectingSink:
-    """A FrameSink that keeps what it is given, with the read boundaries."""
+    """A FrameSink that keeps what it is given, read by read."""
+
+    feed = "test"
 
     def __init__(self) -> None:
-        self.frames: list[tuple[bytes, int, bool]] = []
-        self.reads: list[int] = []  # number of frames at each read_end
+        self.reads: list[list[Message]] = []
         self._clock = 0
 
     def stamp(self) -> int:
         self._clock += 1
         return self._clock
 
-    def frame(self, data: bytes, received_ns: int, binary: bool = False, verbatim: bool = False) -> None:
-        self.frames.append((data, received_ns, binary))
+    def put(self, batch: list[Message]) -> None:
+        self.reads.append(batch)
 
-    def read_end(self) -> None:
-        self.reads.append(len(self.frames))
+    def on_read(self, payloads: list[bytes], received_ns: int, binary: list[int]) -> None:
+        self.put([Message(received_ns, self.feed, p, i in binary) for i, p in enumerate(payloads)])
+
+    @property
+    def frames(self) -> list[Message]:
+        return [m for read in self.reads for m in read]
 
     def attach(self, transport: asyncio.BaseTransport) -> None: ...
 
@@ -84,17 +89,16 @@ async def test_fragmented_text_and_binary_messages_are_reassembled() -> None:
     server, url, _ = await picows_server(on_connect)
     sink = CollectingSink()
     conn = WebSocketConnection(url)
-    await conn.open(sink.frame, sink)
+    await conn.open(sink.on_read, sink)
     while len(sink.frames) < 3:
         await asyncio.sleep(0.01)
     await conn.close()
     server.close()
-    assert [(d, b) for d, _, b in sink.frames] == [
+    assert [(m.frame, m.binary) for m in sink.frames] == [
         (b'{"part":"one"}', False),
         (b"\x00\x01\x02", True),
         (b"plain", False),
     ]
-    assert sink.reads and sink.reads[-1] >= 3  # every frame was followed by the end of its read
 
 
 async def test_frames_of_one_read_share_a_stamp_and_reads_are_closed() -> None:
@@ -105,18 +109,17 @@ async def test_frames_of_one_read_share_a_stamp_and_reads_are_closed() -> None:
     server, url, _ = await picows_server(on_connect)
     sink = CollectingSink()
     conn = WebSocketConnection(url)
-    await conn.open(sink.frame, sink)
+    await conn.open(sink.on_read, sink)
     while len(sink.frames) < 50:
         await asyncio.sleep(0.01)
     await conn.close()
     server.close()
-    stamps = [ts for _, ts, _ in sink.frames]
-    # One stamp per read: stamps only change at read boundaries, and every frame's read ended.
-    boundaries = [0, *sink.reads]
-    for a, b in itertools.pairwise(boundaries):
-        assert len(set(stamps[a:b])) <= 1
-    assert sink.reads[-1] >= 50
-    assert stamps == sorted(stamps)
+    # One stamp per read: every frame of a read shares it, and each read has its own.
+    for read in sink.reads:
+        assert len({m.received_ns for m in read}) == 1
+    stamps = [read[0].received_ns for read in sink.reads]
+    assert stamps == sorted(set(stamps))
+    assert [m.frame for m in sink.frames] == [b'{"i":%d}' % i for i in range(50)]
 
 
 async def test_extra_headers_are_sent_with_secrets_interpolated() -> None:
@@ -126,7 +129,7 @@ async def test_extra_headers_are_sent_with_secrets_interpolated() -> None:
         {"Authorization": "Bearer ${TOKEN}", "X-Plain": "1"}, {"TOKEN": Secret("abc123")}, "feeds/x.yaml"
     )
     conn = WebSocketConnection(url, headers=headers)
-    await conn.open(lambda d, t, b: None, CollectingSink())
+    await conn.open(lambda p, t, b: None, CollectingSink())
     await conn.close()
     server.close()
     sent = requests[0].headers
@@ -142,7 +145,7 @@ def test_header_referencing_an_unknown_key_is_a_config_error() -> None:
 async def test_server_pings_are_answered() -> None:
     server, url, pongs = await picows_server(lambda t: t.send_ping(b"heartbeat"))
     conn = WebSocketConnection(url)
-    await conn.open(lambda d, t, b: None, CollectingSink())
+    await conn.open(lambda p, t, b: None, CollectingSink())
     deadline = time.monotonic() + 5
     while not pongs and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
@@ -168,4 +171,4 @@ async def test_connection_refused_is_a_connection_failure() -> None:
     server.close()
     await server.wait_closed()
     with pytest.raises(ConnectionFailed, match=r"cannot connect to ws://127\.0\.0\.1"):
-        await WebSocketConnection(url).open(lambda d, t, b: None, CollectingSink())
+        await WebSocketConnection(url).open(lambda p, t, b: None, CollectingSink())

@@ -17,19 +17,19 @@ from .secrets import Secret
 class FrameSink(Protocol):
     """What a connector hands frames to. Implemented by :class:`ssmd_connector.pipeline.Intake`.
 
-    Per socket read: one :meth:`stamp`, one :meth:`frame` per complete message, one
-    :meth:`read_end`. Never blocks, never drops.
+    Per socket read: one :meth:`stamp` (the receive time every frame of that read shares), then
+    one :meth:`put` with the read's messages, in order. Never blocks, never drops.
     """
+
+    @property
+    def feed(self) -> str:
+        """The feed name to put in each :class:`Message`."""
 
     def stamp(self) -> int:
         """The receive time (ns since the epoch) shared by the frames of one socket read."""
 
-    def frame(self, data: bytes, received_ns: int, binary: bool = False, verbatim: bool = False) -> None:
-        """Accept one complete frame. ``verbatim``: the connector has already checked that the
-        frame is one valid JSON text, UTF-8, without raw CR/LF (so the writer need not)."""
-
-    def read_end(self) -> None:
-        """Every frame of the current read has been given: pass them on."""
+    def put(self, batch: list[Message]) -> None:
+        """Accept the messages of one read (the list is the sink's afterwards)."""
 
     def attach(self, transport: asyncio.BaseTransport) -> None:
         """Register a socket so the sink can pause reading from it when the pipeline is full."""

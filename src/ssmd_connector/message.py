@@ -40,8 +40,9 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     frame: bytes
     binary: bool = False
     """True for a WebSocket binary frame."""
-    verbatim: bool = False
-    """The connector already checked :func:`is_verbatim_safe` (it parsed the frame anyway)."""
+    json_valid: bool = False
+    """The connector already parsed the frame as one JSON text (the Kalshi connector does, for
+    sequence tracking), so the writer need only check line safety: UTF-8, no raw CR/LF."""
 
     @property
     def received_at(self) -> datetime:
@@ -98,11 +99,13 @@ class LineEncoder:
         return b'{"ts":"' + self._ts.format(msg.received_ns) + b'","feed":' + self._feed_json(msg.feed)
 
     def encode(self, msg: Message) -> bytes:
-        frame = msg.frame
-        head = self._head(msg)
-        if msg.verbatim or (not msg.binary and is_verbatim_safe(frame)):
+        return self._line(self._head(msg), msg.frame, msg.binary, msg.json_valid)
+
+    @staticmethod
+    def _line(head: bytes, frame: bytes, binary: bool, json_valid: bool) -> bytes:
+        if not binary and (is_line_safe_json(frame) if json_valid else is_verbatim_safe(frame)):
             return head + b',"data":' + frame + b"}\n"
-        if not msg.binary:
+        if not binary:
             try:
                 text = frame.decode("utf-8")
             except UnicodeDecodeError:
@@ -122,26 +125,47 @@ class LineEncoder:
         checked once per read, not once per frame.
         """
         parts: list[bytes] = []
-        append = parts.append
+        run: list[bytes] = []  # JSON-validated frames sharing the current head
+        head = b""
         last_ns = -1
         last_feed = ""
-        head = b""
-        i = start
         for i in range(start, len(batch)):
             msg = batch[i]
             ns = msg.received_ns
             if ns != last_ns or msg.feed is not last_feed:
                 if (hi_ns >= 0 and not lo_ns <= ns < hi_ns) or (feed is not None and msg.feed != feed):
+                    self._close_run(parts, head, run)
                     return b"".join(parts), i
+                self._close_run(parts, head, run)
+                run = []
                 last_ns, last_feed = ns, msg.feed
-                head = self._head(msg) + b',"data":'
-            if msg.verbatim:
-                append(head)
-                append(msg.frame)
-                append(b"}\n")
+                head = self._head(msg)
+            if msg.json_valid and not msg.binary:
+                run.append(msg.frame)
             else:
-                append(self.encode(msg))
+                self._close_run(parts, head, run)
+                run = []
+                parts.append(self.encode(msg))
+        self._close_run(parts, head, run)
         return b"".join(parts), len(batch)
+
+    def _close_run(self, parts: list[bytes], head: bytes, run: list[bytes]) -> None:
+        """Lines for JSON-validated frames sharing one head, checked for line safety together.
+
+        One scan of the run's bytes replaces a per-frame check: no CR/LF and all ASCII means
+        every frame embeds as is. Otherwise (rare: a raw line break, or non-ASCII text to
+        validate as UTF-8) each frame takes the careful path.
+        """
+        if not run:
+            return
+        body = b"".join(run)
+        if body.find(10) < 0 and body.find(13) < 0 and body.isascii():
+            head_data = head + b',"data":'
+            parts.append(head_data)
+            parts.append((b"}\n" + head_data).join(run))
+            parts.append(b"}\n")
+            return
+        parts.extend(self._line(head, frame, False, True) for frame in run)
 
 
 def decode_frame(line: bytes | str) -> bytes:

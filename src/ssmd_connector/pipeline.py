@@ -5,7 +5,7 @@ taken by :meth:`Intake.stamp` â€” the only place the clock is read for frames â€
 read: every frame that one ``recv`` returned was read off the socket at that instant, so they
 share the stamp (and the hot path formats one timestamp per read, not per frame).
 
-Frames of one read travel together: :meth:`Intake.read_end` hands the read's frames to the
+Frames of one read travel together: :meth:`Intake.put` hands the read's messages to the
 :class:`FrameQueue` in one step. The queue is bounded in frames; when it is full it pauses reading
 on every attached socket (TCP backpressure, so the peer slows down) instead of dropping, and
 resumes once the writer task has drained it to half.
@@ -138,28 +138,26 @@ def _set_reading(transport: asyncio.BaseTransport, on: bool) -> None:
 
 
 class Intake:
-    """The front door of the pipeline, one per feed: stamps reads, collects their frames."""
+    """The front door of the pipeline, one per feed: the clock for reads, the queue's input."""
 
-    __slots__ = ("_batch", "_feed", "_now", "_queue", "_stats")
+    __slots__ = ("_feed", "_now", "_queue", "_stats")
 
     def __init__(self, feed: str, queue: FrameQueue, stats: FeedStats, now_ns: NowNs = wall_clock_ns) -> None:
         self._feed = feed
         self._queue = queue
         self._stats = stats
         self._now = now_ns
-        self._batch: list[Message] = []
+
+    @property
+    def feed(self) -> str:
+        return self._feed
 
     def stamp(self) -> int:
         """The receive time of a socket read, ns since the epoch (UTC wall clock)."""
         return self._now()
 
-    def frame(self, data: bytes, received_ns: int, binary: bool = False, verbatim: bool = False) -> None:
-        self._batch.append(Message(received_ns, self._feed, data, binary, verbatim))
-
-    def read_end(self) -> None:
-        batch = self._batch
+    def put(self, batch: list[Message]) -> None:
         if batch:
-            self._batch = []
             stats = self._stats
             stats.messages += len(batch)
             stats.last_message_ns = batch[-1].received_ns
@@ -169,5 +167,4 @@ class Intake:
         self._queue.attach(transport)
 
     def detach(self, transport: asyncio.BaseTransport) -> None:
-        self.read_end()  # nothing of a connection's last read stays behind
         self._queue.detach(transport)

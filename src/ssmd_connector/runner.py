@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 BATCH = 4096
 """Most messages handed to the writers in one call."""
 
+COALESCE = 0.01
+"""Seconds the writer task waits after a small batch, so a trickle wakes it ~100 times a second
+at most instead of once per frame (measured: ~4 % of a core at 1,000 frames/s without it)."""
+
 SETUP = "setup"
 """The pseudo-connection label under which connector setup (discovery) reports readiness."""
 
@@ -242,6 +246,10 @@ class Runner:
                 failing = False
             if finished:
                 return
+            if len(batch) < BATCH and not queue.closed:
+                # A trickle: let frames gather for a moment instead of waking per frame. This
+                # costs at most COALESCE of latency against a flush interval of up to a second.
+                await asyncio.sleep(COALESCE)
 
     async def _each_writer(self, op: str, batch: Sequence[Message] = ()) -> list[WriteFailed]:
         errors = []

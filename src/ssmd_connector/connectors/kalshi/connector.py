@@ -25,7 +25,7 @@ from ...config import Environment, Feed
 from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
 from ...interfaces import Connector, FrameSink
 from ...ledger import Ledger
-from ...message import is_line_safe_json
+from ...message import Message
 from ...metrics import FeedStats, ShardStats
 from ...secrets import Secret
 from ..websocket import DEFAULT_RECEIVE_BUFFER, Liveness, WebSocketConnection
@@ -131,7 +131,7 @@ class KalshiShard:
             receive_buffer=settings.receive_buffer,
         )
         try:
-            await conn.open(self._on_frame, sink)
+            await conn.open(self._on_read, sink)
         except AuthenticationFailed as exc:
             self._stats.auth_failures += 1
             key_id = self._signer.key_id if self._signer else None
@@ -166,27 +166,42 @@ class KalshiShard:
             await self._conn.close()
 
     # -- the reader -------------------------------------------------------------------------
-    def _on_frame(self, data: bytes, received_ns: int, binary: bool) -> None:
-        """The hot path. The frame is handed to the archive before anything can act on it."""
+    def _on_read(self, payloads: list[bytes], received_ns: int, binary: list[int]) -> None:
+        """The hot path, once per socket read.
+
+        Each frame becomes its archive message before the protocol reacts to it, and the read's
+        messages reach the archive even if reacting fails part-way.
+        """
         sink, session = self._sink, self._session
-        assert sink is not None and session is not None
-        if binary:
-            sink.frame(data, received_ns, True)
+        if sink is None or session is None:  # cannot happen: both are set before connecting
             return
+        feed = sink.feed
+        out: list[Message] = []
+        append = out.append
+        on_envelope = session.on_envelope
+        binary_at = set(binary) if binary else None
         try:
-            env: Envelope | None = decode_envelope(data)  # one msgspec pass: envelope + JSON validation
-        except ValueError:  # msgspec's DecodeError and ValidationError
-            env = parse(data)  # the careful path: odd field types, or not JSON at all
-        if env is None:
-            sink.frame(data, received_ns)
-            self._apply(session.unparsable(data))
-            return
-        # Valid JSON; also UTF-8 without raw line breaks? Then the writer embeds it as is.
-        safe = data.find(10) < 0 and data.find(13) < 0 and (data.isascii() or is_line_safe_json(data))
-        sink.frame(data, received_ns, False, safe)
-        effects = session.on_envelope(env, data, received_ns)
-        if effects:
-            self._apply(effects)
+            for data in payloads:
+                if binary_at is not None and len(out) in binary_at:
+                    append(Message(received_ns, feed, data, True))
+                    continue
+                try:
+                    env: Envelope | None = decode_envelope(data)  # one msgspec pass, JSON validated
+                except ValueError:  # msgspec's DecodeError and ValidationError
+                    env = parse(data)  # the careful path: odd field types, or not JSON at all
+                if env is None:
+                    append(Message(received_ns, feed, data))
+                    effects = session.unparsable(data)
+                else:
+                    append(Message(received_ns, feed, data, False, True))
+                    effects = on_envelope(env, data, received_ns)
+                if effects:
+                    self._apply(effects)
+        finally:
+            if len(out) < len(payloads):  # reacting failed part-way: archive the rest untouched
+                at = binary_at or set()
+                out += [Message(received_ns, feed, p, i in at) for i, p in enumerate(payloads) if i >= len(out)]
+            sink.put(out)
 
     def _apply(self, effects: Sequence[Effect]) -> None:
         for effect in effects:

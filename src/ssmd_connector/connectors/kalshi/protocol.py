@@ -219,7 +219,7 @@ def subscribe_params(channels: Sequence[str], tickers: Sequence[str] = ()) -> di
 
 
 # -- client side -------------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class Subscription:
     sid: int
     channel: str
@@ -308,6 +308,7 @@ def plan_shards(channels: Sequence[str], tickers: Sequence[str], max_per_connect
 
 
 _NOTHING: Final[tuple[Effect, ...]] = ()
+_NEEDS_BODY: Final = CONTROL_TYPES | {ORDERBOOK_SNAPSHOT}
 
 
 class ClientSession:
@@ -404,10 +405,12 @@ class ClientSession:
                     sub.last_seq = seq
                 else:
                     effects = self._track_seq(sub, seq, self._clock() if now is None else now)
-        if kind in CONTROL_TYPES:
-            return [*effects, *self._control(env, frame, self._clock() if now is None else now)]
-        if env.id and kind == ORDERBOOK_SNAPSHOT:
-            return [*effects, *self._snapshot_reply(env, frame, self._clock() if now is None else now)]
+        if kind in _NEEDS_BODY:
+            now = self._clock() if now is None else now
+            if kind != ORDERBOOK_SNAPSHOT:
+                return [*effects, *self._control(env, frame, now)]
+            if env.id:
+                return [*effects, *self._snapshot_reply(env, frame, now)]
         return effects
 
     def _track_seq(self, sub: Subscription, seq: int, now: float) -> Sequence[Effect]:

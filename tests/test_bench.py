@@ -1,0 +1,49 @@
+"""The benchmark still runs end to end (tiny configuration; figures are not checked here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--frames",
+            "20000",
+            "--repeat",
+            "1",
+            "--paced",
+            "2000",
+            "--paced-seconds",
+            "1",
+            "--rss-frames",
+            "30000",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    t = result["throughput"]
+    for kind in ("bare", "minimal", "recorder"):
+        assert t[kind]["fps"] > 0 and t[kind]["cpu_us_per_frame"] > 0
+    assert t["ratio_to_minimal"] > 0 and 0 < t["ratio_to_bare"] < 1
+    assert t["recorder"]["bytes_per_s"] > 0
+    (paced,) = result["paced"]
+    assert paced["rate"] == 2000 and "p99" in paced["latency_s"]
+    assert result["memory"]["rss_at_mb"]
+    assert "recorder / minimal" in proc.stdout
