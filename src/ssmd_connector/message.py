@@ -51,20 +51,11 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
 def is_verbatim_safe(frame: bytes) -> bool:
     """True when ``frame`` can be embedded as-is: one valid JSON text, UTF-8, no raw CR/LF."""
-    if b"\n" in frame or b"\r" in frame:
-        return False
     try:
         _raw_decoder.decode(frame)
     except msgspec.DecodeError:
         return False
-    if frame.isascii():
-        return True
-    # msgspec does not validate UTF-8 inside strings it skips; check it ourselves.
-    try:
-        frame.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    return is_line_safe_json(frame)
 
 
 def is_line_safe_json(frame: bytes) -> bool:
@@ -73,6 +64,7 @@ def is_line_safe_json(frame: bytes) -> bool:
         return False
     if frame.isascii():
         return True
+    # msgspec does not validate UTF-8 inside strings it skips; check it ourselves.
     try:
         frame.decode("utf-8")
     except UnicodeDecodeError:
