@@ -33,7 +33,7 @@ from typing import Any
 
 from ssmd_connector import __version__
 
-KINDS = ("bare", "minimal", "recorder")
+KINDS = ("bare", "minimal", "recorder", "recorder-zstd")
 
 
 @contextmanager
@@ -150,7 +150,7 @@ def memory(frames: int, at: int) -> dict[str, Any]:
 
 
 def table(t: dict[str, Any]) -> str:
-    lines = [f"{'':10s} {'frames/s':>12s} {'µs CPU/frame':>13s} {'peak RSS MB':>12s} {'MB/s written':>13s}"]
+    lines = [f"{'':14s} {'frames/s':>12s} {'µs CPU/frame':>13s} {'peak RSS MB':>12s} {'MB/s written':>13s}"]
     for kind in KINDS:
         k = t[kind]
         lines.append(

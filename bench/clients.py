@@ -149,7 +149,7 @@ class ProbedWriter(JsonlWriter):
         del self.pending[:n]
 
 
-def _config_dir(directory: Path, url: str) -> Path:
+def _config_dir(directory: Path, url: str, compression: str = "none") -> Path:
     cfg = directory / "config"
     (cfg / "environments").mkdir(parents=True, exist_ok=True)
     (cfg / "feeds").mkdir(parents=True, exist_ok=True)
@@ -157,15 +157,18 @@ def _config_dir(directory: Path, url: str) -> Path:
         f"name: kalshi\ntype: websocket\nversions:\n  - {{version: bench, endpoint: '{url}', active: true}}\n"
     )
     (cfg / "environments" / "bench.yaml").write_text(
-        f"name: bench\nfeed: kalshi\nstorage: {{type: local, path: '{directory / 'data'}'}}\n"
+        f"name: bench\nfeed: kalshi\nstorage:\n  type: local\n  path: '{directory / 'data'}'\n"
+        f"  compression: {compression}\n"
         "subscription:\n  channels: [orderbook_delta, ticker, trade, market_lifecycle_v2]\n  markets: [ALL]\n"
         "  stale_after: 60\n"
     )
     return cfg
 
 
-async def run_recorder(url: str, frames: int, directory: Path, probe: bool, rss_at: int) -> dict[str, Any]:
-    recorder = Recorder.build(load(_config_dir(directory, url), "bench"), {})
+async def run_recorder(
+    url: str, frames: int, directory: Path, probe: bool, rss_at: int, compression: str = "none"
+) -> dict[str, Any]:
+    recorder = Recorder.build(load(_config_dir(directory, url, compression), "bench"), {})
     runner = recorder.runner
     writer = ProbedWriter(directory / "data") if probe else None
     if writer is not None:
@@ -207,7 +210,7 @@ async def run_recorder(url: str, frames: int, directory: Path, probe: bool, rss_
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["bare", "minimal", "recorder"])
+    p.add_argument("kind", choices=["bare", "minimal", "recorder", "recorder-zstd"])
     p.add_argument("--url", required=True)
     p.add_argument("--frames", type=int, required=True)
     p.add_argument("--dir", type=Path, required=True)
@@ -218,8 +221,9 @@ def main() -> None:
     if a.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})
     a.dir.mkdir(parents=True, exist_ok=True)
-    if a.kind == "recorder":
-        result = asyncio.run(run_recorder(a.url, a.frames, a.dir, a.probe_latency, a.rss_at))
+    if a.kind.startswith("recorder"):
+        compression = "zstd" if a.kind == "recorder-zstd" else "none"
+        result = asyncio.run(run_recorder(a.url, a.frames, a.dir, a.probe_latency, a.rss_at, compression))
     else:
         result = asyncio.run(run_listener(a.kind, a.url, a.frames, a.dir))
     result.update(kind=a.kind, frames=a.frames, peak_rss_mb=round(peak_rss_mb(), 1))

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from ssmd_connector.errors import WriteFailed
 from ssmd_connector.message import Message
 from ssmd_connector.writers.jsonl import JsonlWriter
+
+
+def read_all(raw: bytes, compression: str) -> bytes:
+    """Streaming readers, as users must use them: every member, not just the first."""
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True).read()
+    return gzip.decompress(raw)
 
 
 def ns(*args: int) -> int:
@@ -102,3 +112,43 @@ async def test_large_batches_flush_early_to_keep_memory_flat(tmp_path: Path) -> 
     await w.write([Message(t0 + i, "kalshi", b'{"pad":"%s"}' % (b"x" * 100)) for i in range(200)])
     assert w.bytes_written > 0  # flushed without an explicit flush()
     await w.close()
+
+
+@pytest.mark.parametrize(("compression", "suffix"), [("zstd", ".zst"), ("gzip", ".gz")])
+async def test_compressed_archive_reads_back_with_streaming_readers(
+    tmp_path: Path, compression: str, suffix: str
+) -> None:
+    w = JsonlWriter(tmp_path, compression=compression, flush_bytes=2_000)
+    t0 = ns(2026, 11, 24, 10, 0, 0)
+    for k in range(5):  # several flushes: several independent members in one file
+        await w.write([Message(t0 + (k * 50 + i) * 1000, "kalshi", b'{"i":%d}' % (k * 50 + i)) for i in range(50)])
+        await w.flush()
+    await w.close()
+    path = tmp_path / "2026-11-24" / f"kalshi.jsonl{suffix}"
+    raw = path.read_bytes()
+    text = read_all(raw, compression)
+    if compression == "zstd":
+        assert len(zstandard.ZstdDecompressor().decompress(raw)) < len(text)  # one-shot stops at frame 1
+    assert [json.loads(x)["data"]["i"] for x in text.splitlines()] == list(range(250))
+    assert w.bytes_written == len(raw)
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip"])
+async def test_torn_compressed_member_is_cut_on_reopen(tmp_path: Path, compression: str) -> None:
+    t0 = ns(2026, 11, 24, 10, 0, 0)
+    w = JsonlWriter(tmp_path, compression=compression)
+    await w.write([Message(t0, "kalshi", b'{"a":1}')])
+    await w.close()
+    path = next((tmp_path / "2026-11-24").iterdir())
+    good = path.read_bytes()
+    member = JsonlWriter(tmp_path, compression=compression)._codec.compress(b'{"ts":"x","data":2}\n' * 50)
+    path.write_bytes(good + member[: len(member) // 2])  # a crash mid-write
+    w2 = JsonlWriter(tmp_path, compression=compression)
+    await w2.write([Message(t0 + 1000, "kalshi", b'{"a":3}')])
+    await w2.close()
+    raw = path.read_bytes()
+    assert raw.startswith(good)
+    text = read_all(raw, compression)
+    assert [json.loads(x)["data"]["a"] for x in text.splitlines()] == [1, 3]
+    (side,) = path.parent.glob(f"{path.name}.torn-*")
+    assert side.read_bytes() == member[: len(member) // 2]

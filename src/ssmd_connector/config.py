@@ -52,6 +52,9 @@ class Storage(_Model):
     type: str
     path: Path
     flush_interval: float = Field(default=1.0, gt=0, le=1.0, description="seconds, at most 1")
+    compression: Literal["none", "zstd", "gzip"] = "none"
+    """Each flush is one complete zstd frame / gzip member appended to <feed>.jsonl.zst / .gz."""
+    compression_level: int | None = Field(default=None, ge=1, le=22)
 
     @field_validator("type")
     @classmethod

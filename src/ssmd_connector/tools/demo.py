@@ -143,7 +143,7 @@ def _summary(recorder: Recorder, root: Path, feed: str) -> None:
         f"resubscribed: {events.get('resubscribe_requested', 0)}; reconnects: {stats.reconnects}"
     )
     print(f"archive under {root}:")
-    for path in sorted(root.glob(f"*/{feed}*.jsonl")):
+    for path in sorted(p for p in root.glob(f"*/{feed}*.jsonl*") if ".torn-" not in p.name):
         with path.open("rb") as f:
             lines = sum(1 for _ in f)
         print(f"  {path.relative_to(root)}  {lines:,} lines  {_human(path.stat().st_size)}")

@@ -10,7 +10,7 @@ from .jsonl import JsonlWriter
 def build_writers(env: Environment) -> list[Writer]:
     storage = env.storage
     if storage.type == "local":
-        return [JsonlWriter(storage.path)]
+        return [JsonlWriter(storage.path, compression=storage.compression, level=storage.compression_level)]
     raise ValueError(f"unknown storage type {storage.type!r}")  # config validation prevents this
 
 

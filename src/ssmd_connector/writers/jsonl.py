@@ -25,6 +25,7 @@ import msgspec
 from ..clock import day_bounds, day_of
 from ..errors import WriteFailed
 from ..message import LineEncoder, Message
+from .compression import Codec, codec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,8 @@ class _Chunk:
 
     path: Path
     parts: list[bytes]
+    blob: bytes | None = None
+    """The compressed member for ``parts`` (compressed files), made once, kept for retries."""
     done: int = 0
     """How many of ``parts`` are fully written."""
     offset: int = 0
@@ -49,8 +52,11 @@ class _Chunk:
 class JsonlWriter:
     """Appends one archive line per message to the day's file for its feed."""
 
-    def __init__(self, root: Path, *, flush_bytes: int = FLUSH_BYTES) -> None:
+    def __init__(
+        self, root: Path, *, flush_bytes: int = FLUSH_BYTES, compression: str = "none", level: int | None = None
+    ) -> None:
         self.root = root
+        self._codec = codec(compression, level)
         self._flush_bytes = flush_bytes
         self._encode_batch = LineEncoder().encode_batch
         self._parts: list[bytes] = []
@@ -69,7 +75,7 @@ class JsonlWriter:
         return self._bytes_written
 
     def path_for(self, feed: str, ns: int) -> Path:
-        return self.root / day_of(ns) / f"{feed}.jsonl"
+        return self.root / day_of(ns) / f"{feed}.jsonl{self._codec.suffix}"
 
     async def write(self, batch: Sequence[Message]) -> None:
         i, n = 0, len(batch)
@@ -114,13 +120,15 @@ class JsonlWriter:
         """Runs in a worker thread. Records progress so a failure can resume exactly."""
         for chunk in chunks:
             fd = self._fd_for(chunk.path)
+            if self._codec.name != "none":
+                if chunk.blob is None:
+                    chunk.blob = self._codec.compress(b"".join(chunk.parts))
+                self._write_all(fd, chunk, chunk.blob)
+                chunk.done = len(chunk.parts)
+                continue
             parts = chunk.parts
             while chunk.done < len(parts):
-                view = memoryview(parts[chunk.done])
-                while chunk.offset < len(view):
-                    n = os.write(fd, view[chunk.offset :])
-                    chunk.offset += n
-                    self._bytes_written += n
+                self._write_all(fd, chunk, parts[chunk.done])
                 chunk.done += 1
                 chunk.offset = 0
         # Files of past days (or other feeds) will not be appended to again: close them.
@@ -128,13 +136,23 @@ class JsonlWriter:
         for path in [p for p in self._fds if p != current]:
             self._close_fd(path)
 
+    def _write_all(self, fd: int, chunk: _Chunk, data: bytes) -> None:
+        view = memoryview(data)
+        while chunk.offset < len(view):
+            n = os.write(fd, view[chunk.offset :])
+            chunk.offset += n
+            self._bytes_written += n
+
     def _fd_for(self, path: Path) -> int:
         fd = self._fds.get(path)
         if fd is None:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                repair_tail(fd, path)
+                if self._codec.name == "none":
+                    repair_tail(fd, path)
+                else:
+                    repair_compressed(fd, path, self._codec)
             except BaseException:
                 os.close(fd)
                 raise
@@ -172,17 +190,25 @@ def repair_tail(fd: int, path: Path) -> int:
         cut = start
     if cut == size:
         return 0
+    return _quarantine(fd, path, cut, size)
+
+
+def repair_compressed(fd: int, path: Path, codec: Codec) -> int:
+    """Cut a compressed file back to its last complete member, keeping the torn tail aside."""
+    size = os.fstat(fd).st_size
+    cut = codec.complete_prefix(fd, size) if size else 0
+    if cut == size:
+        return 0
+    return _quarantine(fd, path, cut, size)
+
+
+def _quarantine(fd: int, path: Path, cut: int, size: int) -> int:
     torn = os.pread(fd, size - cut, cut)
     side = path.with_name(f"{path.name}.torn-{time.time_ns()}")
     side.write_bytes(torn)
     os.ftruncate(fd, cut)
     os.fsync(fd)
-    log.warning(
-        "%s: repaired a torn tail after an unclean shutdown: %d bytes moved to %s",
-        path,
-        len(torn),
-        side.name,
-    )
+    log.warning("%s: repaired a torn tail after an unclean shutdown: %d bytes moved to %s", path, len(torn), side.name)
     return len(torn)
 
 
