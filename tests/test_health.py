@@ -14,6 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ssmd_connector.app import Recorder
 from ssmd_connector.config import load
+from ssmd_connector.connectors.websocket import WebSocketConnector
+from ssmd_connector.metrics import FeedStats, make_registry
+from ssmd_connector.runner import Runner
+from ssmd_connector.server import HealthServer
 
 from .helpers import CLI, ScriptedServer, cli_env, frame, read_lines, write_config
 
@@ -128,3 +132,44 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"--health-addr 127.0.0.1:{port}: address already in use" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class StuckWriter:
+    """A writer whose disk hangs: it never returns from write()."""
+
+    bytes_written = 0
+
+    async def write(self, batch: object) -> None:
+        await asyncio.Event().wait()
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def test_health_reports_a_stalled_pipeline() -> None:
+    async def script(ws: web.WebSocketResponse, srv: ScriptedServer, _: int) -> None:
+        for i in range(10):
+            await srv.send(ws, frame(i))
+
+    server = ScriptedServer(script)
+    await server.start()
+    stats = FeedStats("testfeed")
+    runner = Runner("testfeed", [WebSocketConnector(server.url, label="t")], [StuckWriter()], stats=stats)
+    health = HealthServer(runner, make_registry([stats]), stall_after=0.5)
+    await health.start("127.0.0.1", 0)
+    task = asyncio.create_task(runner.run())
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{health.port}/health"
+        async with http.get(url) as r:
+            assert r.status == 200
+        while runner.stats.messages < 10:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)  # the writer is stuck on the first batch; more frames wait
+        async with http.get(url) as r:
+            body = await r.json()
+            assert r.status == 503 and body["status"] == "stalled", body
+            assert "has not drained the queue" in body["problem"]
+    task.cancel()
+    await health.stop()
+    await server.stop()

@@ -1,7 +1,8 @@
 """``/health``, ``/ready`` and ``/metrics`` in the recorder's own process (aiohttp).
 
-* ``/health`` answers 200 while the pipeline makes progress: the writer task is alive and has not
-  sat on a non-empty queue for longer than ``stall_after`` seconds. Otherwise 503.
+* ``/health`` answers 200 while the pipeline makes progress: the writer task is alive and has
+  completed a cycle within ``stall_after`` seconds (it cycles at least once per flush interval,
+  even when idle, so a writer stuck in I/O shows here). Otherwise 503.
 * ``/ready`` answers 200 when every connection is open, 503 with the reasons otherwise.
 * ``/metrics`` is the Prometheus text exposition of :mod:`ssmd_connector.metrics`.
 """
@@ -42,7 +43,8 @@ class HealthServer:
         problem = None
         if drain is not None and drain.done():
             problem = "the writer task has stopped"
-        elif len(r.queue) and now - r.last_drain > self._stall_after:
+        elif now - r.last_drain > self._stall_after:
+            # The writer task loops at least once per flush interval (<= 1 s), idle or not.
             problem = f"the writer has not drained the queue for {now - r.last_drain:.0f}s"
         body: dict[str, Any] = {
             "status": "ok" if problem is None else "stalled",
