@@ -18,7 +18,7 @@ from .metrics import FeedStats, make_registry
 from .runner import Runner
 from .secrets import Secret
 from .server import HealthServer
-from .writers import build_writers
+from .writers.build import build_writers
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .connectors.kalshi.protocol import DEFAULT_CHANNELS, ORDERBOOK_DELTA, RECORDABLE_CHANNELS
 from .connectors.websocket import DEFAULT_RECEIVE_BUFFER
 from .errors import ConfigError
+from .writers.segments import parse_rotation
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,19 @@ class Storage(_Model):
     compression: Literal["none", "zstd", "gzip"] = "none"
     """Each flush is one complete zstd frame / gzip member appended to <feed>.jsonl.zst / .gz."""
     compression_level: int | None = Field(default=None, ge=1, le=22)
+    rotation: str | None = None
+    """``15m``, ``1h``…: sealed segments aligned to the UTC clock, with a manifest; none = one file a day."""
+
+    @field_validator("rotation")
+    @classmethod
+    def _rotation(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rotation(value)
+        return value
+
+    @property
+    def rotation_seconds(self) -> int | None:
+        return parse_rotation(self.rotation) if self.rotation else None
 
     @field_validator("type")
     @classmethod

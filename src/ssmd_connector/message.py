@@ -43,6 +43,8 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     json_valid: bool = False
     """The connector already parsed the frame as one JSON text (the Kalshi connector does, for
     sequence tracking), so the writer need only check line safety: UTF-8, no raw CR/LF."""
+    kind: str = ""
+    """The message type when the connector knows it (Kalshi's ``type``), for segment manifests."""
 
     @property
     def received_at(self) -> datetime:

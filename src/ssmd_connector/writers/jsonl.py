@@ -18,14 +18,16 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 
-from ..clock import day_bounds, day_of
+from ..clock import NowNs, day_bounds, day_of, wall_clock_ns
 from ..errors import WriteFailed
 from ..message import LineEncoder, Message
 from .compression import Codec, codec
+from .segments import Segment, scan_lines, seal
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,10 @@ FLUSH_BYTES = 1 << 20
 
 _TAIL_CHUNK = 1 << 16
 
+SEAL_GRACE_NS = 10 * 1_000_000_000
+"""A segment is sealed on time this long after its end, leaving frames stamped before the
+boundary but still queued the time to land in it."""
+
 
 @dataclass
 class _Chunk:
@@ -41,6 +47,7 @@ class _Chunk:
 
     path: Path
     parts: list[bytes]
+    segment: Segment | None = None
     blob: bytes | None = None
     """The compressed member for ``parts`` (compressed files), made once, kept for retries."""
     done: int = 0
@@ -53,10 +60,24 @@ class JsonlWriter:
     """Appends one archive line per message to the day's file for its feed."""
 
     def __init__(
-        self, root: Path, *, flush_bytes: int = FLUSH_BYTES, compression: str = "none", level: int | None = None
+        self,
+        root: Path,
+        *,
+        flush_bytes: int = FLUSH_BYTES,
+        compression: str = "none",
+        level: int | None = None,
+        rotation: int | None = None,
+        now_ns: NowNs = wall_clock_ns,
     ) -> None:
         self.root = root
         self._codec = codec(compression, level)
+        self._rotation_ns = rotation * 1_000_000_000 if rotation else 0
+        """Segment length in ns; 0 = one growing file per day (the original layout)."""
+        self._now = now_ns
+        self._segment: Segment | None = None
+        self._to_seal: list[Segment] = []
+        self._recovered = False
+        self.sealed: list[Path] = []
         self._flush_bytes = flush_bytes
         self._encode_batch = LineEncoder().encode_batch
         self._parts: list[bytes] = []
@@ -75,7 +96,17 @@ class JsonlWriter:
         return self._bytes_written
 
     def path_for(self, feed: str, ns: int) -> Path:
+        """The day file (no rotation), or the open segment's temporary path."""
+        if self._rotation_ns:
+            return self._segment_for(feed, ns).open_path
         return self.root / day_of(ns) / f"{feed}.jsonl{self._codec.suffix}"
+
+    def _segment_for(self, feed: str, ns: int) -> Segment:
+        start = ns - ns % self._rotation_ns
+        hhmm = datetime.fromtimestamp(start // 1_000_000_000, UTC).strftime("%H%M")
+        return Segment(
+            self.root / day_of(ns), f"{feed}-{hhmm}", f".jsonl{self._codec.suffix}", start, start + self._rotation_ns
+        )
 
     async def write(self, batch: Sequence[Message]) -> None:
         i, n = 0, len(batch)
@@ -83,28 +114,47 @@ class JsonlWriter:
             msg = batch[i]
             if msg.feed != self._feed or not self._day_start <= msg.received_ns < self._day_end:
                 self._switch(msg)  # a new day (or feed): a new file
+            begin = i
             data, i = self._encode_batch(batch, i, self._day_start, self._day_end, self._feed)
             self._parts.append(data)
             self._size += len(data)
+            seg = self._segment
+            if seg is not None:  # what the manifest will say
+                seg.lines += i - begin
+                seg.first_ns = seg.first_ns or batch[begin].received_ns
+                seg.last_ns = batch[i - 1].received_ns
+                seg.types.update(m.kind for m in batch[begin:i] if m.kind)
         if self._size >= self._flush_bytes:
             await self.flush()
 
     def _switch(self, msg: Message) -> None:
-        """Start buffering for another file (new day, or another feed)."""
+        """Start buffering for another file (new day or segment, or another feed)."""
         self._close_current()
         self._feed = msg.feed
-        self._day_start, self._day_end = day_bounds(msg.received_ns)
-        self._path = self.path_for(msg.feed, msg.received_ns)
+        if self._rotation_ns:
+            if self._segment is not None:
+                self._to_seal.append(self._segment)
+            seg = self._segment = self._segment_for(msg.feed, msg.received_ns)
+            self._day_start, self._day_end = seg.start_ns, seg.end_ns
+            self._path = seg.open_path
+        else:
+            self._day_start, self._day_end = day_bounds(msg.received_ns)
+            self._path = self.path_for(msg.feed, msg.received_ns)
 
     def _close_current(self) -> None:
         if self._parts and self._path is not None:
-            self._pending.append(_Chunk(self._path, self._parts))
+            self._pending.append(_Chunk(self._path, self._parts, self._segment))
         self._parts = []
 
     async def flush(self) -> None:
         self._close_current()
         self._size = 0
-        if not self._pending:
+        seg = self._segment
+        if seg is not None and self._now() >= seg.end_ns + SEAL_GRACE_NS:
+            # The segment's time is over (with a grace for frames still in the queue): seal it.
+            self._to_seal.append(seg)
+            self._segment, self._path, self._day_end = None, None, -1
+        if not self._pending and not self._to_seal:
             return
         chunks = self._pending
         self._pending = []
@@ -118,6 +168,9 @@ class JsonlWriter:
 
     def _write_chunks(self, chunks: list[_Chunk]) -> None:
         """Runs in a worker thread. Records progress so a failure can resume exactly."""
+        if self._rotation_ns and not self._recovered:
+            self._recover_open_segments()
+            self._recovered = True
         for chunk in chunks:
             fd = self._fd_for(chunk.path)
             if self._codec.name != "none":
@@ -131,15 +184,51 @@ class JsonlWriter:
                 self._write_all(fd, chunk, parts[chunk.done])
                 chunk.done += 1
                 chunk.offset = 0
+        while self._to_seal:  # segments whose data is all written: seal them, oldest first
+            seg = self._to_seal[0]
+            if seg.open_path in self._fds:  # (a segment that never got data has no file)
+                fd = self._fds.pop(seg.open_path)
+                self.sealed.append(seal(seg, fd, self._feed or seg.stem.rsplit("-", 1)[0]))
+            self._to_seal.pop(0)
         # Files of past days (or other feeds) will not be appended to again: close them.
         current = self._path
         for path in [p for p in self._fds if p != current]:
             self._close_fd(path)
 
+    def _recover_open_segments(self) -> None:
+        """Repair and seal what a crashed run left open (runs once, before anything is written)."""
+        suffix = f".jsonl{self._codec.suffix}"
+        for open_path in sorted(self.root.glob("*/.*.open")):
+            name = open_path.name[1 : -len(".open")]
+            if not name.endswith(suffix):
+                log.warning("%s: left by a run with another compression setting; not touched", open_path)
+                continue
+            fd = os.open(open_path, os.O_RDWR)
+            try:
+                if self._codec.name == "none":
+                    repair_tail(fd, open_path)
+                else:
+                    repair_compressed(fd, open_path, self._codec)
+                size = os.fstat(fd).st_size
+                lines, first, last, types = scan_lines(fd, self._codec, size)
+                seg = Segment(open_path.parent, name[: -len(suffix)], suffix, 0, 0, lines, first, last, types)
+                seg.sha256.update(os.pread(fd, size, 0))
+                seg.size = size
+            except BaseException:
+                os.close(fd)
+                raise
+            feed = seg.stem.rsplit("-", 1)[0]
+            self.sealed.append(seal(seg, fd, feed))
+            log.warning("%s: sealed a segment left open by an unclean shutdown (%d lines)", open_path.name, lines)
+
     def _write_all(self, fd: int, chunk: _Chunk, data: bytes) -> None:
         view = memoryview(data)
+        seg = chunk.segment
         while chunk.offset < len(view):
             n = os.write(fd, view[chunk.offset :])
+            if seg is not None:
+                seg.sha256.update(view[chunk.offset : chunk.offset + n])
+                seg.size += n
             chunk.offset += n
             self._bytes_written += n
 
@@ -167,6 +256,10 @@ class JsonlWriter:
             os.close(fd)
 
     async def close(self) -> None:
+        if self._segment is not None:
+            self._close_current()
+            self._to_seal.append(self._segment)
+            self._segment, self._path, self._day_end = None, None, -1
         await self.flush()
         await asyncio.to_thread(self._close_all)
 

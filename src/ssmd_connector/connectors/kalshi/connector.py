@@ -193,7 +193,7 @@ class KalshiShard:
                     append(Message(received_ns, feed, data))
                     effects = session.unparsable(data)
                 else:
-                    append(Message(received_ns, feed, data, False, True))
+                    append(Message(received_ns, feed, data, False, True, env.type))
                     effects = on_envelope(env, data, received_ns)
                 if effects:
                     self._apply(effects)

@@ -1,0 +1,208 @@
+"""Sealed segments and the day manifest.
+
+With ``storage.rotation`` set, the archive is cut into segments aligned to the UTC clock
+(``rotation: 1h`` → one segment per hour, holding exactly that hour's frames by receive time):
+``<date>/<feed>-<HHMM>.jsonl[.zst|.gz]``. A segment is written under a hidden temporary name,
+``<date>/.<feed>-<HHMM>.jsonl[.zst|.gz].open``; sealing fsyncs it, renames it atomically to its
+final name and fsyncs the directory, so a sealed file is always complete. A crash leaves only an
+``.open`` file, which the next start repairs (torn tail cut at a line or compressed-frame
+boundary) and seals. Frames that arrive for a segment already sealed (a long stall) go to a
+numbered part, ``<feed>-<HHMM>.1.jsonl…``, never into a sealed file.
+
+``<date>/<feed>.manifest.json`` — rewritten atomically at each seal — lists per segment its name,
+first/last ``ts``, line count, bytes, SHA-256 and frame counts by message type, plus the day's
+gaps and disconnects from the coverage ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..clock import TimestampFormatter
+from .compression import Codec
+
+_ROTATION = re.compile(r"^(\d+)([mh])$")
+
+
+def parse_rotation(text: str) -> int:
+    """``15m`` / ``1h`` → seconds; must divide a day, at least a minute."""
+    m = _ROTATION.match(text.strip())
+    if not m:
+        raise ValueError(f"expected a duration like 15m or 1h, got {text!r}")
+    seconds = int(m.group(1)) * (60 if m.group(2) == "m" else 3600)
+    if seconds < 60 or 86_400 % seconds:
+        raise ValueError(f"rotation must be at least 1m and divide 24h evenly, got {text!r}")
+    return seconds
+
+
+@dataclass
+class Segment:
+    """A segment being written, and what the manifest will say about it."""
+
+    directory: Path
+    stem: str  # <feed>-<HHMM>[.<part>]
+    suffix: str  # .jsonl[.zst|.gz]
+    start_ns: int
+    end_ns: int
+    lines: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    sha256: Any = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.stem + self.suffix
+
+    @property
+    def open_path(self) -> Path:
+        return self.directory / f".{self.name}.open"
+
+    @property
+    def final_path(self) -> Path:
+        return self.directory / self.name
+
+    def entry(self) -> dict[str, Any]:
+        fmt = TimestampFormatter().format
+        return {
+            "name": self.name,
+            "first_ts": fmt(self.first_ns).decode() if self.lines else None,
+            "last_ts": fmt(self.last_ns).decode() if self.lines else None,
+            "lines": self.lines,
+            "bytes": self.size,
+            "sha256": self.sha256.hexdigest(),
+            "types": dict(sorted(self.types.items())),
+        }
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def manifest_path(directory: Path, feed: str) -> Path:
+    return directory / f"{feed}.manifest.json"
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    return data
+
+
+def ledger_summary(directory: Path, feed: str) -> dict[str, Any]:
+    """Gaps and disconnects of the day, from the coverage ledger beside the data."""
+    gaps: list[dict[str, Any]] = []
+    disconnects = 0
+    try:
+        text = (directory / f"{feed}.events.jsonl").read_bytes()
+    except FileNotFoundError:
+        return {"gaps": gaps, "disconnects": disconnects}
+    for line in text.splitlines():
+        try:
+            ev = msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            continue
+        if ev.get("event") == "gap":
+            gaps.append({k: ev.get(k) for k in ("ts", "shard", "sid", "channel", "expected", "got", "missing")})
+        elif ev.get("event") == "disconnect" and not ev.get("requested"):
+            disconnects += 1
+    return {"gaps": gaps, "disconnects": disconnects}
+
+
+def seal(segment: Segment, fd: int, feed: str) -> Path:
+    """fsync, rename to the final name, fsync the directory, record it in the manifest."""
+    os.fsync(fd)
+    os.close(fd)
+    final = segment.final_path
+    if final.exists():  # never overwrite a sealed file
+        final = _next_part(segment)
+    os.rename(segment.open_path, final)
+    fsync_dir(segment.directory)
+    entry = segment.entry()
+    entry["name"] = final.name
+    mpath = manifest_path(segment.directory, feed)
+    manifest = read_manifest(mpath) or {"date": segment.directory.name, "feed": feed, "segments": []}
+    manifest["segments"] = [s for s in manifest["segments"] if s["name"] != final.name] + [entry]
+    manifest["segments"].sort(key=lambda s: s["name"])
+    manifest.update(ledger_summary(segment.directory, feed))
+    atomic_write(mpath, json.dumps(manifest, indent=1).encode() + b"\n")
+    return final
+
+
+def _next_part(segment: Segment) -> Path:
+    base = segment.stem.split(".")[0]
+    n = 1
+    while (segment.directory / f"{base}.{n}{segment.suffix}").exists():
+        n += 1
+    return segment.directory / f"{base}.{n}{segment.suffix}"
+
+
+def scan_lines(path_or_fd: Path | int, codec: Codec, size: int | None = None) -> tuple[int, int, int, Counter[str]]:
+    """Lines, first and last receive ns, and types of an archive file (decompressing as needed)."""
+    if isinstance(path_or_fd, int):
+        raw = os.pread(path_or_fd, size or os.fstat(path_or_fd).st_size, 0)
+    else:
+        raw = path_or_fd.read_bytes()
+    text = decompress_all(raw, codec.name)
+    lines = 0
+    first = last = 0
+    types: Counter[str] = Counter()
+    for line in text.splitlines():
+        obj = msgspec.json.decode(line)
+        ns = ts_ns(obj["ts"])
+        first = first or ns
+        last = ns
+        lines += 1
+        data = obj.get("data")
+        if isinstance(data, dict) and isinstance(data.get("type"), str) and "enc" not in obj:
+            types[data["type"]] += 1
+    return lines, first, last, types
+
+
+def decompress_all(raw: bytes, compression: str) -> bytes:
+    """Every member of a (possibly multi-member) compressed file."""
+    if compression == "zstd":
+        import zstandard  # noqa: PLC0415
+
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True).read()
+    if compression == "gzip":
+        import gzip  # noqa: PLC0415
+
+        return gzip.decompress(raw)
+    return raw
+
+
+def ts_ns(ts: str) -> int:
+    """``2026-11-24T10:30:00.123456Z`` → ns since the epoch (exact, no float)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    whole, _, frac = ts.rstrip("Z").partition(".")
+    seconds = int(datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
+    return seconds * 1_000_000_000 + int((frac or "0").ljust(6, "0")[:6]) * 1000
