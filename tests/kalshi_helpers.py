@@ -50,12 +50,13 @@ async def record(
     subscription: str,
     *,
     secrets: dict[str, Secret] | None = None,
+    storage: str = "",
 ) -> Session:
     data = tmp_path / "data"
     cfg = write_config(
         tmp_path / "cfg",
         feed_name="kalshi",
-        env=f"name: test\nfeed: kalshi\nstorage: {{type: local, path: {data}}}\nsubscription:\n{subscription}",
+        env=f"name: test\nfeed: kalshi\nstorage: {{type: local, path: {data}{storage}}}\nsubscription:\n{subscription}",
         feed="name: kalshi\ntype: websocket\nversions:\n"
         f"  - {{version: sim, endpoint: '{sim.ws_url}', active: true}}\n",
     )

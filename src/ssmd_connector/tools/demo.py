@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..app import Recorder
+from ..archive import archive_files, read_lines
 from ..cli import parse_addr
 from ..config import load
 from ..connectors.kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, generate_key_pair, load_private_key
@@ -143,10 +144,11 @@ def _summary(recorder: Recorder, root: Path, feed: str) -> None:
         f"resubscribed: {events.get('resubscribe_requested', 0)}; reconnects: {stats.reconnects}"
     )
     print(f"archive under {root}:")
-    for path in sorted(p for p in root.glob(f"*/{feed}*.jsonl*") if ".torn-" not in p.name):
-        with path.open("rb") as f:
-            lines = sum(1 for _ in f)
+    files = archive_files(root, feed) + sorted(root.glob(f"*/{feed}.events.jsonl"))
+    for path in files:
+        lines = sum(1 for _ in read_lines(path))
         print(f"  {path.relative_to(root)}  {lines:,} lines  {_human(path.stat().st_size)}")
     print("read it with, e.g.:")
-    print(f"  jq -c 'select(.data.type==\"trade\") | .data.msg' {root}/*/{feed}.jsonl | head")
+    print(f"  ssmd cat {root} --type trade --data | head")
+    print(f"  ssmd stats {root}")
     print(f'  jq -c \'select(.event=="gap" or .event=="recovery_completed")\' {root}/*/{feed}.events.jsonl')

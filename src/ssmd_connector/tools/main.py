@@ -3,6 +3,8 @@
 * ``ssmd demo`` — the main job, offline: the Kalshi simulator in-process and the recorder against
   it with ``examples/config``, for a bounded time, then a summary of what was recorded.
 * ``ssmd sim``  — run the Kalshi simulator on its own (for ``ssmd-connector``, demos, drills).
+* ``ssmd validate`` — check configuration without connecting.
+* ``ssmd verify`` / ``cat`` / ``stats`` / ``book`` — check and read archives.
 """
 
 from __future__ import annotations
@@ -64,7 +66,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         help="frames queued per connection before error 25 (slow reader)",
     )
+    validate = sub.add_parser("validate", help="check configuration files without connecting")
+    validate.add_argument("--config-dir", type=Path, required=True, metavar="DIR")
+    validate.add_argument("--env", metavar="NAME", help="one environment (default: all)")
+
+    verify = sub.add_parser("verify", help="check sealed segments against their manifests; exit 1 on problems")
+    verify.add_argument("path", type=Path, metavar="PATH", help="storage root or a day directory")
+
+    for name, text in (
+        ("cat", "print archived lines (or --data: the frames)"),
+        ("stats", "summarise an archive: frames by type/ticker, rates, gaps"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("path", type=Path, metavar="PATH", help="an archive file, a day directory or the root")
+        cmd.add_argument("--from", dest="start", metavar="TS", help="from this time (UTC, ISO 8601)")
+        cmd.add_argument("--to", dest="end", metavar="TS", help="up to (excluding) this time")
+        cmd.add_argument("--type", dest="kind", metavar="TYPE", help="only this message type")
+        cmd.add_argument("--ticker", metavar="TICKER", help="only this market")
+        if name == "cat":
+            cmd.add_argument("--data", action="store_true", help="print the original frames, byte for byte")
+
+    book = sub.add_parser("book", help="rebuild a market's order book from snapshots and deltas")
+    book.add_argument("path", type=Path, metavar="PATH")
+    book.add_argument("--ticker", required=True)
+    book.add_argument("--at", metavar="TS", help="the book as of this time (default: the end)")
     return parser
+
+
+def _archive_command(args: argparse.Namespace) -> int:
+    from .book import book  # noqa: PLC0415
+    from .read import Filter, cat, normalize_ts, stats  # noqa: PLC0415
+    from .verify import verify  # noqa: PLC0415
+
+    if not args.path.exists():
+        print(f"ssmd {args.command}: {args.path}: no such file or directory", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "verify":
+            return verify(args.path)
+        if args.command == "book":
+            return book(args.path, args.ticker, normalize_ts(args.at))
+        flt = Filter(normalize_ts(args.start), normalize_ts(args.end), args.kind, args.ticker)
+    except ValueError as exc:
+        print(f"ssmd {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return cat(args.path, flt, args.data) if args.command == "cat" else stats(args.path, flt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_demo(args))
         except KeyboardInterrupt:
             return 0
+    if args.command == "validate":
+        from .validate import validate  # noqa: PLC0415
+
+        logs.setup("ERROR")
+        return validate(args.config_dir, args.env)
+    if args.command in ("verify", "cat", "stats", "book"):
+        return _archive_command(args)
     if args.command == "sim":
         from .sim import load_keys, run_sim  # noqa: PLC0415
 
