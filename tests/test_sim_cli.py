@@ -105,3 +105,57 @@ def test_recorder_process_records_simulator_process(tmp_path: Path) -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     assert sim.returncode == 0
+
+
+def test_kill_9_mid_segment_leaves_no_corrupt_sealed_file(tmp_path: Path) -> None:
+    """kill -9 the recorder mid-segment, restart it: the open segment is repaired and sealed,
+    every sealed file verifies against the manifest, and nothing is left open."""
+    port = free_port()
+    sim = subprocess.Popen(
+        [str(BIN / "ssmd"), "sim", "--port", str(port), "--markets", "10", "--rate", "3000", "--no-auth"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    data = tmp_path / "data"
+    cfg = write_config(
+        tmp_path / "cfg",
+        feed_name="kalshi",
+        env=f"name: test\nfeed: kalshi\nstorage:\n  type: local\n  path: {data}\n  rotation: 1h\n"
+        "  compression: zstd\n  flush_interval: 0.2\n"
+        "subscription:\n  channels: [orderbook_delta, trade]\n  discover: {status: open}\n",
+        feed=f"name: kalshi\ntype: websocket\nversions:\n"
+        f"  - {{version: sim, endpoint: 'ws://127.0.0.1:{port}/trade-api/ws/v2', active: true}}\n",
+    )
+    cmd = [str(BIN / "ssmd-connector"), "--env", "test", "--config-dir", str(cfg), "--health-addr", "127.0.0.1:0"]
+    try:
+        wait_for_line(sim, "Kalshi simulator")
+        first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            opened = list(data.glob("*/.kalshi-*.jsonl.zst.open"))
+            if opened and opened[0].stat().st_size > 20_000:
+                break
+            time.sleep(0.1)
+        time.sleep(0.13)  # land somewhere inside a flush
+        first.kill()  # SIGKILL: no drain, no seal
+        first.wait(10)
+        assert list(data.glob("*/.kalshi-*.open")), "a crash mid-segment leaves the segment open"
+        second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(data.glob("*/kalshi-*.jsonl.zst")):
+            time.sleep(0.1)
+        time.sleep(1.0)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.wait(10)
+    assert not list(data.glob("*/.kalshi-*.open"))
+    sealed = sorted(p.name for p in data.glob("*/kalshi-*.jsonl.zst"))
+    assert len(sealed) >= 2  # the crashed run's segment, and the restarted run's part (more across an hour)
+    verify = subprocess.run(
+        [str(BIN / "ssmd"), "verify", str(data)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert verify.returncode == 0, verify.stdout
+    assert "0 problem(s)" in verify.stdout
