@@ -248,3 +248,30 @@ async def test_kalshi_metrics_are_exposed(tmp_path: Path) -> None:
     assert get("ssmd_message_age_seconds_count") > 100
     assert get("ssmd_message_age_seconds_bucket", le="+Inf") == get("ssmd_message_age_seconds_count")
     assert get("ssmd_message_age_seconds_bucket", le="1.0") > 0
+
+
+async def test_unanswered_recovery_escalates_to_resubscribe_then_reconnect(tmp_path: Path) -> None:
+    """get_snapshot unanswered → resubscribe; unanswered too → reconnect, which restores everything."""
+    sim = SimServer(sim_config())
+    await sim.start()
+    s = await record(tmp_path, sim, FOUR + markets(sim, 4) + "  command_timeout: 1\n")
+    await eventually(lambda: s.count("subscribed") == 4)
+    await sim.inject("deaf", 2.5)  # this connection stops answering commands for a while
+    await sim.inject("gap")
+    await eventually(lambda: s.count("reconnect_requested") == 1, timeout=10, what="escalation to reconnect")
+    await eventually(lambda: s.count("subscribed") == 8, timeout=10, what="resubscribed after reconnect")
+    await s.stop()
+    await sim.stop()
+    ledger = s.ledger()
+    kinds = [e["event"] for e in ledger]
+    timeouts = [e for e in ledger if e["event"] == "command_timeout"]
+    assert [t["purpose"] for t in timeouts] == ["snapshot", "resubscribe"]
+    assert kinds.index("resubscribe_requested") < kinds.index("reconnect_requested")
+    (reconnect,) = [e for e in ledger if e["event"] == "reconnect_requested"]
+    assert "no reply" in reconnect["reason"]
+    assert [e["event"] for e in ledger if e["event"] in ("connect", "disconnect")] == [
+        "connect",
+        "disconnect",
+        "connect",
+        "disconnect",
+    ]

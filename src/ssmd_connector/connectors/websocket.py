@@ -87,6 +87,7 @@ class _Listener(WSListener):
         self.last_read = time.monotonic()
         self.closing_by_us = False
         self.stale_reason: str | None = None
+        self.writes_paused_since: float | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -99,6 +100,13 @@ class _Listener(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._end_read()  # nothing of the last read stays behind
         self._sink.detach(transport.underlying_transport)
+
+    def pause_writing(self) -> None:  # the socket's send buffer is above its high-water mark
+        if self.writes_paused_since is None:
+            self.writes_paused_since = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self.writes_paused_since = None
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type == _TEXT and frame.fin:  # nearly every frame
@@ -232,11 +240,10 @@ class WebSocketConnection:
             raise Disconnected(f"{self.url}: cannot send, connection is closed")
         self._transport.send(_TEXT, data)
 
-    @property
-    def write_buffer_size(self) -> int:
-        if self._transport is None:
-            return 0
-        return int(self._transport.underlying_transport.get_write_buffer_size())
+    def send_stalled_for(self, now: float) -> float:
+        """Seconds the peer has left our sends unread (send buffer full), 0 when it is reading."""
+        since = self._listener.writes_paused_since if self._listener is not None else None
+        return 0.0 if since is None else now - since
 
     async def wait_closed(self) -> str:
         """Wait until the connection ends; returns a human-readable reason."""

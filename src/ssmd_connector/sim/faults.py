@@ -11,13 +11,14 @@ Kinds (``KIND@SECONDS[:ARG]`` on the command line, e.g. ``gap@5``, ``silence@20:
 * ``nonjson``   — one text frame that is not JSON
 * ``auth``      — reject the next ARG handshakes with 401 (default 1)
 * ``delay``     — hold every frame back by ARG seconds (default 2) for 5 seconds
+* ``deaf``      — ignore commands (no replies at all) for ARG seconds (default: forever)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAULT_KINDS = ("close", "reset", "silence", "gap", "error25", "error10", "nonjson", "auth", "delay")
+FAULT_KINDS = ("close", "reset", "silence", "gap", "error25", "error10", "nonjson", "auth", "delay", "deaf")
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class SimConnection:
         self.out: deque[tuple[float, bytes]] = deque()
         self._wake = asyncio.Event()
         self.silent_until = 0.0
+        self.deaf_until = 0.0
         self.delay = 0.0
         self.delay_until = 0.0
         self.sent: list[bytes] = []
@@ -174,6 +175,8 @@ class SimConnection:
 
     # -- commands --------------------------------------------------------------------------
     def command(self, raw: str) -> None:
+        if time.monotonic() < self.deaf_until:
+            return  # fault: commands go unanswered
         try:
             body = _decode(raw)
         except msgspec.DecodeError:
@@ -437,6 +440,8 @@ class SimServer:
                 conn.reset()
             elif kind == "silence":
                 conn.silent_until = time.monotonic() + (arg if arg is not None else 1e9)
+            elif kind == "deaf":
+                conn.deaf_until = time.monotonic() + (arg if arg is not None else 1e9)
             elif kind == "delay":
                 conn.delay, conn.delay_until = (arg or 2.0), time.monotonic() + 5.0
             elif kind == "nonjson":

@@ -198,7 +198,7 @@ class JsonlWriter:
     def _recover_open_segments(self) -> None:
         """Repair and seal what a crashed run left open (runs once, before anything is written)."""
         suffix = f".jsonl{self._codec.suffix}"
-        for open_path in sorted(self.root.glob("*/.*.open")):
+        for open_path in sorted(self.root.glob(f"*/.{self._feed}-*.open")):  # ours only: others may be live
             name = open_path.name[1 : -len(".open")]
             if not name.endswith(suffix):
                 log.warning("%s: left by a run with another compression setting; not touched", open_path)

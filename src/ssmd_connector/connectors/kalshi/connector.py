@@ -91,7 +91,6 @@ class KalshiShard:
         self._sink: FrameSink | None = None
         self._stopping = False
         self._reconnect_reason: str | None = None
-        self._stuck_since: float | None = None
 
     @property
     def label(self) -> str:
@@ -252,17 +251,18 @@ class KalshiShard:
             self._conn.abort()
 
     async def _tick_loop(self, conn: WebSocketConnection) -> None:
+        """Command timeouts, and the time box on sends."""
         while True:
             await asyncio.sleep(0.5)
-            now = time.monotonic()
-            if self._session is not None:
-                self._apply(self._session.tick(now))
-            if conn.write_buffer_size > 0:
-                self._stuck_since = self._stuck_since or now
-                if now - self._stuck_since > self._settings.send_timeout:
-                    self._reconnect(f"send timed out: the server read nothing for {self._settings.send_timeout:.0f}s")
-            else:
-                self._stuck_since = None
+            try:
+                now = time.monotonic()
+                if self._session is not None:
+                    self._apply(self._session.tick(now))
+                stalled = conn.send_stalled_for(now)
+                if stalled > self._settings.send_timeout:
+                    self._reconnect(f"send timed out: the server has read nothing we sent for {stalled:.0f}s")
+            except Exception:  # a bug here must not silently stop the timeouts
+                log.exception("%s: periodic protocol check failed", self._label)
 
 
 class KalshiFeed:
