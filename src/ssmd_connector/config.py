@@ -111,12 +111,23 @@ class SubscriptionSpec(_Model):
         return list(dict.fromkeys(value))
 
 
+class NatsSpec(_Model):
+    """Also publish every frame to NATS JetStream (alongside the local archive)."""
+
+    url: str = "nats://127.0.0.1:4222"
+    stream: str
+    subject_prefix: str = "ssmd"
+    create_stream: bool = False
+    max_pending: int = Field(default=4096, ge=1)
+
+
 class Environment(_Model):
     name: str
     feed: str
     keys: list[KeySpec] = Field(default_factory=list)
     storage: Storage
     subscription: SubscriptionSpec = Field(default_factory=SubscriptionSpec)
+    nats: NatsSpec | None = None
 
     @field_validator("name", "feed")
     @classmethod

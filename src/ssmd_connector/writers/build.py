@@ -8,14 +8,23 @@ from .jsonl import JsonlWriter
 
 
 def build_writers(env: Environment) -> list[Writer]:
+    """The local archive, plus a JetStream publisher when the environment has a ``nats`` block."""
     storage = env.storage
-    if storage.type == "local":
-        return [
-            JsonlWriter(
-                storage.path,
-                compression=storage.compression,
-                level=storage.compression_level,
-                rotation=storage.rotation_seconds,
-            )
-        ]
-    raise ValueError(f"unknown storage type {storage.type!r}")  # config validation prevents this
+    if storage.type != "local":
+        raise ValueError(f"unknown storage type {storage.type!r}")  # config validation prevents this
+    writers: list[Writer] = [
+        JsonlWriter(
+            storage.path,
+            compression=storage.compression,
+            level=storage.compression_level,
+            rotation=storage.rotation_seconds,
+        )
+    ]
+    if env.nats is not None:
+        from .nats import NatsWriter  # noqa: PLC0415 - only environments that publish need it
+
+        n = env.nats
+        writers.append(
+            NatsWriter(n.url, n.stream, n.subject_prefix, create_stream=n.create_stream, max_pending=n.max_pending)
+        )
+    return writers

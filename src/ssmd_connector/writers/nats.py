@@ -1,0 +1,186 @@
+"""NATS JetStream writer: the scale-out path.
+
+Each frame is published as its archive line (the exact bytes the file writer writes, without the
+newline — so ``ts``, ``feed`` and the verbatim frame travel in the body) to
+
+    <subject_prefix>.<feed>.<message type>.<market ticker>
+
+with tokens made subject-safe (Kalshi tickers contain ``.``: it becomes ``_``, which tickers never
+contain, so the mapping is reversible; a missing type or ticker is ``_``). Every publish is
+acknowledged by JetStream (PubAck) and carries ``Nats-Msg-Id: <feed>.<run>.<n>`` — stable for the
+frame, so a publish retried after a timeout or a NATS restart is stored once (JetStream's
+duplicate window). At most ``max_pending`` publishes are in flight; unacknowledged frames are kept
+and re-published with the same ids, and a failure raises ``WriteFailed`` so the runner retries
+while its bounded queue fills and reading pauses — nothing is dropped, nothing grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import PubAck, StreamConfig
+from nats.js.errors import NotFoundError
+
+from ..errors import WriteFailed
+from ..message import LineEncoder, Message
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(rb"[.\s*>]")
+_TICKER_KEY = b'"market_ticker":"'
+
+
+def subject_token(raw: bytes | str) -> str:
+    """A NATS subject token: no '.', whitespace, '*' or '>'; empty → '_'."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    return _UNSAFE.sub(b"_", data).decode("utf-8", "replace") or "_"
+
+
+def ticker_of(frame: bytes) -> bytes:
+    """The first ``market_ticker`` value in a frame, found by a byte scan (no JSON parse)."""
+    i = frame.find(_TICKER_KEY)
+    if i < 0:
+        return b""
+    start = i + len(_TICKER_KEY)
+    end = frame.find(b'"', start)
+    return frame[start:end] if end > 0 else b""
+
+
+@dataclass
+class _Pending:
+    subject: str
+    payload: bytes
+    future: asyncio.Future[PubAck] | None = None
+
+
+class NatsWriter:
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        subject_prefix: str = "ssmd",
+        *,
+        create_stream: bool = False,
+        max_pending: int = 4096,
+        ack_timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.stream = stream
+        self.prefix = subject_prefix
+        self._create = create_stream
+        self._max_pending = max_pending
+        self._ack_timeout = ack_timeout
+        self._encode = LineEncoder().encode
+        self._run = uuid.uuid4().hex[:12]
+        self._counter = 0
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._pending: dict[str, _Pending] = {}
+        """Msg-Id → publish not yet acknowledged, in order."""
+        self._bytes = 0
+        self.acked = 0
+
+    @property
+    def bytes_written(self) -> int:
+        return self._bytes
+
+    async def _connect(self) -> JetStreamContext:
+        if self._js is not None and self._nc is not None and self._nc.is_connected:
+            return self._js
+        if self._nc is not None and not self._nc.is_closed and not self._nc.is_connected:
+            raise WriteFailed(f"NATS {self.url}: not connected (reconnecting)")
+        try:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await nats.connect(
+                    self.url,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                )
+            js = self._nc.jetstream(publish_async_max_pending=self._max_pending)
+            await self._check_stream(js)
+        except WriteFailed:
+            raise
+        except Exception as exc:
+            raise WriteFailed(f"NATS {self.url}: {exc or type(exc).__name__}") from exc
+        self._js = js
+        return js
+
+    async def _check_stream(self, js: JetStreamContext) -> None:
+        wanted = f"{self.prefix}.>"
+        try:
+            info = await js.stream_info(self.stream)
+        except NotFoundError:
+            if not self._create:
+                raise WriteFailed(
+                    f"NATS stream {self.stream!r} does not exist (create it with subjects {wanted!r}, "
+                    "or set nats.create_stream: true)"
+                ) from None
+            await js.add_stream(StreamConfig(name=self.stream, subjects=[wanted], duplicate_window=120.0))
+            log.info("created JetStream stream %s for %s", self.stream, wanted)
+            return
+        subjects = info.config.subjects or []
+        if wanted not in subjects and f"{self.prefix}.*.*.*" not in subjects:
+            raise WriteFailed(f"NATS stream {self.stream!r} does not cover {wanted!r} (its subjects: {subjects})")
+
+    async def write(self, batch: Sequence[Message]) -> None:
+        prefix = self.prefix
+        for msg in batch:
+            self._counter += 1
+            kind = subject_token(msg.kind) if msg.kind else "_"
+            subject = f"{prefix}.{subject_token(msg.feed)}.{kind}.{subject_token(ticker_of(msg.frame))}"
+            self._pending[f"{msg.feed}.{self._run}.{self._counter}"] = _Pending(subject, self._encode(msg)[:-1])
+        await self._publish()
+        if len(self._pending) >= self._max_pending:
+            await self._collect()
+
+    async def _publish(self) -> None:
+        """Send every pending frame that has no publish in flight (first sends and retries)."""
+        js = await self._connect()
+        try:
+            for msg_id, p in self._pending.items():
+                if p.future is None:
+                    p.future = await js.publish_async(
+                        p.subject, p.payload, headers={"Nats-Msg-Id": msg_id}, wait_stall=self._ack_timeout
+                    )
+        except Exception as exc:
+            raise WriteFailed(f"NATS {self.url}: publish failed: {exc or type(exc).__name__}") from exc
+
+    async def _collect(self) -> None:
+        """Wait for the acknowledgements; keep (for a retry) what was not acknowledged."""
+        failed = None
+        for msg_id, p in list(self._pending.items()):
+            if p.future is None:
+                continue
+            try:
+                await asyncio.wait_for(asyncio.shield(p.future), self._ack_timeout)
+            except Exception as exc:
+                p.future = None  # re-published, same Msg-Id, on the next flush
+                failed = failed or exc
+                continue
+            del self._pending[msg_id]
+            self._bytes += len(p.payload)
+            self.acked += 1
+        if failed is not None:
+            raise WriteFailed(
+                f"NATS {self.url}: {len(self._pending)} publish(es) not acknowledged: {failed or type(failed).__name__}"
+            )
+
+    async def flush(self) -> None:
+        if self._pending:
+            await self._publish()
+            await self._collect()
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.drain()
