@@ -119,3 +119,22 @@ async def test_recorder_fans_out_to_file_and_jetstream(server: NatsServer, tmp_p
     archived = read_lines(s.data, "kalshi")
     published = await stream_messages(server.url, "KALSHI")
     assert [body for _, body in published] == archived
+
+
+async def test_nats_down_shows_in_ready_and_recovers(server: NatsServer, tmp_path: Path) -> None:
+    sim = SimServer(SimConfig(port=0, markets=10, rate=800, public_keys={KEY_ID: KEY.public_key()}))
+    await sim.start()
+    sub = "  channels: [orderbook_delta, trade]\n  markets: [" + ", ".join(sim.model.open_tickers[:3]) + "]\n"
+    sub += f"nats: {{url: '{server.url}', stream: KALSHI, create_stream: true}}\n"
+    s = await record(tmp_path, sim, sub)
+    await eventually(lambda: s.recorder.runner.stats.messages > 300)
+    server.stop()
+    await eventually(lambda: s.recorder.runner.write_error is not None, timeout=20, what="write failure noticed")
+    assert any("writes failing" in r for r in s.recorder.runner.not_ready_reasons())
+    server.start()
+    await eventually(lambda: s.recorder.runner.write_error is None, timeout=30, what="writes recovered")
+    await s.stop()
+    await sim.stop()
+    archived = read_lines(s.data, "kalshi")
+    published = [body for _, body in await stream_messages(server.url, "KALSHI")]
+    assert published == archived  # nothing lost, nothing twice, same order

@@ -78,10 +78,17 @@ class Runner:
         self._register(self.connectors)
         self.last_drain = time.monotonic()
         self.drain_task: asyncio.Task[None] | None = None
+        self.write_error: str | None = None
+        """The latest write failure while writes are failing (for /ready), else None."""
 
     # -- health ---------------------------------------------------------------------------
     def not_ready_reasons(self) -> list[str]:
-        return [f"{label}: {s.reason}" for label, s in self.states.items() if not s.connected]
+        reasons = [f"{label}: {s.reason}" for label, s in self.states.items() if not s.connected]
+        if self.write_error is not None:
+            reasons.append(
+                f"writes failing (data kept, retrying; reading pauses when the queue fills): {self.write_error}"
+            )
+        return reasons
 
     # -- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -237,6 +244,7 @@ class Runner:
                 if not failing:
                     log.error("%s (will retry; reading pauses when the queue fills)", errors[0])
                 failing = True
+                self.write_error = str(errors[0])
                 if finished:
                     await self._final_retry(errors[0])
                     return
@@ -244,6 +252,7 @@ class Runner:
             if failing:
                 log.info("writes recovered")
                 failing = False
+                self.write_error = None
             if finished:
                 return
             if len(batch) < BATCH and not queue.closed:
