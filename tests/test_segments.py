@@ -102,3 +102,16 @@ async def test_open_segment_left_by_a_crash_is_repaired_and_sealed(tmp_path: Pat
     entry = next(s for s in manifest["segments"] if s["name"] == recovered.name)
     assert entry["lines"] == 3 and entry["types"] == {"trade": 3}
     assert entry["sha256"] == hashlib.sha256(recovered.read_bytes()).hexdigest()
+
+
+async def test_crash_between_seal_and_manifest_is_reconciled(tmp_path: Path) -> None:
+    w = JsonlWriter(tmp_path, rotation=3600, now_ns=lambda: ns(10, 5, 0))
+    await w.write([msg(ns(10, 0, 0), 1)])
+    await w.close()
+    day = tmp_path / "2026-11-24"
+    (day / "kalshi.manifest.json").unlink()  # as if the process died right after the rename
+    w2 = JsonlWriter(tmp_path, rotation=3600, now_ns=lambda: ns(10, 6, 0))
+    await w2.write([msg(ns(10, 6, 0), 2)])
+    await w2.close()
+    names = [s["name"] for s in json.loads((day / "kalshi.manifest.json").read_text())["segments"]]
+    assert names == ["kalshi-1000.1.jsonl", "kalshi-1000.jsonl"]

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         help="frames queued per connection before error 25 (slow reader)",
     )
+    arch = sub.add_parser("archive", help="JetStream → sealed segments + manifest, exactly once (needs a nats block)")
+    arch.add_argument("--config-dir", type=Path, required=True, metavar="DIR")
+    arch.add_argument("--env", required=True, metavar="NAME")
+
     validate = sub.add_parser("validate", help="check configuration files without connecting")
     validate.add_argument("--config-dir", type=Path, required=True, metavar="DIR")
     validate.add_argument("--env", metavar="NAME", help="one environment (default: all)")
@@ -125,6 +129,17 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(run_demo(args))
         except KeyboardInterrupt:
             return 0
+    if args.command == "archive":
+        from ..errors import ConfigError  # noqa: PLC0415
+        from .archiver import run_archive  # noqa: PLC0415
+
+        logs.setup("INFO")
+        try:
+            return asyncio.run(run_archive(args.config_dir, args.env))
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"ssmd archive: config error: {problem}", file=sys.stderr)
+            return 2
     if args.command == "validate":
         from .validate import validate  # noqa: PLC0415
 

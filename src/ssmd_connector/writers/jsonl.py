@@ -27,7 +27,7 @@ from ..clock import NowNs, day_bounds, day_of, wall_clock_ns
 from ..errors import WriteFailed
 from ..message import LineEncoder, Message
 from .compression import Codec, codec
-from .segments import Segment, scan_lines, seal
+from .segments import Segment, reconcile, scan_lines, seal
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class JsonlWriter:
         level: int | None = None,
         rotation: int | None = None,
         now_ns: NowNs = wall_clock_ns,
+        durable: bool = False,
     ) -> None:
         self.root = root
         self._codec = codec(compression, level)
@@ -78,6 +79,13 @@ class JsonlWriter:
         self._to_seal: list[Segment] = []
         self._recovered = False
         self.sealed: list[Path] = []
+        self._durable = durable
+        """Archiver mode: fsync every flush, and seal only when :meth:`seal_ready` is called — after
+        the caller has checkpointed what it wrote."""
+        self.sizes: dict[Path, int] = {}
+        """Size of each open file after the last flush (for an archiver's checkpoint)."""
+        self._sealable: list[Segment] = []
+        self._used: set[Path] = set()
         self._flush_bytes = flush_bytes
         self._encode_batch = LineEncoder().encode_batch
         self._parts: list[bytes] = []
@@ -102,11 +110,22 @@ class JsonlWriter:
         return self.root / day_of(ns) / f"{feed}.jsonl{self._codec.suffix}"
 
     def _segment_for(self, feed: str, ns: int) -> Segment:
+        """The segment for ``ns``: ``<feed>-<HHMM>``, or its next free part ``<feed>-<HHMM>.<n>``.
+
+        Every segment gets a name no other file has used (sealed, open, or left open by a crash),
+        so an open file always holds one segment's data and a checkpoint can name it.
+        """
         start = ns - ns % self._rotation_ns
         hhmm = datetime.fromtimestamp(start // 1_000_000_000, UTC).strftime("%H%M")
-        return Segment(
+        seg = Segment(
             self.root / day_of(ns), f"{feed}-{hhmm}", f".jsonl{self._codec.suffix}", start, start + self._rotation_ns
         )
+        part = 0
+        while seg.final_path.exists() or seg.open_path.exists() or seg.open_path in self._used:
+            part += 1
+            seg.stem = f"{feed}-{hhmm}.{part}"
+        self._used.add(seg.open_path)
+        return seg
 
     async def write(self, batch: Sequence[Message]) -> None:
         i, n = 0, len(batch)
@@ -184,20 +203,57 @@ class JsonlWriter:
                 self._write_all(fd, chunk, parts[chunk.done])
                 chunk.done += 1
                 chunk.offset = 0
-        while self._to_seal:  # segments whose data is all written: seal them, oldest first
-            seg = self._to_seal[0]
-            if seg.open_path in self._fds:  # (a segment that never got data has no file)
-                fd = self._fds.pop(seg.open_path)
-                self.sealed.append(seal(seg, fd, self._feed or seg.stem.rsplit("-", 1)[0]))
-            self._to_seal.pop(0)
+        for path, fd in self._fds.items():
+            if self._durable:
+                os.fsync(fd)
+            self.sizes[path] = os.fstat(fd).st_size
+        if self._durable:  # the caller seals after checkpointing (seal_ready)
+            self._sealable += self._to_seal
+            self._to_seal.clear()
+        self._seal(self._to_seal)
         # Files of past days (or other feeds) will not be appended to again: close them.
         current = self._path
         for path in [p for p in self._fds if p != current]:
             self._close_fd(path)
 
+    def _seal(self, segments: list[Segment]) -> None:
+        while segments:  # segments whose data is all written: seal them, oldest first
+            seg = segments[0]
+            fd = self._fds.pop(seg.open_path, None)
+            if fd is None and seg.open_path.exists():  # closed meanwhile (durable mode seals later)
+                fd = os.open(seg.open_path, os.O_RDWR)
+            if fd is not None:  # (a segment that never got data has no file)
+                self.sizes.pop(seg.open_path, None)
+                self.sealed.append(seal(seg, fd, self._feed or seg.stem.rsplit("-", 1)[0]))
+            segments.pop(0)
+
+    async def seal_ready(self) -> None:
+        """Durable mode: seal the segments the last flushes completed."""
+        if self._sealable:
+            await asyncio.to_thread(self._seal, self._sealable)
+
+    def truncate_to(self, sizes: dict[Path, int], feed: str) -> None:
+        """Durable mode, at start-up: cut ``feed``'s open files back to a checkpoint — what came
+        after it was never acknowledged and will be delivered again; an open file the checkpoint
+        does not know holds only such data. Call before the first write."""
+        for path in self.root.glob(f"*/.{feed}-*.open"):
+            size = sizes.get(path, 0)
+            if path.stat().st_size > size:
+                fd = os.open(path, os.O_RDWR)
+                try:
+                    _quarantine(fd, path, size, os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+
     def _recover_open_segments(self) -> None:
-        """Repair and seal what a crashed run left open (runs once, before anything is written)."""
+        """Repair and seal what a crashed run left open, and complete the manifests a crash may
+        have left behind a seal (runs once, before anything is written)."""
         suffix = f".jsonl{self._codec.suffix}"
+        days = {p.parent for p in self.root.glob(f"*/.{self._feed}-*.open")}
+        days |= set(sorted(p for p in self.root.glob("????-??-??") if p.is_dir())[-2:])
+        for day in sorted(days):
+            for name in reconcile(day, self._feed, self._codec):
+                log.warning("%s/%s: sealed but missing from the manifest (unclean shutdown): added", day.name, name)
         for open_path in sorted(self.root.glob(f"*/.{self._feed}-*.open")):  # ours only: others may be live
             name = open_path.name[1 : -len(".open")]
             if not name.endswith(suffix):
@@ -261,6 +317,7 @@ class JsonlWriter:
             self._to_seal.append(self._segment)
             self._segment, self._path, self._day_end = None, None, -1
         await self.flush()
+        await self.seal_ready()
         await asyncio.to_thread(self._close_all)
 
     def _close_all(self) -> None:

@@ -136,6 +136,31 @@ def ledger_summary(directory: Path, feed: str) -> dict[str, Any]:
     return {"gaps": gaps, "disconnects": disconnects}
 
 
+def reconcile(directory: Path, feed: str, codec: Codec) -> list[str]:
+    """Add sealed segments the manifest does not list (a crash between the rename and the
+    manifest write) — computed from the files themselves. Returns the names added."""
+    mpath = manifest_path(directory, feed)
+    manifest = read_manifest(mpath) or {"date": directory.name, "feed": feed, "segments": []}
+    listed = {s["name"] for s in manifest["segments"]}
+    suffix = f".jsonl{codec.suffix}"
+    added = []
+    for path in sorted(directory.glob(f"{feed}-*{suffix}")):
+        if path.name in listed or ".torn-" in path.name:
+            continue
+        raw = path.read_bytes()
+        lines, first, last, types = scan_lines(path, codec)
+        seg = Segment(directory, path.name[: -len(suffix)], suffix, 0, 0, lines, first, last, types)
+        seg.sha256.update(raw)
+        seg.size = len(raw)
+        manifest["segments"].append(seg.entry())
+        added.append(path.name)
+    if added:
+        manifest["segments"].sort(key=lambda s: s["name"])
+        manifest.update(ledger_summary(directory, feed))
+        atomic_write(mpath, json.dumps(manifest, indent=1).encode() + b"\n")
+    return added
+
+
 def seal(segment: Segment, fd: int, feed: str) -> Path:
     """fsync, rename to the final name, fsync the directory, record it in the manifest."""
     os.fsync(fd)
