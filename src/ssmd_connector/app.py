@@ -11,16 +11,35 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .config import LoadedConfig
+from .config import Environment, LoadedConfig
 from .connectors.build import build_connectors
 from .ledger import Ledger
 from .metrics import FeedStats, make_registry
 from .runner import Runner
 from .secrets import Secret
 from .server import HealthServer
+from .uploader import Uploader
 from .writers.build import build_writers
 
 log = logging.getLogger(__name__)
+
+
+def make_uploader(env: Environment, secrets: Mapping[str, Secret]) -> Uploader | None:
+    up = env.storage.upload
+    if up is None:
+        return None
+    return Uploader(
+        env.storage.path,
+        up.bucket,
+        prefix=up.prefix,
+        endpoint_url=up.endpoint_url,
+        region=up.region,
+        credentials=secrets,
+        access_key_var=up.access_key_var,
+        secret_key_var=up.secret_key_var,
+        delete_after_upload=up.delete_after_upload,
+        interval=up.interval,
+    )
 
 
 @dataclass
@@ -28,6 +47,7 @@ class Recorder:
     runner: Runner
     server: HealthServer
     ledger: Ledger
+    uploader: Uploader | None = None
 
     @classmethod
     def build(cls, config: LoadedConfig, secrets: Mapping[str, Secret]) -> Recorder:
@@ -42,7 +62,7 @@ class Recorder:
             stats=stats,
             flush_interval=env.storage.flush_interval,
         )
-        return cls(runner, HealthServer(runner, make_registry([stats])), ledger)
+        return cls(runner, HealthServer(runner, make_registry([stats])), ledger, make_uploader(env, secrets))
 
     async def run(self, host: str, port: int, *, handle_signals: bool = True) -> None:
         """Serve health, record until SIGINT/SIGTERM (or ``runner.stop()``), shut down cleanly."""
@@ -52,9 +72,14 @@ class Recorder:
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        stop_uploads = asyncio.Event()
+        uploads = asyncio.create_task(self.uploader.run(stop_uploads)) if self.uploader else None
         try:
             await self.runner.run()
         finally:
+            stop_uploads.set()
+            if uploads is not None:
+                await uploads  # one last round: what the shutdown sealed is uploaded too
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)

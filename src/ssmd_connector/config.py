@@ -49,6 +49,20 @@ class KeySpec(_Model):
     source: str = Field(description="e.g. env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY")
 
 
+class Upload(_Model):
+    """Upload sealed segments and manifests to S3-compatible storage (needs ``rotation``)."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_var: str = "AWS_ACCESS_KEY_ID"
+    """Names, in the environment's resolved keys, of the credentials (never the values)."""
+    secret_key_var: str = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 - a variable's name, not a secret
+    delete_after_upload: bool = False
+    interval: float = Field(default=10.0, gt=0)
+
+
 class Storage(_Model):
     type: str
     path: Path
@@ -56,6 +70,7 @@ class Storage(_Model):
     compression: Literal["none", "zstd", "gzip"] = "none"
     """Each flush is one complete zstd frame / gzip member appended to <feed>.jsonl.zst / .gz."""
     compression_level: int | None = Field(default=None, ge=1, le=22)
+    upload: Upload | None = None
     rotation: str | None = None
     """``15m``, ``1h``…: sealed segments aligned to the UTC clock, with a manifest; none = one file a day."""
 
@@ -253,6 +268,8 @@ def load_environment(config_dir: Path, env_name: str) -> tuple[Environment, Path
     path = config_dir / "environments" / f"{env_name}.yaml"
     label = f"environments/{env_name}.yaml"
     env: Environment = _validate(Environment, _read_yaml(path, label), label)
+    if env.storage.upload is not None and env.storage.rotation is None:
+        raise ConfigError([f"{label}: storage.upload: uploads sealed segments, so storage.rotation must be set"])
     sub = env.subscription
     if ORDERBOOK_DELTA in sub.channels and not sub.markets and sub.discover is None:
         raise ConfigError(

@@ -26,8 +26,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from ..app import make_uploader
 from ..config import load
 from ..errors import ConfigError
+from ..keys import resolve_all
 from ..message import Message, decode_frame
 from ..writers.jsonl import JsonlWriter
 from ..writers.segments import atomic_write, ts_ns
@@ -101,6 +103,9 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
     )
     last = ckpt.stream_seq
     archived = 0
+    uploader = make_uploader(env, resolve_all([(k.name, k.source) for k in env.keys]))
+    upload_stop = asyncio.Event()
+    uploads = asyncio.create_task(uploader.run(upload_stop)) if uploader is not None else None
     log.info("archiving %s from stream %s after sequence %d into %s", feed, env.nats.stream, last, storage.path)
     while not stop.is_set():
         try:
@@ -127,6 +132,9 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
     await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
     await writer.close()
     await asyncio.to_thread(ckpt.save, last, {})
+    upload_stop.set()
+    if uploads is not None:
+        await uploads
     with contextlib.suppress(Exception):  # (a pull subscription's drain can wait forever)
         await asyncio.wait_for(sub.unsubscribe(), 5)
     await nc.close()
