@@ -149,7 +149,7 @@ class ProbedWriter(JsonlWriter):
         del self.pending[:n]
 
 
-def _config_dir(directory: Path, url: str, compression: str = "none") -> Path:
+def _config_dir(directory: Path, url: str, compression: str = "none", nats_url: str = "") -> Path:
     cfg = directory / "config"
     (cfg / "environments").mkdir(parents=True, exist_ok=True)
     (cfg / "feeds").mkdir(parents=True, exist_ok=True)
@@ -159,16 +159,17 @@ def _config_dir(directory: Path, url: str, compression: str = "none") -> Path:
     (cfg / "environments" / "bench.yaml").write_text(
         f"name: bench\nfeed: kalshi\nstorage:\n  type: local\n  path: '{directory / 'data'}'\n"
         f"  compression: {compression}\n"
-        "subscription:\n  channels: [orderbook_delta, ticker, trade, market_lifecycle_v2]\n  markets: [ALL]\n"
+        + (f"nats: {{url: '{nats_url}', stream: BENCH, create_stream: true, max_pending: 8192}}\n" if nats_url else "")
+        + "subscription:\n  channels: [orderbook_delta, ticker, trade, market_lifecycle_v2]\n  markets: [ALL]\n"
         "  stale_after: 60\n"
     )
     return cfg
 
 
 async def run_recorder(
-    url: str, frames: int, directory: Path, probe: bool, rss_at: int, compression: str = "none"
+    url: str, frames: int, directory: Path, probe: bool, rss_at: int, compression: str = "none", nats_url: str = ""
 ) -> dict[str, Any]:
-    recorder = Recorder.build(load(_config_dir(directory, url, compression), "bench"), {})
+    recorder = Recorder.build(load(_config_dir(directory, url, compression, nats_url), "bench"), {})
     runner = recorder.runner
     writer = ProbedWriter(directory / "data") if probe else None
     if writer is not None:
@@ -210,7 +211,8 @@ async def run_recorder(
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["bare", "minimal", "recorder", "recorder-zstd"])
+    p.add_argument("kind", choices=["bare", "minimal", "recorder", "recorder-zstd", "recorder-nats"])
+    p.add_argument("--nats-url", default="")
     p.add_argument("--url", required=True)
     p.add_argument("--frames", type=int, required=True)
     p.add_argument("--dir", type=Path, required=True)
@@ -223,7 +225,7 @@ def main() -> None:
     a.dir.mkdir(parents=True, exist_ok=True)
     if a.kind.startswith("recorder"):
         compression = "zstd" if a.kind == "recorder-zstd" else "none"
-        result = asyncio.run(run_recorder(a.url, a.frames, a.dir, a.probe_latency, a.rss_at, compression))
+        result = asyncio.run(run_recorder(a.url, a.frames, a.dir, a.probe_latency, a.rss_at, compression, a.nats_url))
     else:
         result = asyncio.run(run_listener(a.kind, a.url, a.frames, a.dir))
     result.update(kind=a.kind, frames=a.frames, peak_rss_mb=round(peak_rss_mb(), 1))

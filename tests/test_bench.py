@@ -47,3 +47,35 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert paced["rate"] == 2000 and "p99" in paced["latency_s"]
     assert result["memory"]["rss_at_mb"]
     assert "recorder / minimal" in proc.stdout
+
+
+def test_scaleout_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "scaleout.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scaleout",
+            "--frames",
+            "5000",
+            "--repeat",
+            "1",
+            "--sample",
+            "3000",
+            "--levels",
+            "1,3",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert [row["level"] for row in result["compression"]] == [1, 3]
+    assert all(row["ratio"] > 1 for row in result["compression"])
+    for kind in ("recorder-file", "recorder-file+jetstream", "archiver"):
+        assert result["pipeline"][kind]["fps"] > 0

@@ -16,6 +16,7 @@ gaps and disconnects from the coverage ledger.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -226,8 +227,13 @@ def decompress_all(raw: bytes, compression: str) -> bytes:
 
 def ts_ns(ts: str) -> int:
     """``2026-11-24T10:30:00.123456Z`` → ns since the epoch (exact, no float)."""
+    whole, _, frac = ts.rstrip("Z").partition(".")
+    return _seconds(whole) * 1_000_000_000 + int((frac or "0").ljust(6, "0")[:6]) * 1000
+
+
+@functools.lru_cache(maxsize=4096)
+def _seconds(whole: str) -> int:
+    """Parsing a date is slow; lines of one second share it."""
     from datetime import UTC, datetime  # noqa: PLC0415
 
-    whole, _, frac = ts.rstrip("Z").partition(".")
-    seconds = int(datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
-    return seconds * 1_000_000_000 + int((frac or "0").ljust(6, "0")[:6]) * 1000
+    return int(datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())

@@ -1,0 +1,168 @@
+"""``python -m bench.scaleout``: compression and the JetStream path, measured in one run.
+
+1. zstd levels on simulator output: compression ratio and MB/s (medians), compressing in 1 MiB
+   flushes as the writer does.
+2. Over loopback, against the same firehose: the recorder writing files only, the recorder
+   writing files and publishing to JetStream (every frame acknowledged), and the archiver turning
+   the stream back into sealed segments — frames/s for each, medians of repeated runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from ssmd_connector.message import LineEncoder, Message
+from ssmd_connector.sim.market import MarketModel
+
+from .__main__ import client, firehose
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+
+
+def sample_lines(n: int) -> bytes:
+    """Archive lines of simulator output (realistic, not a repeated pool)."""
+    import msgspec  # noqa: PLC0415
+
+    from ssmd_connector.connectors.kalshi.protocol import render  # noqa: PLC0415
+
+    model = MarketModel(200, 11, now=1_795_000_000.0)
+    enc = LineEncoder()
+    out: list[bytes] = []
+    ts = 1_795_000_000.0
+    seq = 0
+    while len(out) < n:
+        ts += 0.0005
+        for channel, _t, kind, msg in model.step(ts):
+            seq += 1
+            frame = render(kind, msgspec.json.encode(msg), sid=1 if channel == "orderbook_delta" else 2, seq=seq)
+            out.append(enc.encode(Message(int(ts * 1e9), "kalshi", frame, False, True)))
+    return b"".join(out)
+
+
+def compression(n: int, levels: list[int]) -> list[dict[str, Any]]:
+    data = sample_lines(n)
+    chunks = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    rows = []
+    for level in levels:
+        speeds, size = [], 0
+        for _ in range(3):
+            c = zstandard.ZstdCompressor(level=level)
+            t = time.perf_counter()
+            size = sum(len(c.compress(chunk)) for chunk in chunks)
+            speeds.append(len(data) / (time.perf_counter() - t) / 1e6)
+        row = {
+            "level": level,
+            "ratio": len(data) / size,
+            "mb_per_s": statistics.median(speeds),
+            "input_mb": len(data) / 1e6,
+        }
+        print(f"  zstd {level:2d}: ratio {row['ratio']:5.2f}  {row['mb_per_s']:7.1f} MB/s", flush=True)
+        rows.append(row)
+    return rows
+
+
+def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(NATS_SERVER), "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+async def archive_all(url: str, frames: int, directory: Path) -> float:
+    """Run the archiver until it has written ``frames`` frames; returns frames/s."""
+    from ssmd_connector.tools.archiver import archive  # noqa: PLC0415
+
+    cfg = directory / "cfg"
+    (cfg / "environments").mkdir(parents=True)
+    (cfg / "feeds").mkdir(parents=True)
+    (cfg / "feeds" / "kalshi.yaml").write_text(
+        "name: kalshi\ntype: websocket\nversions:\n  - {version: x, endpoint: 'ws://127.0.0.1:9/x', active: true}\n"
+    )
+    (cfg / "environments" / "arch.yaml").write_text(
+        f"name: arch\nfeed: kalshi\nstorage:\n  type: local\n  path: '{directory / 'archive'}'\n  rotation: 1h\n"
+        f"nats: {{url: '{url}', stream: BENCH}}\n"
+    )
+    stop = asyncio.Event()
+    ckpt = directory / "archive" / ".archiver-kalshi.json"
+    task = asyncio.create_task(archive(cfg, "arch", stop, batch=4096))
+    start = time.perf_counter()
+    first = 0.0
+    while True:
+        await asyncio.sleep(0.02)
+        seq = json.loads(ckpt.read_text())["stream_seq"] if ckpt.exists() else 0
+        if seq and not first:
+            first = time.perf_counter()
+        if seq >= frames:
+            break
+        if time.perf_counter() - start > 600:
+            raise SystemExit("archiver did not finish")
+    stop.set()
+    await task
+    return frames / (time.perf_counter() - (first or start))
+
+
+def pipeline(frames: int, repeat: int) -> dict[str, Any]:
+    runs: dict[str, list[float]] = {"recorder-file": [], "recorder-file+jetstream": [], "archiver": []}
+    with firehose(frames) as (url, _):
+        for i in range(repeat):
+            with tempfile.TemporaryDirectory(prefix="ssmd-js-") as d:
+                nats, nats_url = start_nats(Path(d) / "js")
+                try:
+                    file_only = client("recorder", url, frames)["fps"]
+                    with_js = client("recorder-nats", url, frames, "--nats-url", nats_url)["fps"]
+                    # The stream holds the frames plus the firehose's 4 subscribed replies.
+                    arch = asyncio.run(archive_all(nats_url, frames + 4, Path(d)))
+                finally:
+                    nats.terminate()
+                    nats.wait(10)
+            runs["recorder-file"].append(file_only)
+            runs["recorder-file+jetstream"].append(with_js)
+            runs["archiver"].append(arch)
+            print(
+                f"  run {i + 1}/{repeat}: file {file_only:,.0f}/s  file+JetStream {with_js:,.0f}/s  "
+                f"archiver {arch:,.0f}/s",
+                flush=True,
+            )
+    return {k: {"fps": statistics.median(v), "runs": v} for k, v in runs.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.scaleout", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--frames", type=int, default=300_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--sample", type=int, default=200_000, help="lines of simulator output for compression")
+    p.add_argument("--levels", default="1,3,6,9,19")
+    p.add_argument("--out", type=Path, default=Path("bench/results/scaleout.json"))
+    a = p.parse_args()
+    print(f"compression of {a.sample:,} simulator lines:", flush=True)
+    result: dict[str, Any] = {"compression": compression(a.sample, [int(x) for x in a.levels.split(",")])}
+    print(f"pipeline: {a.frames:,} frames x {a.repeat}", flush=True)
+    result["pipeline"] = pipeline(a.frames, a.repeat)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2))
+    print("medians: " + "  ".join(f"{k} {v['fps']:,.0f}/s" for k, v in result["pipeline"].items()))
+    print(f"results: {a.out}")
+
+
+if __name__ == "__main__":
+    main()
