@@ -18,6 +18,7 @@ reading pauses — nothing is dropped, nothing grows without bound.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import uuid
@@ -41,8 +42,9 @@ _UNSAFE = re.compile(rb"[.\s*>]")
 _TICKER_KEY = b'"market_ticker":"'
 
 
+@functools.lru_cache(maxsize=65536)
 def subject_token(raw: bytes | str) -> str:
-    """A NATS subject token: no '.', whitespace, '*' or '>'; empty → '_'."""
+    """A NATS subject token: no '.', whitespace, '*' or '>'; empty → '_'. (Cached: tickers repeat.)"""
     data = raw.encode() if isinstance(raw, str) else raw
     return _UNSAFE.sub(b"_", data).decode("utf-8", "replace") or "_"
 
@@ -81,7 +83,8 @@ class NatsWriter:
         self._create = create_stream
         self._max_pending = max_pending
         self._ack_timeout = ack_timeout
-        self._encode = LineEncoder().encode
+        self._encode_batch = LineEncoder().encode_batch
+        self._subjects: dict[tuple[str, str, bytes], str] = {}
         self._run = uuid.uuid4().hex[:12]
         self._counter = 0
         self._nc: Client | None = None
@@ -145,12 +148,21 @@ class NatsWriter:
             raise WriteFailed(f"NATS stream {self.stream!r} does not cover {wanted!r} (its subjects: {subjects})")
 
     async def write(self, batch: Sequence[Message]) -> None:
-        prefix = self.prefix
-        for msg in batch:
+        # One batch encoding, split into lines (encoded lines never contain a raw newline).
+        data, _ = self._encode_batch(batch)
+        lines = data.split(b"\n")
+        subjects = self._subjects
+        pending = self._pending
+        for msg, line in zip(batch, lines, strict=False):
             self._counter += 1
-            kind = subject_token(msg.kind) if msg.kind else "_"
-            subject = f"{prefix}.{subject_token(msg.feed)}.{kind}.{subject_token(ticker_of(msg.frame))}"
-            self._pending[f"{msg.feed}.{self._run}.{self._counter}"] = _Pending(subject, self._encode(msg)[:-1])
+            key = (msg.feed, msg.kind, ticker_of(msg.frame))
+            subject = subjects.get(key)
+            if subject is None:
+                kind = subject_token(msg.kind) if msg.kind else "_"
+                subject = subjects[key] = f"{self.prefix}.{subject_token(msg.feed)}.{kind}.{subject_token(key[2])}"
+                if len(subjects) > 100_000:
+                    subjects.clear()
+            pending[f"{msg.feed}.{self._run}.{self._counter}"] = _Pending(subject, line)
         await self._publish()
 
     async def _publish(self) -> None:
