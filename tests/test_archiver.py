@@ -8,29 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ssmd_connector.message import LineEncoder, Message
 from ssmd_connector.tools.archiver import to_message
 from ssmd_connector.writers.nats import NatsWriter
 from ssmd_connector.writers.segments import decompress_all
 
-from .helpers import free_port, write_config
+from .helpers import write_config
 from .natsserver import NatsServer
 
 BIN = Path(sys.executable).parent
 T0 = 1_795_000_000 * 10**9
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    srv = NatsServer(tmp_path / "js", free_port())
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 def test_archive_lines_round_trip_through_messages() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -15,19 +14,11 @@ from ssmd_connector.message import LineEncoder, Message
 from ssmd_connector.sim import SimConfig, SimServer
 from ssmd_connector.writers.nats import NatsWriter, subject_token, ticker_of
 
-from .helpers import free_port, read_lines
+from .helpers import read_lines
 from .kalshi_helpers import KEY, KEY_ID, eventually, record
 from .natsserver import NatsServer
 
 T0 = 1_795_000_000 * 10**9
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    srv = NatsServer(tmp_path / "js", free_port())
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 def messages(start: int, n: int) -> list[Message]:

@@ -27,11 +27,11 @@ class KeySourceError(SsmdError):
 
 
 class UnsupportedKeySource(KeySourceError):
-    pass
+    """A key source whose scheme is not ``env:``."""
 
 
 class MissingKey(KeySourceError):
-    pass
+    """A variable a key source names is not set (or is empty)."""
 
 
 class ConnectionFailed(SsmdError):

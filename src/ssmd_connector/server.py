@@ -22,7 +22,7 @@ from .runner import Runner
 
 
 class AddressInUse(SsmdError):
-    pass
+    """``--health-addr`` cannot be listened on (a usage error: exit code 2)."""
 
 
 class HealthServer:
