@@ -133,6 +133,13 @@ class NatsSpec(_Model):
     stream: str
     subject_prefix: str = "ssmd"
     create_stream: bool = False
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", value):
+            raise ValueError(f"expected dot-separated tokens of letters, digits, '_' or '-', got {value!r}")
+        return value
     max_pending: int = Field(default=4096, ge=1)
 
 

@@ -117,6 +117,7 @@ class NatsWriter:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
+                    skip_subject_validation=True,  # subjects are built from sanitised tokens
                 )
             js = self._nc.jetstream()
             await self._check_stream(js)
