@@ -119,8 +119,37 @@ async def archive_all(url: str, frames: int, directory: Path) -> float:
     return frames / (time.perf_counter() - (first or start))
 
 
+async def writer_alone(url: str, frames: int) -> float:
+    """The JetStream writer on its own: pre-built messages published, every one acknowledged."""
+    from ssmd_connector.writers.nats import NatsWriter  # noqa: PLC0415
+
+    from .firehose import render_stream  # noqa: PLC0415
+
+    wire, ends, _ = render_stream(frames)
+    msgs, pos, ts = [], 0, time.time_ns()
+    for end in ends:
+        hdr = 2 if wire[pos + 1] < 126 else 4
+        msgs.append(Message(ts, "kalshi", bytes(wire[pos + hdr : end]), False, True, "orderbook_delta"))
+        pos = end
+    w = NatsWriter(url, "ALONE", "alone", create_stream=True, max_pending=8192)
+    await w.write(msgs[:1])
+    await w.flush()
+    start = time.perf_counter()
+    for i in range(1, len(msgs), 4096):
+        await w.write(msgs[i : i + 4096])
+    await w.flush()
+    elapsed = time.perf_counter() - start
+    await w.close()
+    return (len(msgs) - 1) / elapsed
+
+
 def pipeline(frames: int, repeat: int) -> dict[str, Any]:
-    runs: dict[str, list[float]] = {"recorder-file": [], "recorder-file+jetstream": [], "archiver": []}
+    runs: dict[str, list[float]] = {
+        "jetstream-writer-alone": [],
+        "recorder-file": [],
+        "recorder-file+jetstream": [],
+        "archiver": [],
+    }
     with firehose(frames) as (url, _):
         for i in range(repeat):
             with tempfile.TemporaryDirectory(prefix="ssmd-js-") as d:
@@ -130,15 +159,17 @@ def pipeline(frames: int, repeat: int) -> dict[str, Any]:
                     with_js = client("recorder-nats", url, frames, "--nats-url", nats_url)["fps"]
                     # The stream holds the frames plus the firehose's 4 subscribed replies.
                     arch = asyncio.run(archive_all(nats_url, frames + 4, Path(d)))
+                    alone = asyncio.run(writer_alone(nats_url, frames))
                 finally:
                     nats.terminate()
                     nats.wait(10)
             runs["recorder-file"].append(file_only)
             runs["recorder-file+jetstream"].append(with_js)
             runs["archiver"].append(arch)
+            runs["jetstream-writer-alone"].append(alone)
             print(
                 f"  run {i + 1}/{repeat}: file {file_only:,.0f}/s  file+JetStream {with_js:,.0f}/s  "
-                f"archiver {arch:,.0f}/s",
+                f"archiver {arch:,.0f}/s  JetStream writer alone {alone:,.0f}/s",
                 flush=True,
             )
     return {k: {"fps": statistics.median(v), "runs": v} for k, v in runs.items()}
