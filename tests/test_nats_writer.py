@@ -128,4 +128,7 @@ async def test_nats_down_shows_in_ready_and_recovers(server: NatsServer, tmp_pat
     await sim.stop()
     archived = read_lines(s.data, "kalshi")
     published = [body for _, body in await stream_messages(server.url, "KALSHI")]
-    assert published == archived  # nothing lost, nothing twice, same order
+    # Nothing lost, nothing twice. (Frames retried after the outage may be stored after newer
+    # ones: JetStream cannot insert into the past. Lines keep their receive ts and Kalshi's seq.)
+    assert len(set(published)) == len(published)
+    assert sorted(published) == sorted(archived)
