@@ -217,3 +217,11 @@ def test_gaps_counted_exactly(steps: list[int]) -> None:
         else:
             assert not gaps
     assert s.gaps == len(expected_missing)
+
+
+def test_parse_tolerates_odd_field_types_but_not_non_objects() -> None:
+    env = P.parse(b'{"type":"orderbook_delta","sid":"1","seq":5,"msg":{"ts_ms":"soon"}}')
+    assert env is not None and (env.type, env.sid, env.seq) == ("orderbook_delta", None, 5)
+    assert P.parse(b"[1,2]") is None and P.parse(b"nope") is None
+    head = P.data_head(b'{"type":"ticker","msg":{"market_ticker":"A-1.5","ts_ms":1700000000000}}')
+    assert head is not None and head.market_ticker == "A-1.5" and head.ts_ms == 1_700_000_000_000

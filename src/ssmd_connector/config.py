@@ -140,6 +140,7 @@ class NatsSpec(_Model):
         if not re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", value):
             raise ValueError(f"expected dot-separated tokens of letters, digits, '_' or '-', got {value!r}")
         return value
+
     max_pending: int = Field(default=4096, ge=1)
 
 

@@ -176,10 +176,13 @@ def parse(frame: bytes) -> Envelope | None:
     """
     try:
         return decode_envelope(frame)
-    except msgspec.ValidationError:
-        pass
+    except msgspec.ValidationError:  # valid JSON, unexpected types (a subclass of DecodeError)
+        return _loose_envelope(frame)
     except msgspec.DecodeError:
         return None
+
+
+def _loose_envelope(frame: bytes) -> Envelope | None:
     try:
         body = _any.decode(frame)
     except msgspec.DecodeError:
