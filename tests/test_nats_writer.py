@@ -98,11 +98,19 @@ async def test_nats_restart_mid_stream_loses_and_duplicates_nothing(server: Nats
     assert seqs == list(range(1500))  # all of them, once each
 
 
+def fan_out_config(sim: SimServer, server: NatsServer, markets: int) -> str:
+    """A Kalshi subscription plus a nats block: the recorder writes files and publishes."""
+    tickers = ", ".join(sim.model.open_tickers[:markets])
+    return (
+        f"  channels: [orderbook_delta, trade]\n  markets: [{tickers}]\n"
+        f"nats: {{url: '{server.url}', stream: KALSHI, create_stream: true}}\n"
+    )
+
+
 async def test_recorder_fans_out_to_file_and_jetstream(server: NatsServer, tmp_path: Path) -> None:
     sim = SimServer(SimConfig(port=0, markets=10, rate=1500, public_keys={KEY_ID: KEY.public_key()}))
     await sim.start()
-    sub = "  channels: [orderbook_delta, trade]\n  markets: [" + ", ".join(sim.model.open_tickers[:4]) + "]\n"
-    sub += f"nats: {{url: '{server.url}', stream: KALSHI, create_stream: true}}\n"
+    sub = fan_out_config(sim, server, 4)
     s = await record(tmp_path, sim, sub)
     await eventually(lambda: s.recorder.runner.stats.messages > 1500)
     await s.stop()
@@ -115,8 +123,7 @@ async def test_recorder_fans_out_to_file_and_jetstream(server: NatsServer, tmp_p
 async def test_nats_down_shows_in_ready_and_recovers(server: NatsServer, tmp_path: Path) -> None:
     sim = SimServer(SimConfig(port=0, markets=10, rate=800, public_keys={KEY_ID: KEY.public_key()}))
     await sim.start()
-    sub = "  channels: [orderbook_delta, trade]\n  markets: [" + ", ".join(sim.model.open_tickers[:3]) + "]\n"
-    sub += f"nats: {{url: '{server.url}', stream: KALSHI, create_stream: true}}\n"
+    sub = fan_out_config(sim, server, 3)
     s = await record(tmp_path, sim, sub)
     await eventually(lambda: s.recorder.runner.stats.messages > 300)
     server.stop()

@@ -31,6 +31,10 @@ class CollectingSink:
         self._clock += 1
         return self._clock
 
+    @property
+    def stamps_taken(self) -> int:
+        return self._clock
+
     def put(self, batch: list[Message]) -> None:
         self.reads.append(batch)
 
@@ -103,8 +107,8 @@ async def test_fragmented_text_and_binary_messages_are_reassembled() -> None:
 
 async def test_frames_of_one_read_share_a_stamp_and_reads_are_closed() -> None:
     def on_connect(t: WSTransport) -> None:
-        for i in range(50):
-            t.send(WSMsgType.TEXT, b'{"i":%d}' % i)
+        # All 50 frames in one TCP write, so the client reads several frames at once.
+        t.underlying_transport.write(b"".join(bytes((0x81, len(p))) + p for p in (b'{"i":%d}' % i for i in range(50))))
 
     server, url, _ = await picows_server(on_connect)
     sink = CollectingSink()
@@ -115,8 +119,10 @@ async def test_frames_of_one_read_share_a_stamp_and_reads_are_closed() -> None:
     await conn.close()
     server.close()
     # One stamp per read: every frame of a read shares it, and each read has its own.
+    assert max(len(read) for read in sink.reads) > 1  # the test means something only then
     for read in sink.reads:
         assert len({m.received_ns for m in read}) == 1
+    assert sink.stamps_taken == len(sink.reads)  # the clock is read once per socket read
     stamps = [read[0].received_ns for read in sink.reads]
     assert stamps == sorted(set(stamps))
     assert [m.frame for m in sink.frames] == [b'{"i":%d}' % i for i in range(50)]

@@ -119,8 +119,6 @@ class _Listener(WSListener):
             self._end_read()
 
     def _other(self, transport: WSTransport, frame: WSFrame) -> None:
-        if not self._read_ns:
-            self._read_ns = self._stamp()
         kind = frame.msg_type
         if kind in (_BINARY, _TEXT):
             if frame.fin:
@@ -143,6 +141,8 @@ class _Listener(WSListener):
             transport.disconnect()
 
     def _message(self, data: bytes, binary: bool) -> None:
+        if not self._read_ns:  # (control frames alone never read the clock)
+            self._read_ns = self._stamp()
         if binary:
             self._binary.append(len(self._payloads))
         self._payloads.append(data)

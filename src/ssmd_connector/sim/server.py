@@ -202,6 +202,14 @@ class SimConnection:
             return
         handler(cmd_id, params if isinstance(params, dict) else {})
 
+    def _market_filter(self, cmd_id: int | None, params: dict[str, Any]) -> tuple[bool, list[str] | None]:
+        """The command's market filter; ``(False, None)`` after answering error 11 when malformed."""
+        try:
+            return True, self._tickers(params)
+        except _InvalidParameter:
+            self.error(P.ErrorCode.INVALID_PARAMETER, cmd_id)
+            return False, None
+
     @staticmethod
     def _tickers(params: dict[str, Any]) -> list[str] | None:
         """The market filter (``None`` when absent); raises :class:`_InvalidParameter` when malformed."""
@@ -230,10 +238,8 @@ class SimConnection:
         if unknown:
             self.error(P.ErrorCode.UNKNOWN_CHANNEL, cmd_id)
             return
-        try:
-            tickers = self._tickers(params)
-        except _InvalidParameter:
-            self.error(P.ErrorCode.INVALID_PARAMETER, cmd_id)
+        ok, tickers = self._market_filter(cmd_id, params)
+        if not ok:
             return
         if P.ORDERBOOK_DELTA in channels and not tickers:
             self.error(P.ErrorCode.MARKET_TICKER_REQUIRED, cmd_id)
@@ -279,10 +285,8 @@ class SimConnection:
         if sub.channel in P.GLOBAL_CHANNELS or sub.channel not in (P.ORDERBOOK_DELTA, P.TICKER, P.TRADE):
             self.error(P.ErrorCode.UNSUPPORTED_ACTION, cmd_id)
             return
-        try:
-            tickers = self._tickers(params)
-        except _InvalidParameter:
-            self.error(P.ErrorCode.INVALID_PARAMETER, cmd_id)
+        ok, tickers = self._market_filter(cmd_id, params)
+        if not ok:
             return
         if action == P.GET_SNAPSHOT:
             if sub.channel != P.ORDERBOOK_DELTA:
