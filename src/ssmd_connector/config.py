@@ -141,7 +141,10 @@ class NatsSpec(_Model):
             raise ValueError(f"expected dot-separated tokens of letters, digits, '_' or '-', got {value!r}")
         return value
 
-    max_pending: int = Field(default=4096, ge=1)
+    max_pending: int = Field(default=4096, ge=2)
+    publish: Literal["auto", "fast-batch", "per-message"] = "auto"
+    """How publishes are acknowledged: ``auto`` uses fast-ingest batches when the stream allows
+    them (nats-server >= 2.14, ``allow_batched``), one PubAck per frame otherwise."""
 
 
 class Environment(_Model):

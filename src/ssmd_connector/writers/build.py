@@ -25,6 +25,13 @@ def build_writers(env: Environment) -> list[Writer]:
 
         n = env.nats
         writers.append(
-            NatsWriter(n.url, n.stream, n.subject_prefix, create_stream=n.create_stream, max_pending=n.max_pending)
+            NatsWriter(
+                n.url,
+                n.stream,
+                n.subject_prefix,
+                create_stream=n.create_stream,
+                max_pending=n.max_pending,
+                publish=n.publish,
+            )
         )
     return writers

@@ -7,12 +7,21 @@ newline — so ``ts``, ``feed`` and the verbatim frame travel in the body) to
 
 with tokens made subject-safe (Kalshi tickers contain ``.``: it becomes ``_``, which tickers never
 contain, so the mapping is reversible; a missing type or ticker is ``_``). Every publish is
-acknowledged by JetStream (PubAck) and carries ``Nats-Msg-Id: <feed>.<run>.<n>`` — stable for the
-frame, so a publish retried after a timeout or a NATS restart is stored once (JetStream's
-duplicate window). At most ``max_pending`` publishes are in flight (pipelined: acknowledgements
-return on one inbox subscription); unacknowledged frames are kept and re-published with the same
-ids, and a failure raises ``WriteFailed`` so the runner retries while its bounded queue fills and
-reading pauses — nothing is dropped, nothing grows without bound.
+acknowledged by JetStream and carries ``Nats-Msg-Id: <feed>.<run>.<n>`` — stable for the frame, so
+a publish retried after a timeout or a NATS restart is stored once (JetStream's duplicate window).
+
+Two ways to be acknowledged, chosen per stream (``nats.publish``):
+
+- ``fast-batch`` (the default where the stream allows it: nats-server >= 2.14 with
+  ``allow_batched``): frames go out in fast-ingest batches and the server acknowledges them
+  cumulatively (see :mod:`.fast_batch`); a batch ends at every flush. ~1 reply per hundreds of
+  frames instead of one per frame — what lifts acknowledged throughput past 100k frames/s.
+- ``per-message``: one PubAck per frame, pipelined on one inbox subscription (any JetStream).
+
+Either way at most ``max_pending`` frames are unacknowledged at a time; unacknowledged frames are
+kept and re-published with the same ids, and a failure raises ``WriteFailed`` so the runner
+retries while its bounded queue fills and reading pauses — nothing is dropped, nothing grows
+without bound.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ import functools
 import logging
 import re
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import nats
 from nats.aio.client import Client
@@ -35,6 +45,8 @@ from nats.js.errors import NotFoundError
 
 from ..errors import WriteFailed
 from ..message import LineEncoder, Message
+from .fast_batch import FastBatch
+from .nats_wire import BlockSender, Publish
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +71,12 @@ def ticker_of(frame: bytes) -> bytes:
     return frame[start:end] if end > 0 else b""
 
 
-@dataclass
+PublishMode = Literal["auto", "fast-batch", "per-message"]
+_BLOCK = 256
+"""Publishes handed to nats-py at a time."""
+
+
+@dataclass(slots=True)
 class _Pending:
     subject: str
     payload: bytes
@@ -76,6 +93,7 @@ class NatsWriter:
         create_stream: bool = False,
         max_pending: int = 4096,
         ack_timeout: float = 5.0,
+        publish: PublishMode = "auto",
     ) -> None:
         self.url = url
         self.stream = stream
@@ -83,6 +101,10 @@ class NatsWriter:
         self._create = create_stream
         self._max_pending = max_pending
         self._ack_timeout = ack_timeout
+        self._mode = publish
+        self._batched = False
+        """Publishing in fast-ingest batches (decided from the stream at connect time)."""
+        self._flow = max(1, min(1000, max_pending // 4))
         self._encode_batch = LineEncoder().encode_batch
         self._subjects: dict[tuple[str, str, bytes], str] = {}
         self._run = uuid.uuid4().hex[:12]
@@ -90,19 +112,28 @@ class NatsWriter:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._pending: dict[str, _Pending] = {}
-        """Msg-Id → publish not yet acknowledged, in order."""
+        """Msg-Id → frame not acknowledged yet, in order."""
+        self._batch: FastBatch | None = None
+        self._order: deque[tuple[int, str]] = deque()
+        """(batch sequence, Msg-Id) sent in the current batch and not yet stored, in order."""
         self._bytes = 0
         self.acked = 0
         self._inbox = ""
-        self._ack_sub: Any = None
+        self._reply_sub: Any = None
+        self._sender: BlockSender | None = None
         self._inflight = 0
+        """Per-message mode: publishes awaiting their PubAck."""
         self._failures = 0
-        self._room = asyncio.Event()
-        self._settled = asyncio.Event()
+        self._changed = asyncio.Event()
+        """Set whenever a reply arrives: waiters re-check their condition."""
 
     @property
     def bytes_written(self) -> int:
         return self._bytes
+
+    @property
+    def publish_mode(self) -> str:
+        return "fast-batch" if self._batched else "per-message"
 
     async def _connect(self) -> JetStreamContext:
         if self._js is not None and self._nc is not None and self._nc.is_connected:
@@ -120,18 +151,22 @@ class NatsWriter:
                     skip_subject_validation=True,  # subjects are built from sanitised tokens
                 )
             js = self._nc.jetstream()
-            await self._check_stream(js)
-            if self._ack_sub is None:
+            self._sender = BlockSender(self._nc)
+            self._batched = await self._check_stream(js)
+            if self._reply_sub is None:
                 self._inbox = self._nc.new_inbox()
-                self._ack_sub = await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_ack)
+                self._reply_sub = await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
         except WriteFailed:
             raise
         except Exception as exc:
             raise WriteFailed(f"NATS {self.url}: {exc or type(exc).__name__}") from exc
         self._js = js
+        log.info("publishing to JetStream stream %s (%s acknowledgements)", self.stream, self.publish_mode)
         return js
 
-    async def _check_stream(self, js: JetStreamContext) -> None:
+    async def _check_stream(self, js: JetStreamContext) -> bool:
+        """Check (or create) the stream; returns whether to publish in fast-ingest batches."""
+        assert self._nc is not None
         wanted = f"{self.prefix}.>"
         try:
             info = await js.stream_info(self.stream)
@@ -141,12 +176,23 @@ class NatsWriter:
                     f"NATS stream {self.stream!r} does not exist (create it with subjects {wanted!r}, "
                     "or set nats.create_stream: true)"
                 ) from None
-            await js.add_stream(StreamConfig(name=self.stream, subjects=[wanted], duplicate_window=120.0))
+            version = self._nc.connected_server_version
+            batches = self._mode != "per-message" and (version.major, version.minor) >= (2, 14)
+            config = StreamConfig(name=self.stream, subjects=[wanted], duplicate_window=120.0)
+            if batches:
+                config.allow_batched = True
+            info = await js.add_stream(config)
             log.info("created JetStream stream %s for %s", self.stream, wanted)
-            return
         subjects = info.config.subjects or []
         if wanted not in subjects and f"{self.prefix}.*.*.*" not in subjects:
             raise WriteFailed(f"NATS stream {self.stream!r} does not cover {wanted!r} (its subjects: {subjects})")
+        allowed = bool(info.config.allow_batched)
+        if self._mode == "fast-batch" and not allowed:
+            raise WriteFailed(
+                f"NATS stream {self.stream!r} does not allow fast batches (needs nats-server >= 2.14 and "
+                "allow_batched: true on the stream), or set nats.publish: per-message"
+            )
+        return allowed and self._mode != "per-message"
 
     async def write(self, batch: Sequence[Message]) -> None:
         # One batch encoding, split into lines (encoded lines never contain a raw newline).
@@ -169,26 +215,92 @@ class NatsWriter:
     async def _publish(self) -> None:
         """Send every pending frame not yet in flight (first sends and retries), pipelined.
 
-        Acknowledgements come back on one inbox subscription (``_on_ack``) instead of a future per
-        message: nats-py's ``publish_async`` measured ~19k frames/s here, this several times more.
+        Replies come back on one inbox subscription (``_on_reply``) instead of a future per
+        message (nats-py's ``publish_async`` measured ~19k frames/s here), and publishes are
+        handed to nats-py in blocks (:mod:`.nats_wire`).
         """
         await self._connect()
-        nc, inbox = self._nc, self._inbox
-        assert nc is not None
+        sender = self._sender
+        assert sender is not None
+        block: list[Publish] = []
         try:
-            for msg_id, p in [(k, v) for k, v in self._pending.items() if not v.sent]:  # acks mutate _pending
-                if not p.sent:
-                    while self._inflight >= self._max_pending:
-                        self._room.clear()
-                        await asyncio.wait_for(self._room.wait(), self._ack_timeout)
-                    p.sent = True
-                    self._inflight += 1
-                    await nc.publish(p.subject, p.payload, reply=f"{inbox}.{msg_id}", headers={"Nats-Msg-Id": msg_id})
+            for msg_id, p in [(k, v) for k, v in self._pending.items() if not v.sent]:  # replies mutate _pending
+                if not self._has_room():
+                    await sender.send(block)  # what we have goes out before we wait for acks
+                    block = []
+                    await self._wait_for_room()
+                reply = self._reply_for(p.subject, msg_id)
+                p.sent = True
+                block.append((p.subject, reply, msg_id, p.payload))
+                if len(block) >= _BLOCK:
+                    await sender.send(block)
+                    block = []
+            await sender.send(block)
+        except WriteFailed:
+            self._reset_inflight()
+            raise
         except Exception as exc:
             self._reset_inflight()
             raise WriteFailed(f"NATS {self.url}: publish failed: {exc or type(exc).__name__}") from exc
 
-    async def _on_ack(self, msg: Msg) -> None:
+    def _has_room(self) -> bool:
+        if self._batched:
+            return self._batch is None or self._batch.unstored < self._max_pending
+        return self._inflight < self._max_pending
+
+    async def _wait_for_room(self) -> None:
+        """Wait until half the in-flight window is acknowledged (or the batch ends)."""
+        half = self._max_pending // 2
+        if self._batched:
+            batch = self._batch
+            assert batch is not None
+            done = await self._wait_for(lambda: batch.closed or batch.unstored < half)
+        else:
+            done = await self._wait_for(lambda: self._inflight < half)
+        if not done:
+            raise WriteFailed(f"NATS {self.url}: publishes not acknowledged within {self._ack_timeout:g} s")
+
+    def _reply_for(self, subject: str, msg_id: str) -> str:
+        """The reply subject that publishes ``msg_id``: in the current batch, or for its own PubAck."""
+        if not self._batched:
+            self._inflight += 1
+            return f"{self._inbox}.{msg_id}"
+        batch = self._batch
+        if batch is None or batch.closed:
+            batch = self._batch = FastBatch(self._inbox, uuid.uuid4().hex, self._flow)
+        reply = batch.next_reply(subject)
+        self._order.append((batch.sent, msg_id))
+        return reply
+
+    async def _wait_for(self, done: Any) -> bool:
+        """Wait until ``done()`` (re-checked on every reply), pinging a silent batch; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ack_timeout
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, self._ack_timeout / 3))
+            except TimeoutError:
+                await self._ping()
+        return True
+
+    async def _ping(self) -> None:
+        """Ask the server to repeat its latest batch ack (one may have been lost)."""
+        batch, nc = self._batch, self._nc
+        if batch is not None and not batch.closed and batch.sent and nc is not None and nc.is_connected:
+            await nc.publish(batch.subject, b"", reply=batch.ping_reply())
+
+    async def _on_reply(self, msg: Msg) -> None:
+        if self._batched:
+            self._on_batch_reply(msg)
+        else:
+            self._on_pub_ack(msg)
+        self._changed.set()
+
+    def _on_pub_ack(self, msg: Msg) -> None:
         msg_id = msg.subject[len(self._inbox) + 1 :]
         p = self._pending.get(msg_id)
         if p is None or not p.sent:
@@ -201,33 +313,69 @@ class NatsWriter:
             del self._pending[msg_id]
             self._bytes += len(p.payload)
             self.acked += 1
-        if self._inflight < self._max_pending // 2:
-            self._room.set()
-        if self._inflight == 0:
-            self._settled.set()
+
+    def _on_batch_reply(self, msg: Msg) -> None:
+        batch = self._batch
+        if batch is None or not msg.subject.startswith(batch.id, len(self._inbox) + 1):
+            return  # a late reply to a batch already given up
+        batch.on_frame(msg.data)
+        order, pending = self._order, self._pending
+        while order and order[0][0] <= batch.stored:
+            p = pending.pop(order.popleft()[1], None)
+            if p is not None:
+                self._bytes += len(p.payload)
+                self.acked += 1
+        if batch.closed:
+            self._drop_batch()
+
+    def _drop_batch(self) -> None:
+        """Forget the current batch; whatever it did not store is re-sent (same ids) in the next."""
+        batch, self._batch = self._batch, None
+        if batch is not None and batch.failure:
+            self._failures += 1
+            log.warning(
+                "JetStream batch %s failed (%s): re-sending %d unacknowledged frame(s)",
+                batch.id,
+                batch.failure,
+                len(self._order),
+            )
+        for _, msg_id in self._order:
+            p = self._pending.get(msg_id)
+            if p is not None:
+                p.sent = False
+        self._order.clear()
 
     def _reset_inflight(self) -> None:
+        if self._batch is not None:
+            self._batch.fail("connection trouble")
+            self._drop_batch()
         for p in self._pending.values():
             p.sent = False
         self._inflight = 0
-        self._room.set()
-        self._settled.set()
+        self._changed.set()
 
     async def _collect(self) -> None:
-        """Wait until every publish in flight is acknowledged; keep what was not (for a retry)."""
-        if self._inflight:
-            self._settled.clear()
+        """Wait until everything sent is acknowledged (ending the open batch); keep what was not."""
+        batch, nc = self._batch, self._nc
+        if batch is not None and nc is not None:
             try:
-                await asyncio.wait_for(self._settled.wait(), self._ack_timeout)
-            except TimeoutError:
+                if not batch.ended:
+                    await nc.publish(batch.subject, b"", reply=batch.end_reply())
+            except Exception as exc:
                 self._reset_inflight()
+                raise WriteFailed(f"NATS {self.url}: publish failed: {exc or type(exc).__name__}") from exc
+            if not await self._wait_for(lambda: batch.closed):
+                batch.fail(f"end of batch not answered within {self._ack_timeout:g} s")
+                self._drop_batch()
+        elif self._inflight and not await self._wait_for(lambda: self._inflight == 0):
+            self._reset_inflight()
         if self._pending or self._failures:
             self._failures = 0
             if self._pending:
                 raise WriteFailed(f"NATS {self.url}: {len(self._pending)} publish(es) not acknowledged yet")
 
     async def flush(self) -> None:
-        if self._pending:
+        if self._pending or self._batch is not None:
             await self._publish()
             await self._collect()
 
