@@ -12,7 +12,7 @@ import pytest
 from ssmd_connector.message import Message
 from ssmd_connector.writers.compression import codec
 from ssmd_connector.writers.jsonl import SEAL_GRACE_NS, JsonlWriter
-from ssmd_connector.writers.segments import decompress_all, parse_rotation
+from ssmd_connector.writers.segments import decompress_all, parse_rotation, time_order
 
 
 def ns(h: int, m: int, s: int, us: int = 0) -> int:
@@ -75,7 +75,7 @@ async def test_idle_segment_is_sealed_on_time_and_late_frames_get_a_part(tmp_pat
     assert [x["data"]["seq"] for x in lines_of(day / "kalshi-1000.1.jsonl", "none")] == [2]  # type: ignore[index]
     assert [x["data"]["seq"] for x in lines_of(day / "kalshi-1000.jsonl", "none")] == [1]  # type: ignore[index]
     names = [s["name"] for s in json.loads((day / "kalshi.manifest.json").read_text())["segments"]]
-    assert names == ["kalshi-1000.1.jsonl", "kalshi-1000.jsonl"]
+    assert names == ["kalshi-1000.jsonl", "kalshi-1000.1.jsonl"]  # time order
 
 
 @pytest.mark.parametrize("compression", ["none", "zstd"])
@@ -114,4 +114,23 @@ async def test_crash_between_seal_and_manifest_is_reconciled(tmp_path: Path) -> 
     await w2.write([msg(ns(10, 6, 0), 2)])
     await w2.close()
     names = [s["name"] for s in json.loads((day / "kalshi.manifest.json").read_text())["segments"]]
-    assert names == ["kalshi-1000.1.jsonl", "kalshi-1000.jsonl"]
+    assert names == ["kalshi-1000.jsonl", "kalshi-1000.1.jsonl"]  # time order
+
+
+def test_segment_names_sort_in_time_order() -> None:
+    names = [
+        "kalshi-1000.10.jsonl.zst",
+        "kalshi-1100.jsonl.zst",
+        "kalshi-1000.2.jsonl.zst",
+        "kalshi-1000.jsonl.zst",
+        "kalshi-1000.1.jsonl.zst",
+        "kalshi-0900.jsonl.zst",
+    ]
+    assert sorted(names, key=time_order) == [
+        "kalshi-0900.jsonl.zst",
+        "kalshi-1000.jsonl.zst",
+        "kalshi-1000.1.jsonl.zst",
+        "kalshi-1000.2.jsonl.zst",
+        "kalshi-1000.10.jsonl.zst",
+        "kalshi-1100.jsonl.zst",
+    ]

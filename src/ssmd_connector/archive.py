@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .writers.segments import decompress_all
+from .writers.segments import decompress_all, time_order
 
 SUFFIXES = {".jsonl": "none", ".jsonl.zst": "zstd", ".jsonl.gz": "gzip"}
 
@@ -39,7 +39,7 @@ def archive_files(path: Path, feed: str | None = None) -> list[Path]:
     )
     out = []
     for day in days:
-        for p in sorted(day.iterdir()):
+        for p in sorted(day.iterdir(), key=lambda p: time_order(p.name)):
             if p.is_file() and compression_of(p) is not None and (feed is None or p.name.startswith(feed)):
                 out.append(p)
     return out

@@ -105,6 +105,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+_SEGMENT_NAME = re.compile(r"^(?P<feed>.+)-(?P<hhmm>\d{4})(?:\.(?P<part>\d+))?\.jsonl")
+
+
+def time_order(name: str) -> tuple[str, str, int, str]:
+    """Sort key putting archive files of a day in time order: ``kalshi-1000`` < ``kalshi-1000.1``
+    < ``kalshi-1000.2`` < ``kalshi-1000.10`` < ``kalshi-1100`` (plain string order would not)."""
+    m = _SEGMENT_NAME.match(name)
+    if m is None:
+        return (name, "", 0, name)
+    return (m["feed"], m["hhmm"], int(m["part"] or 0), name)
+
+
 def manifest_path(directory: Path, feed: str) -> Path:
     return directory / f"{feed}.manifest.json"
 
@@ -145,7 +157,7 @@ def reconcile(directory: Path, feed: str, codec: Codec) -> list[str]:
     listed = {s["name"] for s in manifest["segments"]}
     suffix = f".jsonl{codec.suffix}"
     added = []
-    for path in sorted(directory.glob(f"{feed}-*{suffix}")):
+    for path in sorted(directory.glob(f"{feed}-*{suffix}"), key=lambda p: time_order(p.name)):
         if path.name in listed or ".torn-" in path.name:
             continue
         raw = path.read_bytes()
@@ -156,7 +168,7 @@ def reconcile(directory: Path, feed: str, codec: Codec) -> list[str]:
         manifest["segments"].append(seg.entry())
         added.append(path.name)
     if added:
-        manifest["segments"].sort(key=lambda s: s["name"])
+        manifest["segments"].sort(key=lambda s: time_order(s["name"]))
         manifest.update(ledger_summary(directory, feed))
         atomic_write(mpath, json.dumps(manifest, indent=1).encode() + b"\n")
     return added
@@ -176,7 +188,7 @@ def seal(segment: Segment, fd: int, feed: str) -> Path:
     mpath = manifest_path(segment.directory, feed)
     manifest = read_manifest(mpath) or {"date": segment.directory.name, "feed": feed, "segments": []}
     manifest["segments"] = [s for s in manifest["segments"] if s["name"] != final.name] + [entry]
-    manifest["segments"].sort(key=lambda s: s["name"])
+    manifest["segments"].sort(key=lambda s: time_order(s["name"]))
     manifest.update(ledger_summary(segment.directory, feed))
     atomic_write(mpath, json.dumps(manifest, indent=1).encode() + b"\n")
     return final
