@@ -10,58 +10,97 @@ import sys
 import time
 from pathlib import Path
 
-from ssmd_connector.message import LineEncoder, Message
-from ssmd_connector.tools.archiver import to_message
+import pytest
+
+from ssmd_connector.archive import archive_files, read_lines
+from ssmd_connector.message import ArchivedLines, LineEncoder, Message
+from ssmd_connector.tools.archiver import archive, archived_message
+from ssmd_connector.tools.jetstream_pull import stream_sequence
 from ssmd_connector.writers.nats import NatsWriter
-from ssmd_connector.writers.segments import decompress_all
 
 from .helpers import write_config
+from .kalshi_helpers import eventually
 from .natsserver import NatsServer
 
 BIN = Path(sys.executable).parent
 T0 = 1_795_000_000 * 10**9
 
 
-def test_archive_lines_round_trip_through_messages() -> None:
+def test_archive_lines_are_written_back_byte_for_byte() -> None:
     enc = LineEncoder()
-    for m in (
+    originals = [
         Message(T0 + 123_456_000, "kalshi", b'{"type":"trade","x":1.50}', False, True, "trade"),
-        Message(T0, "kalshi", b"not json {"),
+        Message(T0 + 999_999_000, "kalshi", b"not json {"),
         Message(T0, "kalshi", b"\x00\xff", True),
-        Message(T0, "kalshi", b'{\n "a":1}'),
-    ):
-        line = enc.encode(m)
-        assert enc.encode(to_message(line[:-1], "kalshi")) == line
-
-
-def test_killed_archiver_resumes_without_loss_or_duplicates(server: NatsServer, tmp_path: Path) -> None:
-    n = 30_000
-    feed_frames = [
-        b'{"type":"orderbook_delta","sid":1,"seq":%d,"msg":{"market_ticker":"KX-%d"}}' % (i, i % 7) for i in range(n)
+        Message(T0 + 1_000, "kalshi", b'{\n "a":1}'),
     ]
+    lines = [enc.encode(m)[:-1] for m in originals]
+    back = [
+        archived_message(line, f"ssmd.kalshi.{m.kind or '_'}.X", "kalshi", 2)
+        for line, m in zip(lines, originals, strict=True)
+    ]
+    assert all(b is not None for b in back)
+    assert [(b.received_ns, b.kind) for b in back if b] == [(m.received_ns, m.kind) for m in originals]
+    assert ArchivedLines().encode_batch([b for b in back if b]) == (b"\n".join(lines) + b"\n", 4)
+    for junk in (b"hello", b'{"ts":"yesterday","data":1}', b'{"ts":"2026-11-24T10:00:00Z"}\n{"x":1}'):
+        assert archived_message(junk, "ssmd.kalshi.trade.X", "kalshi", 2) is None
 
-    async def publish() -> None:
-        w = NatsWriter(server.url, "KALSHI", "ssmd", create_stream=True)
-        for start in range(0, n, 5000):
-            await w.write(
-                [
-                    Message(T0 + i * 1000, "kalshi", feed_frames[i], False, True, "orderbook_delta")
-                    for i in range(start, min(n, start + 5000))
-                ]
-            )
-        await w.close()
 
-    asyncio.run(publish())
-    data = tmp_path / "archive"
-    cfg = write_config(
+def test_stream_sequences_from_ack_subjects() -> None:
+    assert stream_sequence("$JS.ACK.KALSHI.archiver-kalshi.1.4711.12.1795000000000000000.3") == 4711
+    assert stream_sequence("$JS.ACK.hub.ACC123.KALSHI.archiver-kalshi.1.4711.12.1795000000000000000.3.rnd") == 4711
+    with pytest.raises(ValueError, match="not a JetStream ack subject"):
+        stream_sequence("_INBOX.abc")
+
+
+async def publish(url: str, n: int) -> None:
+    """``n`` frames (Kalshi ``seq`` 0..n-1) published by the recorder's writer."""
+    w = NatsWriter(url, "KALSHI", "ssmd", create_stream=True)
+    for start in range(0, n, 5000):
+        await w.write(
+            [
+                Message(
+                    T0 + i * 1000,
+                    "kalshi",
+                    b'{"type":"orderbook_delta","sid":1,"seq":%d,"msg":{"market_ticker":"KX-%d"}}' % (i, i % 7),
+                    False,
+                    True,
+                    "orderbook_delta",
+                )
+                for i in range(start, min(n, start + 5000))
+            ]
+        )
+    await w.close()
+
+
+def archiver_config(tmp_path: Path, server: NatsServer) -> Path:
+    return write_config(
         tmp_path / "cfg",
         feed_name="kalshi",
-        env=f"name: arch\nfeed: kalshi\nstorage:\n  type: local\n  path: {data}\n  rotation: 1h\n"
+        env=f"name: arch\nfeed: kalshi\nstorage:\n  type: local\n  path: {tmp_path / 'archive'}\n  rotation: 1h\n"
         f"  compression: zstd\nnats: {{url: '{server.url}', stream: KALSHI}}\n",
         feed="name: kalshi\ntype: websocket\nversions:\n"
         "  - {version: x, endpoint: 'ws://127.0.0.1:9/x', active: true}\n",
         env_name="arch",
     )
+
+
+def archived_seqs(data: Path) -> list[int]:
+    """Kalshi ``seq`` of every archived frame, in archive order; ``ssmd verify`` must pass too."""
+    assert not list(data.glob("*/.*.open"))
+    seqs: list[int] = []
+    for seg in archive_files(data, "kalshi"):  # in time order
+        seqs += [json.loads(x)["data"]["seq"] for x in read_lines(seg)]
+    verify = subprocess.run([str(BIN / "ssmd"), "verify", str(data)], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stdout
+    return seqs
+
+
+def test_killed_archiver_resumes_without_loss_or_duplicates(server: NatsServer, tmp_path: Path) -> None:
+    n = 30_000
+    asyncio.run(publish(server.url, n))
+    data = tmp_path / "archive"
+    cfg = archiver_config(tmp_path, server)
     cmd = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = data / ".archiver-kalshi.json"
@@ -80,14 +119,26 @@ def test_killed_archiver_resumes_without_loss_or_duplicates(server: NatsServer, 
         time.sleep(0.1)
     second.send_signal(signal.SIGTERM)
     assert second.wait(30) == 0, second.stderr.read() if second.stderr else ""
-    assert not list(data.glob("*/.*.open"))
-    archived: list[bytes] = []
-    for seg in sorted(data.glob("*/kalshi-*.jsonl.zst")):
-        archived += [
-            json.dumps(json.loads(x)["data"], separators=(",", ":")).encode()
-            for x in decompress_all(seg.read_bytes(), "zstd").splitlines()
-        ]
-    seqs = [json.loads(x)["seq"] for x in archived]
-    assert sorted(seqs) == list(range(n))  # every frame, exactly once
-    verify = subprocess.run([str(BIN / "ssmd"), "verify", str(data)], capture_output=True, text=True, check=False)
-    assert verify.returncode == 0, verify.stdout
+    assert sorted(archived_seqs(data)) == list(range(n))  # every frame, exactly once
+
+
+async def test_archiver_rides_out_a_nats_restart(server: NatsServer, tmp_path: Path) -> None:
+    n = 20_000
+    await publish(server.url, n)
+    cfg = archiver_config(tmp_path, server)
+    ckpt = tmp_path / "archive" / ".archiver-kalshi.json"
+
+    def progress() -> int:
+        return int(json.loads(ckpt.read_text())["stream_seq"]) if ckpt.exists() else 0
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(archive(cfg, "arch", stop, batch=500))
+    await eventually(lambda: progress() > 0, what="archiving started")
+    server.stop()  # pull requests in flight are lost with the server
+    await asyncio.sleep(1.0)
+    server.start()
+    await publish(server.url, 0)  # (reconnects; the stream and the durable consumer survived)
+    await eventually(lambda: progress() == n, timeout=60, what="everything archived after the restart")
+    stop.set()
+    assert await task == 0
+    assert archived_seqs(tmp_path / "archive") == list(range(n))  # in stream order, once each

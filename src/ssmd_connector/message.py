@@ -162,6 +162,27 @@ class LineEncoder:
         parts.extend(self._line(head, frame, False, True) for frame in run)
 
 
+class ArchivedLines:
+    """The encoder for messages whose ``frame`` already *is* an archive line (without its newline):
+    the archiver writing back what the recorder published. Nothing is re-encoded, so the archive
+    holds the recorder's bytes; the stopping rule is :meth:`LineEncoder.encode_batch`'s."""
+
+    __slots__ = ()
+
+    def encode_batch(
+        self, batch: Sequence[Message], start: int = 0, lo_ns: int = 0, hi_ns: int = -1, feed: str | None = None
+    ) -> tuple[bytes, int]:
+        end = len(batch)
+        for i in range(start, end):
+            msg = batch[i]
+            if (hi_ns >= 0 and not lo_ns <= msg.received_ns < hi_ns) or (feed is not None and msg.feed != feed):
+                end = i
+                break
+        if end == start:
+            return b"", start
+        return b"\n".join([m.frame for m in batch[start:end]]) + b"\n", end
+
+
 def decode_frame(line: bytes | str) -> bytes:
     """Recover the original frame bytes from an archive line (inverse of :meth:`LineEncoder.encode`)."""
     obj = msgspec.json.decode(line)

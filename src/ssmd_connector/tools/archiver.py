@@ -20,9 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import nats
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -30,27 +28,32 @@ from ..app import make_uploader
 from ..config import load
 from ..errors import ConfigError
 from ..keys import resolve_all
-from ..message import Message, decode_frame
+from ..message import ArchivedLines, Message
 from ..writers.jsonl import JsonlWriter
 from ..writers.segments import atomic_write, ts_ns
+from .jetstream_pull import Puller, stream_sequence
 
 log = logging.getLogger(__name__)
 
 
-def to_message(line: bytes, feed: str) -> Message:
-    """An archive line back into the message that produced it (re-encoding gives the same line)."""
-    obj = msgspec.json.decode(line)
-    enc = obj.get("enc")
-    data = obj.get("data")
-    kind = data.get("type", "") if enc is None and isinstance(data, dict) else ""
-    return Message(
-        ts_ns(obj["ts"]),
-        obj.get("feed", feed),
-        decode_frame(line),
-        enc == "base64",
-        enc is None,
-        kind if isinstance(kind, str) else "",
-    )
+_HEAD = b'{"ts":"'
+
+
+def archived_message(line: bytes, subject: str, feed: str, kind_at: int) -> Message | None:
+    """The message to archive for a line taken from the stream — ``frame`` is the line itself
+    (written back byte for byte, see :class:`ArchivedLines`) — or ``None`` if it is not an archive
+    line. No JSON parse: the receive time sits at a fixed place (``LineEncoder`` writes it first)
+    and the message type is token ``kind_at`` of the subject (``_`` for none)."""
+    if not (line.startswith(_HEAD) and line.endswith(b"}")) or b"\n" in line:
+        return None
+    end = line.find(b'"', len(_HEAD))
+    try:
+        ns = ts_ns(line[len(_HEAD) : end].decode("ascii"))
+    except ValueError:
+        return None
+    tokens = subject.split(".")
+    kind = tokens[kind_at] if len(tokens) > kind_at else "_"
+    return Message(ns, feed, line, False, True, "" if kind == "_" else kind)
 
 
 class Checkpoint:
@@ -66,7 +69,7 @@ class Checkpoint:
         atomic_write(self.path, json.dumps(body).encode())
 
 
-async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: int = 2000) -> int:
+async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: int = 4096) -> int:
     cfg = load(config_dir, env_name)
     env, feed = cfg.environment, cfg.feed.name
     if env.nats is None:
@@ -78,6 +81,7 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
         level=storage.compression_level,
         rotation=storage.rotation_seconds,
         durable=True,
+        encoder=ArchivedLines(),
     )
     storage.path.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(storage.path / f".archiver-{feed}.json")
@@ -92,33 +96,38 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
         await js.delete_consumer(env.nats.stream, durable)
     start = ckpt.stream_seq + 1
     config = ConsumerConfig(
+        durable_name=durable,
+        filter_subject=f"{env.nats.subject_prefix}.{feed}.>",
         ack_policy=AckPolicy.ALL,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
         opt_start_seq=start if start > 1 else None,
         ack_wait=300.0,
         max_ack_pending=100_000,
     )
-    sub = await js.pull_subscribe(
-        f"{env.nats.subject_prefix}.{feed}.>", durable=durable, stream=env.nats.stream, config=config
-    )
+    await js.add_consumer(env.nats.stream, config)
+    puller = Puller(nc, env.nats.stream, durable, batch)
+    await puller.start()
+    kind_at = env.nats.subject_prefix.count(".") + 2  # <prefix>.<feed>.<type>.<ticker>
     last = ckpt.stream_seq
-    archived = 0
+    archived = rejected = 0
     uploader = make_uploader(env, resolve_all([(k.name, k.source) for k in env.keys]))
     upload_stop = asyncio.Event()
     uploads = asyncio.create_task(uploader.run(upload_stop)) if uploader is not None else None
     log.info("archiving %s from stream %s after sequence %d into %s", feed, env.nats.stream, last, storage.path)
     while not stop.is_set():
-        try:
-            msgs = await sub.fetch(batch, timeout=1.0)
-        except NatsTimeout:
-            msgs = []
+        msgs = await puller.take(timeout=1.0)
         fresh = []
         for m in msgs:
-            seq = m.metadata.sequence.stream
+            seq = stream_sequence(m.reply)
             if seq <= last:
                 continue  # archived before a crash, delivered again: skip (exactly once)
-            fresh.append(to_message(m.data, feed))
             last = seq
+            message = archived_message(m.data, m.subject, feed, kind_at)
+            if message is None:
+                rejected += 1
+                log.warning("stream sequence %d on %s is not an archive line: not archived", seq, m.subject)
+                continue
+            fresh.append(message)
         if fresh:
             await writer.write(fresh)
         await writer.flush()  # written and fsynced
@@ -126,7 +135,7 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
             await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
         await writer.seal_ready()
         if msgs:
-            await msgs[-1].ack()  # AckPolicy.ALL: everything up to here
+            await nc.publish(msgs[-1].reply, b"+ACK")  # AckPolicy.ALL: everything up to here
             archived += len(fresh)
     await writer.flush()
     await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
@@ -135,10 +144,11 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
     upload_stop.set()
     if uploads is not None:
         await uploads
-    with contextlib.suppress(Exception):  # (a pull subscription's drain can wait forever)
-        await asyncio.wait_for(sub.unsubscribe(), 5)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(puller.stop(), 5)
     await nc.close()
-    print(f"archived {archived} frame(s) this run; up to stream sequence {last}", file=sys.stderr)
+    skipped = f" ({rejected} message(s) that were not archive lines skipped)" if rejected else ""
+    print(f"archived {archived} frame(s) this run; up to stream sequence {last}{skipped}", file=sys.stderr)
     return 0
 
 

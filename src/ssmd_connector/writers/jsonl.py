@@ -25,7 +25,7 @@ import msgspec
 
 from ..clock import NowNs, day_bounds, day_of, wall_clock_ns
 from ..errors import WriteFailed
-from ..message import LineEncoder, Message
+from ..message import ArchivedLines, LineEncoder, Message
 from .compression import Codec, codec
 from .segments import Segment, reconcile, scan_lines, seal
 
@@ -69,6 +69,7 @@ class JsonlWriter:
         rotation: int | None = None,
         now_ns: NowNs = wall_clock_ns,
         durable: bool = False,
+        encoder: LineEncoder | ArchivedLines | None = None,
     ) -> None:
         self.root = root
         self._codec = codec(compression, level)
@@ -87,7 +88,7 @@ class JsonlWriter:
         self._sealable: list[Segment] = []
         self._used: set[Path] = set()
         self._flush_bytes = flush_bytes
-        self._encode_batch = LineEncoder().encode_batch
+        self._encode_batch = (encoder or LineEncoder()).encode_batch
         self._parts: list[bytes] = []
         self._size = 0
         self._path: Path | None = None
