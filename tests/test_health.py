@@ -138,6 +138,8 @@ class StuckWriter:
     """A writer whose disk hangs: it never returns from write()."""
 
     bytes_written = 0
+    backlog_bytes = 0
+    backlog_full = False
 
     async def write(self, batch: object) -> None:
         await asyncio.Event().wait()

@@ -158,12 +158,12 @@ async def test_the_block_path_is_in_use(server: NatsServer) -> None:
     await w.close()
 
 
-def fan_out_config(sim: SimServer, server: NatsServer, markets: int) -> str:
+def fan_out_config(sim: SimServer, server: NatsServer, markets: int, extra: str = "") -> str:
     """A Kalshi subscription plus a nats block: the recorder writes files and publishes."""
     tickers = ", ".join(sim.model.open_tickers[:markets])
     return (
         f"  channels: [orderbook_delta, trade]\n  markets: [{tickers}]\n"
-        f"nats: {{url: '{server.url}', stream: KALSHI, create_stream: true}}\n"
+        f"nats: {{url: '{server.url}', stream: KALSHI, create_stream: true{extra}}}\n"
     )
 
 
@@ -181,14 +181,21 @@ async def test_recorder_fans_out_to_file_and_jetstream(server: NatsServer, tmp_p
 
 
 async def test_nats_down_shows_in_ready_and_recovers(server: NatsServer, tmp_path: Path) -> None:
-    sim = SimServer(SimConfig(port=0, markets=10, rate=800, public_keys={KEY_ID: KEY.public_key()}))
+    sim = SimServer(SimConfig(port=0, markets=10, rate=3000, public_keys={KEY_ID: KEY.public_key()}))
     await sim.start()
-    sub = fan_out_config(sim, server, 3)
+    sub = fan_out_config(sim, server, 3, ", max_backlog_mb: 1")
     s = await record(tmp_path, sim, sub)
-    await eventually(lambda: s.recorder.runner.stats.messages > 300)
+    runner = s.recorder.runner
+    await eventually(lambda: runner.stats.messages > 300)
     server.stop()
-    await eventually(lambda: s.recorder.runner.write_error is not None, timeout=20, what="write failure noticed")
-    assert any("writes failing" in r for r in s.recorder.runner.not_ready_reasons())
+    await eventually(lambda: runner.write_error is not None, timeout=20, what="write failure noticed")
+    assert any("writes failing" in r for r in runner.not_ready_reasons())
+    # The backlog grows to its bound, no further: then reading pauses and the queue holds the rest.
+    await eventually(lambda: runner.backlog_full, timeout=30, what="backlog bound reached")
+    assert any("backlog full" in r for r in runner.not_ready_reasons())
+    held = runner.stats.backlog_bytes
+    await asyncio.sleep(1.5)
+    assert 1 << 20 <= runner.stats.backlog_bytes == held < 2 << 20
     server.start()
     await eventually(lambda: s.recorder.runner.write_error is None, timeout=30, what="writes recovered")
     await s.stop()

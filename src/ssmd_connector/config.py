@@ -142,6 +142,8 @@ class NatsSpec(_Model):
         return value
 
     max_pending: int = Field(default=4096, ge=2)
+    max_backlog_mb: int = Field(default=256, ge=1)
+    """While NATS is down or slow, hold at most this much unacknowledged; then reading pauses."""
     publish: Literal["auto", "fast-batch", "per-message"] = "auto"
     """How publishes are acknowledged: ``auto`` uses fast-ingest batches when the stream allows
     them (nats-server >= 2.14, ``allow_batched``), one PubAck per frame otherwise."""

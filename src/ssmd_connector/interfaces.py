@@ -79,6 +79,14 @@ class Writer(Protocol):
     def bytes_written(self) -> int:
         """Total bytes handed to storage so far (for ``ssmd_bytes_written_total``)."""
 
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes accepted but not yet in storage — what a failing writer is holding on to."""
+
+    @property
+    def backlog_full(self) -> bool:
+        """The backlog reached the writer's bound: the runner stops feeding it (reading pauses)."""
+
 
 class KeyResolver(Protocol):
     """Turns a key source string (e.g. ``env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY``) into secrets."""

@@ -67,6 +67,8 @@ class FeedStats:
     reconnects: int = 0
     last_message_ns: int = 0
     queue_depth: int = 0
+    backlog_bytes: int = 0
+    """Bytes the writers hold that are not in storage yet (grows while a writer fails)."""
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     connections: dict[str, bool] = field(default_factory=dict)
     """Connector label → connected; a feed is connected when every one of its connections is."""
@@ -102,7 +104,11 @@ class StatsCollector(Collector):
         depth = GaugeMetricFamily(
             "ssmd_queue_depth", "Frames waiting between the readers and the writers", labels=labels
         )
+        backlog = GaugeMetricFamily(
+            "ssmd_write_backlog_bytes", "Bytes accepted by the writers but not in storage yet", labels=labels
+        )
         for s in self._stats:
+            backlog.add_metric([s.feed], s.backlog_bytes)
             messages.add_metric([s.feed], s.messages)
             written.add_metric([s.feed], s.bytes_written)
             reconnects.add_metric([s.feed], s.reconnects)
@@ -111,7 +117,7 @@ class StatsCollector(Collector):
             connected.add_metric([s.feed], 1.0 if s.connected else 0.0)
             last.add_metric([s.feed], s.last_message_ns / 1e9)
             depth.add_metric([s.feed], s.queue_depth)
-        yield from (messages, written, reconnects, errors, connected, last, depth)
+        yield from (messages, written, reconnects, errors, connected, last, depth, backlog)
         yield from self._shards()
 
     def _shards(self) -> Iterator[Metric]:

@@ -79,6 +79,7 @@ class Runner:
         self.last_drain = time.monotonic()
         self.drain_task: asyncio.Task[None] | None = None
         self.write_error: str | None = None
+        self.backlog_full = False
         """The latest write failure while writes are failing (for /ready), else None."""
 
     # -- health ---------------------------------------------------------------------------
@@ -88,6 +89,8 @@ class Runner:
             reasons.append(
                 f"writes failing (data kept, retrying; reading pauses when the queue fills): {self.write_error}"
             )
+        if self.backlog_full:
+            reasons.append("write backlog full: reading paused until the failing writer recovers")
         return reasons
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -230,7 +233,14 @@ class Runner:
             now = time.monotonic()
             self.last_drain = now
             timeout = 0.5 if failing else max(0.0, next_flush - now)
-            batch = await queue.get_batch(BATCH, timeout=timeout)
+            # A failing writer holding its bound stops taking more: the queue fills and reading
+            # pauses (at shutdown everything queued is handed over regardless, for the last retries).
+            self.backlog_full = failing and not queue.closed and any(w.backlog_full for w in self.writers)
+            if self.backlog_full:
+                await asyncio.sleep(timeout)
+                batch = []
+            else:
+                batch = await queue.get_batch(BATCH, timeout=timeout)
             finished = queue.closed and not queue
             errors: list[WriteFailed] = []
             if batch:
@@ -239,6 +249,7 @@ class Runner:
                 errors += await self._each_writer("close" if finished else "flush")
                 next_flush = time.monotonic() + self.flush_interval
             stats.bytes_written = sum(w.bytes_written for w in self.writers)
+            stats.backlog_bytes = sum(w.backlog_bytes for w in self.writers)
             if errors:
                 stats.error("write", len(errors))
                 if not failing:

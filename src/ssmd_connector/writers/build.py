@@ -32,6 +32,7 @@ def build_writers(env: Environment) -> list[Writer]:
                 create_stream=n.create_stream,
                 max_pending=n.max_pending,
                 publish=n.publish,
+                max_backlog_bytes=n.max_backlog_mb << 20,
             )
         )
     return writers

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 FLUSH_BYTES = 1 << 20
 """Flush early once this much is buffered (keeps memory flat under a firehose)."""
 
+MAX_BACKLOG = 256 << 20
+"""While writes fail (disk full, read-only), buffer at most this much before reading pauses."""
+
 _TAIL_CHUNK = 1 << 16
 
 SEAL_GRACE_NS = 10 * 1_000_000_000
@@ -127,6 +130,14 @@ class JsonlWriter:
             seg.stem = f"{feed}-{hhmm}.{part}"
         self._used.add(seg.open_path)
         return seg
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._size
+
+    @property
+    def backlog_full(self) -> bool:
+        return self._size >= MAX_BACKLOG
 
     async def write(self, batch: Sequence[Message]) -> None:
         i, n = 0, len(batch)

@@ -94,6 +94,7 @@ class NatsWriter:
         max_pending: int = 4096,
         ack_timeout: float = 5.0,
         publish: PublishMode = "auto",
+        max_backlog_bytes: int = 256 << 20,
     ) -> None:
         self.url = url
         self.stream = stream
@@ -117,6 +118,8 @@ class NatsWriter:
         self._order: deque[tuple[int, str]] = deque()
         """(batch sequence, Msg-Id) sent in the current batch and not yet stored, in order."""
         self._bytes = 0
+        self._accepted = 0
+        self._max_backlog = max_backlog_bytes
         self.acked = 0
         self._inbox = ""
         self._reply_sub: Any = None
@@ -130,6 +133,14 @@ class NatsWriter:
     @property
     def bytes_written(self) -> int:
         return self._bytes
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._accepted - self._bytes
+
+    @property
+    def backlog_full(self) -> bool:
+        return self.backlog_bytes >= self._max_backlog
 
     @property
     def publish_mode(self) -> str:
@@ -198,6 +209,7 @@ class NatsWriter:
         # One batch encoding, split into lines (encoded lines never contain a raw newline).
         data, _ = self._encode_batch(batch)
         lines = data.split(b"\n")
+        self._accepted += len(data) - len(batch)  # (without the newlines)
         subjects = self._subjects
         pending = self._pending
         for msg, line in zip(batch, lines, strict=False):
