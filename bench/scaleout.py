@@ -25,6 +25,7 @@ import zstandard
 
 from ssmd_connector.message import LineEncoder, Message
 from ssmd_connector.sim.market import MarketModel
+from ssmd_connector.writers.nats import PublishMode
 
 from .__main__ import client, firehose
 
@@ -119,7 +120,7 @@ async def archive_all(url: str, frames: int, directory: Path) -> float:
     return frames / (time.perf_counter() - (first or start))
 
 
-async def writer_alone(url: str, frames: int) -> float:
+async def writer_alone(url: str, frames: int, publish: PublishMode = "fast-batch") -> float:
     """The JetStream writer on its own: pre-built messages published, every one acknowledged."""
     from ssmd_connector.writers.nats import NatsWriter  # noqa: PLC0415
 
@@ -131,7 +132,8 @@ async def writer_alone(url: str, frames: int) -> float:
         hdr = 2 if wire[pos + 1] < 126 else 4
         msgs.append(Message(ts, "kalshi", bytes(wire[pos + hdr : end]), False, True, "orderbook_delta"))
         pos = end
-    w = NatsWriter(url, "ALONE", "alone", create_stream=True, max_pending=8192)
+    stream = "ALONE" if publish == "fast-batch" else "ALONEPM"
+    w = NatsWriter(url, stream, stream.lower(), create_stream=True, max_pending=8192, publish=publish)
     await w.write(msgs[:1])
     await w.flush()
     start = time.perf_counter()
@@ -146,6 +148,7 @@ async def writer_alone(url: str, frames: int) -> float:
 def pipeline(frames: int, repeat: int) -> dict[str, Any]:
     runs: dict[str, list[float]] = {
         "jetstream-writer-alone": [],
+        "jetstream-writer-alone-per-message-acks": [],
         "recorder-file": [],
         "recorder-file+jetstream": [],
         "archiver": [],
@@ -160,6 +163,7 @@ def pipeline(frames: int, repeat: int) -> dict[str, Any]:
                     # The stream holds the frames plus the firehose's 4 subscribed replies.
                     arch = asyncio.run(archive_all(nats_url, frames + 4, Path(d)))
                     alone = asyncio.run(writer_alone(nats_url, frames))
+                    per_message = asyncio.run(writer_alone(nats_url, frames, "per-message"))
                 finally:
                     nats.terminate()
                     nats.wait(10)
@@ -167,9 +171,11 @@ def pipeline(frames: int, repeat: int) -> dict[str, Any]:
             runs["recorder-file+jetstream"].append(with_js)
             runs["archiver"].append(arch)
             runs["jetstream-writer-alone"].append(alone)
+            runs["jetstream-writer-alone-per-message-acks"].append(per_message)
             print(
                 f"  run {i + 1}/{repeat}: file {file_only:,.0f}/s  file+JetStream {with_js:,.0f}/s  "
-                f"archiver {arch:,.0f}/s  JetStream writer alone {alone:,.0f}/s",
+                f"archiver {arch:,.0f}/s  JetStream writer alone {alone:,.0f}/s "
+                f"(per-message PubAcks {per_message:,.0f}/s)",
                 flush=True,
             )
     return {k: {"fps": statistics.median(v), "runs": v} for k, v in runs.items()}
@@ -191,7 +197,14 @@ def main() -> None:
     result["pipeline"] = pipeline(a.frames, a.repeat)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
-    print("medians: " + "  ".join(f"{k} {v['fps']:,.0f}/s" for k, v in result["pipeline"].items()))
+    pipe = result["pipeline"]
+    print("medians: " + "  ".join(f"{k} {v['fps']:,.0f}/s" for k, v in pipe.items()))
+    file_fps = pipe["recorder-file"]["fps"]
+    print(
+        f"ratios: file+JetStream / file-only {pipe['recorder-file+jetstream']['fps'] / file_fps:.2f}, "
+        f"archiver / file-only {pipe['archiver']['fps'] / file_fps:.2f}, fast batches / per-message PubAcks "
+        f"{pipe['jetstream-writer-alone']['fps'] / pipe['jetstream-writer-alone-per-message-acks']['fps']:.2f}"
+    )
     print(f"results: {a.out}")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
+import shutil
 import subprocess
 import sys
 from decimal import Decimal
@@ -12,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from ssmd_connector.archive import archive_files
 from ssmd_connector.sim import SimConfig, SimServer
 
 from .kalshi_helpers import KEY, KEY_ID, eventually, record
@@ -78,6 +81,18 @@ def test_duckdb_reads_sealed_zstd_segments(recording: tuple[Path, SimServer]) ->
     assert relation is not None
     rows = relation.fetchall()
     assert rows[0][0] == expected > 2000
+
+
+@pytest.mark.skipif(not (shutil.which("zstdcat") and shutil.which("jq")), reason="zstdcat or jq not installed")
+def test_zstdcat_and_jq_read_sealed_segments_as_the_readme_shows(recording: tuple[Path, SimServer]) -> None:
+    data, _ = recording
+    frames: list[str] = []
+    for segment in archive_files(data, "kalshi"):  # the README's command, per segment
+        cmd = f"zstdcat {shlex.quote(str(segment))} | jq -c .data"
+        frames += subprocess.run(cmd, shell=True, capture_output=True, text=True, check=True).stdout.splitlines()
+    expected = ssmd("cat", str(data), "--data").stdout.splitlines()
+    assert len(frames) == len(expected) > 2000
+    assert [json.loads(f) for f in frames] == [json.loads(f) for f in expected]  # (jq re-spaces numbers)
 
 
 def test_cat_data_returns_the_original_frames(recording: tuple[Path, SimServer]) -> None:
