@@ -265,7 +265,8 @@ class NatsWriter:
         half = self._max_pending // 2
         if self._batched:
             batch = self._batch
-            assert batch is not None
+            if batch is None:  # it ended while the block went out: a new one has room
+                return
             done = await self._wait_for(lambda: batch.closed or batch.unstored < half)
         else:
             done = await self._wait_for(lambda: self._inflight < half)
