@@ -8,12 +8,14 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from nats.protocol.command import hpub_cmd
 
 from ssmd_connector.errors import WriteFailed
 from ssmd_connector.message import LineEncoder, Message
 from ssmd_connector.sim import SimConfig, SimServer
+from ssmd_connector.writers.fast_batch import FastBatch
 from ssmd_connector.writers.nats import NatsWriter, PublishMode, subject_token, ticker_of
 from ssmd_connector.writers.nats_wire import render
 
@@ -206,3 +208,33 @@ async def test_nats_down_shows_in_ready_and_recovers(server: NatsServer, tmp_pat
     # ones: JetStream cannot insert into the past. Lines keep their receive ts and Kalshi's seq.)
     assert len(set(published)) == len(published)
     assert sorted(published) == sorted(archived)
+
+
+async def test_server_deduplicates_msg_ids_inside_fast_batches(server: NatsServer) -> None:
+    """What re-sending a failed batch relies on, pinned against the real server: a Nats-Msg-Id
+    already stored is not stored again, whether repeated in the same batch or in a new one."""
+    nc = await nats.connect(server.url)
+    await nc.jetstream().add_stream(StreamConfig(name="DEDUP", subjects=["dedup.>"], allow_batched=True))
+    inbox = nc.new_inbox()
+    replies: dict[str, FastBatch] = {}
+
+    async def on_reply(msg: Msg) -> None:
+        replies[msg.subject.split(".")[2]].on_frame(msg.data)
+
+    await nc.subscribe(f"{inbox}.>", cb=on_reply)
+
+    async def send(batch_id: str, ids: list[int]) -> FastBatch:
+        batch = replies[batch_id] = FastBatch(inbox, batch_id, 2)
+        for i in ids:
+            reply = batch.next_reply("dedup.x")
+            await nc.publish("dedup.x", b"%d" % i, reply=reply, headers={"Nats-Msg-Id": f"id{i}"})
+        await nc.publish("dedup.x", b"", reply=batch.end_reply())
+        await eventually(lambda: batch.closed, what="end of batch answered")
+        return batch
+
+    first = await send("b1", [1, 2, 3, 2, 3])  # repeats inside the batch
+    second = await send("b2", [1, 2, 3, 4, 5])  # repeats in a new batch
+    assert first.failure is None and second.failure is None
+    info = await nc.jetstream().stream_info("DEDUP")
+    assert info.state.messages == 5
+    await nc.close()
