@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from ssmd_connector.writers.fast_batch import FastBatch
 from ssmd_connector.writers.nats import NatsWriter, PublishMode, subject_token, ticker_of
 from ssmd_connector.writers.nats_wire import render
 
-from .helpers import read_lines
+from .helpers import read_lines, write_config
 from .kalshi_helpers import KEY, KEY_ID, eventually, record
 from .natsserver import NatsServer
 
@@ -238,3 +241,51 @@ async def test_server_deduplicates_msg_ids_inside_fast_batches(server: NatsServe
     info = await nc.jetstream().stream_info("DEDUP")
     assert info.state.messages == 5
     await nc.close()
+
+
+async def test_recorder_started_while_nats_is_down_keeps_its_local_archive(
+    server: NatsServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.stop()
+    sim = SimServer(SimConfig(port=0, markets=10, rate=800, public_keys={KEY_ID: KEY.public_key()}))
+    await sim.start()
+    s = await record(tmp_path, sim, fan_out_config(sim, server, 3))
+    runner = s.recorder.runner
+    await eventually(lambda: runner.write_error is not None, timeout=20, what="write failure noticed")
+    assert "NATS" in (runner.write_error or "") and "connecting" in (runner.write_error or "")
+    await asyncio.sleep(2.5)  # NATS still down: the local archive is written all the same
+    assert len(read_lines(s.data, "kalshi")) > 500
+    server.start()
+    await eventually(lambda: runner.write_error is None, timeout=30, what="writes recovered")
+    await s.stop()
+    await sim.stop()
+    archived = read_lines(s.data, "kalshi")
+    published = [body for _, body in await stream_messages(server.url, "KALSHI")]
+    assert sorted(published) == sorted(archived) and len(set(published)) == len(published)
+    # One warning for the outage, not a traceback per connection attempt.
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records if r.exc_info]
+    assert any("NATS" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_archiver_waits_quietly_for_nats_and_stops_cleanly(server: NatsServer, tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "cfg",
+        feed_name="kalshi",
+        env=f"name: arch\nfeed: kalshi\nstorage: {{type: local, path: {tmp_path / 'a'}, rotation: 1h}}\n"
+        "nats: {url: 'nats://127.0.0.1:9', stream: KALSHI}\n",
+        feed="name: kalshi\ntype: websocket\nversions:\n"
+        "  - {version: x, endpoint: 'ws://127.0.0.1:9/x', active: true}\n",
+        env_name="arch",
+    )
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # six connection attempts
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert err.count("nats://127.0.0.1:9") <= 3 and "stopped before NATS" in err, err

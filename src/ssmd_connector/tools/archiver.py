@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import nats
+from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -29,6 +29,7 @@ from ..config import load
 from ..errors import ConfigError
 from ..keys import resolve_all
 from ..message import ArchivedLines, Message
+from ..natsconn import NatsConnection
 from ..writers.jsonl import JsonlWriter
 from ..writers.segments import atomic_write, ts_ns
 from .jetstream_pull import Puller, stream_sequence
@@ -86,7 +87,12 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
     storage.path.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(storage.path / f".archiver-{feed}.json")
     await asyncio.to_thread(writer.truncate_to, ckpt.sizes, feed)
-    nc = await nats.connect(env.nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+    conn = NatsConnection(env.nats.url)
+    nc = await conn.wait(stop)
+    if nc is None:
+        await conn.close()
+        print(f"stopped before NATS {env.nats.url} was reachable ({conn.status})", file=sys.stderr)
+        return 0
     js = nc.jetstream()
     # The checkpoint, not the consumer, is the source of truth: start a fresh consumer right after
     # it, so delivery is in stream order (redeliveries of a killed run would otherwise come after
@@ -135,7 +141,10 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
             await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
         await writer.seal_ready()
         if msgs:
-            await nc.publish(msgs[-1].reply, b"+ACK")  # AckPolicy.ALL: everything up to here
+            try:  # AckPolicy.ALL: everything up to here. (Only advisory: the checkpoint decides.)
+                await nc.publish(msgs[-1].reply, b"+ACK")
+            except (NatsError, OSError) as exc:
+                log.info("ack not sent (%s): the next run starts from the checkpoint anyway", exc)
             archived += len(fresh)
     await writer.flush()
     await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
@@ -146,7 +155,7 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
         await uploads
     with contextlib.suppress(Exception):
         await asyncio.wait_for(puller.stop(), 5)
-    await nc.close()
+        await asyncio.wait_for(conn.close(), 10)
     skipped = f" ({rejected} message(s) that were not archive lines skipped)" if rejected else ""
     print(f"archived {archived} frame(s) this run; up to stream sequence {last}{skipped}", file=sys.stderr)
     return 0

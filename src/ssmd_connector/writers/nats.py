@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -45,6 +44,7 @@ from nats.js.errors import NotFoundError
 
 from ..errors import WriteFailed
 from ..message import LineEncoder, Message
+from ..natsconn import NatsConnection
 from .fast_batch import FastBatch
 from .nats_wire import BlockSender, Publish
 
@@ -110,6 +110,8 @@ class NatsWriter:
         self._subjects: dict[tuple[str, str, bytes], str] = {}
         self._run = uuid.uuid4().hex[:12]
         self._counter = 0
+        self._conn = NatsConnection(url)
+        self._tried = False
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._pending: dict[str, _Pending] = {}
@@ -147,26 +149,23 @@ class NatsWriter:
         return "fast-batch" if self._batched else "per-message"
 
     async def _connect(self) -> JetStreamContext:
-        if self._js is not None and self._nc is not None and self._nc.is_connected:
+        """The JetStream context once NATS is up and the stream checked; raises ``WriteFailed`` at
+        once while it is not (the connection is made and remade in the background)."""
+        # The very first time, give the connection a moment; after that, never wait for it here.
+        nc = await self._conn.ready(0 if self._tried else self._ack_timeout)
+        self._tried = True
+        if nc is None or not nc.is_connected:
+            raise WriteFailed(f"NATS {self.url}: {self._conn.status}")
+        if self._js is not None:
             return self._js
-        if self._nc is not None and not self._nc.is_closed and not self._nc.is_connected:
-            raise WriteFailed(f"NATS {self.url}: not connected (reconnecting)")
         try:
-            if self._nc is None or self._nc.is_closed:
-                self._nc = await nats.connect(
-                    self.url,
-                    connect_timeout=2,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    skip_subject_validation=True,  # subjects are built from sanitised tokens
-                )
-            js = self._nc.jetstream()
-            self._sender = BlockSender(self._nc)
+            self._nc = nc
+            js = nc.jetstream()
+            self._sender = BlockSender(nc)
             self._batched = await self._check_stream(js)
             if self._reply_sub is None:
-                self._inbox = self._nc.new_inbox()
-                self._reply_sub = await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
+                self._inbox = nc.new_inbox()
+                self._reply_sub = await nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
         except WriteFailed:
             raise
         except Exception as exc:
@@ -394,5 +393,4 @@ class NatsWriter:
 
     async def close(self) -> None:
         await self.flush()
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.drain()
+        await self._conn.close()
