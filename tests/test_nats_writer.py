@@ -289,3 +289,26 @@ def test_archiver_waits_quietly_for_nats_and_stops_cleanly(server: NatsServer, t
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert err.count("nats://127.0.0.1:9") <= 3 and "stopped before NATS" in err, err
+
+
+async def test_with_a_spill_reading_never_pauses_during_a_nats_outage(server: NatsServer, tmp_path: Path) -> None:
+    sim = SimServer(SimConfig(port=0, markets=10, rate=3000, public_keys={KEY_ID: KEY.public_key()}))
+    await sim.start()
+    s = await record(tmp_path, sim, fan_out_config(sim, server, 3, ", max_backlog_mb: 1, spill_mb: 64"))
+    runner = s.recorder.runner
+    await eventually(lambda: runner.stats.messages > 300)
+    server.stop()
+    spill = s.data / ".nats-spill"
+    await eventually(lambda: list(spill.glob("*.spill")), timeout=30, what="spilling")
+    before = runner.stats.messages
+    await asyncio.sleep(1.5)
+    assert runner.stats.messages > before + 1000 and not runner.backlog_full  # still reading
+    assert runner.stats.backlog_bytes > 1 << 20
+    server.start()
+    await eventually(lambda: not list(spill.glob("*.spill")), timeout=60, what="spill drained")
+    await s.stop()
+    await sim.stop()
+    archived = read_lines(s.data, "kalshi")
+    published = [body for _, body in await stream_messages(server.url, "KALSHI")]
+    assert len(set(published)) == len(published)
+    assert sorted(published) == sorted(archived)

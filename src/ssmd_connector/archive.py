@@ -35,7 +35,7 @@ def archive_files(path: Path, feed: str | None = None) -> list[Path]:
     days = (
         [path]
         if any(compression_of(p) for p in path.iterdir() if p.is_file())
-        else sorted(p for p in path.iterdir() if p.is_dir())
+        else sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))  # (.nats-spill)
     )
     out = []
     for day in days:

@@ -143,7 +143,11 @@ class NatsSpec(_Model):
 
     max_pending: int = Field(default=4096, ge=2)
     max_backlog_mb: int = Field(default=256, ge=1)
-    """While NATS is down or slow, hold at most this much unacknowledged; then reading pauses."""
+    """While NATS is down or slow, hold at most this much unacknowledged in memory; then spill to
+    disk (``spill_mb``) or, without a spill, pause reading."""
+    spill_mb: int = Field(default=0, ge=0)
+    """Beyond the memory backlog, queue up to this much on disk under ``<storage.path>/.nats-spill``
+    (0: no spill)."""
     publish: Literal["auto", "fast-batch", "per-message"] = "auto"
     """How publishes are acknowledged: ``auto`` uses fast-ingest batches when the stream allows
     them (nats-server >= 2.14, ``allow_batched``), one PubAck per frame otherwise."""

@@ -63,6 +63,7 @@ class NatsConnection:
         return "connected" if nc is not None and nc.is_connected else f"reconnecting ({self.last_error})"
 
     async def close(self) -> None:
+        self._down = True  # what follows is our own doing: no "disconnected" warning
         if self._task is None:
             return
         if not self._task.done():

@@ -91,7 +91,7 @@ class Uploader:
     def candidates(self) -> list[Path]:
         """Sealed segments and manifests, oldest day first (open files and ledgers never)."""
         out = []
-        for day in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for day in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for p in sorted(day.iterdir()):
                 sealed_segment = compression_of(p) is not None and "-" in p.name.split(".")[0]
                 if p.is_file() and (sealed_segment or p.name.endswith(".manifest.json")):

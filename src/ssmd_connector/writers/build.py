@@ -33,6 +33,8 @@ def build_writers(env: Environment) -> list[Writer]:
                 max_pending=n.max_pending,
                 publish=n.publish,
                 max_backlog_bytes=n.max_backlog_mb << 20,
+                spill_dir=storage.path / ".nats-spill",
+                max_spill_bytes=n.spill_mb << 20,
             )
         )
     return writers

@@ -30,10 +30,12 @@ import asyncio
 import functools
 import logging
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from nats.aio.client import Client
@@ -46,6 +48,7 @@ from ..errors import WriteFailed
 from ..message import LineEncoder, Message
 from ..natsconn import NatsConnection
 from .fast_batch import FastBatch
+from .nats_spill import Spill
 from .nats_wire import BlockSender, Publish
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,8 @@ def ticker_of(frame: bytes) -> bytes:
 
 
 PublishMode = Literal["auto", "fast-batch", "per-message"]
+_SPILL_CHUNK = 8192
+"""Spilled frames read back into memory at a time."""
 _BLOCK = 256
 """Publishes handed to nats-py at a time."""
 
@@ -95,6 +100,8 @@ class NatsWriter:
         ack_timeout: float = 5.0,
         publish: PublishMode = "auto",
         max_backlog_bytes: int = 256 << 20,
+        spill_dir: Path | None = None,
+        max_spill_bytes: int = 0,
     ) -> None:
         self.url = url
         self.stream = stream
@@ -122,6 +129,9 @@ class NatsWriter:
         self._bytes = 0
         self._accepted = 0
         self._max_backlog = max_backlog_bytes
+        self._spill = Spill(spill_dir, max_spill_bytes) if spill_dir is not None and max_spill_bytes > 0 else None
+        self._spill_end: int | None = None
+        """End offset of the spilled chunk being published, once it was read back into memory."""
         self.acked = 0
         self._inbox = ""
         self._reply_sub: Any = None
@@ -138,11 +148,13 @@ class NatsWriter:
 
     @property
     def backlog_bytes(self) -> int:
-        return self._accepted - self._bytes
+        return self._accepted - self._bytes + (self._spill.waiting_bytes if self._spill else 0)
 
     @property
     def backlog_full(self) -> bool:
-        return self.backlog_bytes >= self._max_backlog
+        if self._spill is not None:
+            return self._spill.full
+        return self._accepted - self._bytes >= self._max_backlog
 
     @property
     def publish_mode(self) -> str:
@@ -208,20 +220,61 @@ class NatsWriter:
         # One batch encoding, split into lines (encoded lines never contain a raw newline).
         data, _ = self._encode_batch(batch)
         lines = data.split(b"\n")
-        self._accepted += len(data) - len(batch)  # (without the newlines)
         subjects = self._subjects
+        spill = self._spill
+        if spill is not None and (spill.active or self._accepted - self._bytes >= self._max_backlog):
+            await self._to_spill(batch, lines)
+            return
+        self._accepted += len(data) - len(batch)  # (without the newlines)
         pending = self._pending
         for msg, line in zip(batch, lines, strict=False):
             self._counter += 1
-            key = (msg.feed, msg.kind, ticker_of(msg.frame))
-            subject = subjects.get(key)
-            if subject is None:
-                kind = subject_token(msg.kind) if msg.kind else "_"
-                subject = subjects[key] = f"{self.prefix}.{subject_token(msg.feed)}.{kind}.{subject_token(key[2])}"
-                if len(subjects) > 100_000:
-                    subjects.clear()
+            subject = subjects.get((msg.feed, msg.kind, ticker_of(msg.frame))) or self._subject(msg)
             pending[f"{msg.feed}.{self._run}.{self._counter}"] = _Pending(subject, line)
         await self._publish()
+
+    def _subject(self, msg: Message) -> str:
+        """``<prefix>.<feed>.<type>.<ticker>`` for a message (cached: the hot path looks it up first)."""
+        key = (msg.feed, msg.kind, ticker_of(msg.frame))
+        subject = self._subjects.get(key)
+        if subject is None:
+            if len(self._subjects) >= 100_000:
+                self._subjects.clear()
+            kind = subject_token(msg.kind) if msg.kind else "_"
+            subject = self._subjects[key] = f"{self.prefix}.{subject_token(msg.feed)}.{kind}.{subject_token(key[2])}"
+        return subject
+
+    async def _to_spill(self, batch: Sequence[Message], lines: list[bytes]) -> None:
+        """Queue frames on disk behind what is already there (see :mod:`.nats_spill`)."""
+        spill = self._spill
+        assert spill is not None
+        if not spill.active:
+            log.warning("NATS backlog at its memory bound: spilling further frames to %s", spill.directory)
+        records = []
+        for msg, line in zip(batch, lines, strict=False):
+            self._counter += 1
+            records.append((f"{msg.feed}.{self._run}.{self._counter}", self._subject(msg), line))
+        await asyncio.to_thread(spill.append, records)
+        await self._publish()
+
+    async def _refill(self) -> None:
+        """Move the next chunk of spilled frames into memory once the previous one is all in NATS."""
+        spill = self._spill
+        if spill is None or not spill.active or self._pending:
+            return
+        if self._spill_end is not None:
+            await asyncio.to_thread(spill.acknowledged, self._spill_end)
+            self._spill_end = None
+            if not spill.active:
+                log.info("NATS spill drained: publishing from memory again")
+                return
+        records, end = await asyncio.to_thread(spill.read, _SPILL_CHUNK)
+        for msg_id, subject, payload in records:
+            self._pending[msg_id] = _Pending(subject, payload)
+            self._accepted += len(payload)
+        self._spill_end = end
+        if not records:  # only a torn record was left: done with it
+            await self._refill()
 
     async def _publish(self) -> None:
         """Send every pending frame not yet in flight (first sends and retries), pipelined.
@@ -231,6 +284,7 @@ class NatsWriter:
         handed to nats-py in blocks (:mod:`.nats_wire`).
         """
         await self._connect()
+        await self._refill()
         sender = self._sender
         assert sender is not None
         block: list[Publish] = []
@@ -390,7 +444,16 @@ class NatsWriter:
         if self._pending or self._batch is not None:
             await self._publish()
             await self._collect()
+        # Draining a spill: keep going a while (no new frames need to arrive to move it along).
+        deadline = time.monotonic() + 1.0
+        while self._spill is not None and self._spill.active and time.monotonic() < deadline:
+            await self._publish()
+            await self._collect()
 
     async def close(self) -> None:
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            if self._spill is not None:
+                self._spill.close()
         await self._conn.close()
