@@ -139,6 +139,8 @@ class NatsWriter:
         self._inflight = 0
         """Per-message mode: publishes awaiting their PubAck."""
         self._failures = 0
+        self._batch_failures = 0
+        self._last_failure = ""
         self._changed = asyncio.Event()
         """Set whenever a reply arrives: waiters re-check their condition."""
 
@@ -287,26 +289,41 @@ class NatsWriter:
         await self._refill()
         sender = self._sender
         assert sender is not None
-        block: list[Publish] = []
+        done = False
         try:
-            for msg_id, p in [(k, v) for k, v in self._pending.items() if not v.sent]:  # replies mutate _pending
-                if not self._has_room():
-                    await sender.send(block)  # what we have goes out before we wait for acks
-                    block = []
-                    await self._wait_for_room()
-                reply = self._reply_for(p.subject, msg_id)
-                p.sent = True
-                block.append((p.subject, reply, msg_id, p.payload))
-                if len(block) >= _BLOCK:
-                    await sender.send(block)
-                    block = []
-            await sender.send(block)
+            for _ in range(3):
+                if done := await self._send_unsent(sender):
+                    break
         except WriteFailed:
             self._reset_inflight()
             raise
         except Exception as exc:
             self._reset_inflight()
             raise WriteFailed(f"NATS {self.url}: publish failed: {exc or type(exc).__name__}") from exc
+        if not done:
+            self._reset_inflight()
+            raise WriteFailed(f"NATS {self.url}: batches keep failing ({self._last_failure})")
+
+    async def _send_unsent(self, sender: BlockSender) -> bool:
+        """One pass over the frames not in flight, oldest first. False if a batch failed meanwhile:
+        its frames are unsent again and must go out before anything newer (stream order)."""
+        failures = self._batch_failures
+        block: list[Publish] = []
+        for msg_id, p in [(k, v) for k, v in self._pending.items() if not v.sent]:  # replies mutate _pending
+            if not self._has_room():
+                await sender.send(block)  # what we have goes out before we wait for acks
+                block = []
+                await self._wait_for_room()
+            if self._batch_failures != failures:
+                return False
+            reply = self._reply_for(p.subject, msg_id)
+            p.sent = True
+            block.append((p.subject, reply, msg_id, p.payload))
+            if len(block) >= _BLOCK:
+                await sender.send(block)
+                block = []
+        await sender.send(block)
+        return self._batch_failures == failures
 
     def _has_room(self) -> bool:
         if self._batched:
@@ -399,6 +416,8 @@ class NatsWriter:
         batch, self._batch = self._batch, None
         if batch is not None and batch.failure:
             self._failures += 1
+            self._batch_failures += 1
+            self._last_failure = batch.failure
             log.warning(
                 "JetStream batch %s failed (%s): re-sending %d unacknowledged frame(s)",
                 batch.id,
