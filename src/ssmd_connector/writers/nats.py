@@ -18,10 +18,13 @@ Two ways to be acknowledged, chosen per stream (``nats.publish``):
   frames instead of one per frame — what lifts acknowledged throughput past 100k frames/s.
 - ``per-message``: one PubAck per frame, pipelined on one inbox subscription (any JetStream).
 
-Either way at most ``max_pending`` frames are unacknowledged at a time; unacknowledged frames are
-kept and re-published with the same ids, and a failure raises ``WriteFailed`` so the runner
-retries while its bounded queue fills and reading pauses — nothing is dropped, nothing grows
-without bound.
+Either way at most ``max_pending`` frames are in flight; unacknowledged frames are kept and
+re-published with the same ids (a failed batch before anything newer, so the stream keeps receive
+order), and a failure raises ``WriteFailed`` so the runner retries. While NATS is down the frames
+wait in memory up to ``max_backlog_bytes``, then on disk (:mod:`.nats_spill`) when configured;
+past the last bound ``backlog_full`` tells the runner to stop feeding us, and reading pauses —
+nothing is dropped, nothing grows without bound. The connection itself is made in the background
+(:mod:`..natsconn`): a recorder started while NATS is down records locally meanwhile.
 """
 
 from __future__ import annotations
