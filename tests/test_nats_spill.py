@@ -21,6 +21,22 @@ def records(start: int, n: int) -> list[tuple[str, str, bytes]]:
     ]
 
 
+def spilling_writer(
+    server: NatsServer, spill_dir: Path, memory: int = 256 << 20, ack_timeout: float = 5.0
+) -> NatsWriter:
+    """A writer that keeps ``memory`` bytes of backlog in memory, then spills (up to 64 MiB)."""
+    return NatsWriter(
+        server.url,
+        "KALSHI",
+        "ssmd",
+        create_stream=True,
+        ack_timeout=ack_timeout,
+        max_backlog_bytes=memory,
+        spill_dir=spill_dir,
+        max_spill_bytes=64 << 20,
+    )
+
+
 def test_spill_reads_back_in_order_and_forgets_what_was_acknowledged(tmp_path: Path) -> None:
     spill = Spill(tmp_path, 1 << 20)
     assert not spill.active
@@ -55,16 +71,7 @@ async def test_outage_beyond_the_memory_bound_spills_then_publishes_everything_i
     server: NatsServer, tmp_path: Path
 ) -> None:
     spill_dir = tmp_path / "spill"
-    w = NatsWriter(
-        server.url,
-        "KALSHI",
-        "ssmd",
-        create_stream=True,
-        ack_timeout=1.0,
-        max_backlog_bytes=64 << 10,
-        spill_dir=spill_dir,
-        max_spill_bytes=64 << 20,
-    )
+    w = spilling_writer(server, spill_dir, memory=64 << 10, ack_timeout=1.0)
     await w.write(messages(0, 100))
     await w.flush()
     server.stop()
@@ -92,23 +99,14 @@ async def test_outage_beyond_the_memory_bound_spills_then_publishes_everything_i
 async def test_frames_spilled_by_a_crashed_run_are_published_by_the_next(server: NatsServer, tmp_path: Path) -> None:
     spill_dir = tmp_path / "spill"
     server.stop()
-    crashed = NatsWriter(
-        server.url,
-        "KALSHI",
-        "ssmd",
-        create_stream=True,
-        ack_timeout=0.5,
-        max_backlog_bytes=16 << 10,
-        spill_dir=spill_dir,
-        max_spill_bytes=64 << 20,
-    )
+    crashed = spilling_writer(server, spill_dir, memory=16 << 10, ack_timeout=0.5)
     for start in range(0, 2000, 250):
         with contextlib.suppress(WriteFailed):
             await crashed.write(messages(start, 250))
     assert crashed._spill is not None
     crashed._spill.close()  # the process dies here: no flush, no close
     server.start()
-    nxt = NatsWriter(server.url, "KALSHI", "ssmd", create_stream=True, spill_dir=spill_dir, max_spill_bytes=64 << 20)
+    nxt = spilling_writer(server, spill_dir)
     await nxt.write(messages(2000, 10))  # behind the leftover spill
     for _ in range(50):
         await nxt.flush()
