@@ -120,3 +120,37 @@ async def test_frames_spilled_by_a_crashed_run_are_published_by_the_next(server:
     spilled = sorted(set(seqs) - set(range(2000, 2010)))
     assert spilled and spilled == list(range(spilled[0], 2000))
     assert seqs == spilled + list(range(2000, 2010))
+
+
+async def test_a_spill_that_cannot_be_written_keeps_frames_in_memory_and_bounds_them(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    spill_dir = tmp_path / "spill"
+    w = spilling_writer(server, spill_dir, memory=16 << 10, ack_timeout=0.5)
+    server.stop()
+    spill_dir.rmdir()
+    spill_dir.write_text("not a directory")  # the spill cannot be written
+    failures = []
+    for start in range(0, 1000, 100):
+        try:
+            await w.write(messages(start, 100))
+        except WriteFailed as exc:
+            failures.append(str(exc))
+    assert any("cannot spill" in f for f in failures)
+    assert w.backlog_full  # memory bound applies again: the runner stops feeding us
+    spill_dir.unlink()
+    spill_dir.mkdir()  # the disk is back
+    with contextlib.suppress(WriteFailed):  # (NATS is still down)
+        await w.write(messages(1000, 100))
+    assert list(spill_dir.glob("*.spill")) and not w.backlog_full
+    server.start()
+    for _ in range(100):
+        with contextlib.suppress(WriteFailed):
+            await w.flush()
+            if not list(spill_dir.glob("*.spill")) and w.backlog_bytes == 0:
+                break
+        await asyncio.sleep(0.1)
+    await w.close()
+    stored = await stream_messages(server.url, "KALSHI")
+    seqs = [int(body.split(b'"seq":')[1].split(b",")[0]) for _, body in stored]
+    assert sorted(seqs) == list(range(1100))  # nothing lost, nothing twice

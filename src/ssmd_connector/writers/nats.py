@@ -36,7 +36,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -134,6 +134,7 @@ class NatsWriter:
         self._max_backlog = max_backlog_bytes
         self._spill = Spill(spill_dir, max_spill_bytes) if spill_dir is not None and max_spill_bytes > 0 else None
         self._spill_end: int | None = None
+        self._spill_error: str | None = None
         """End offset of the spilled chunk being published, once it was read back into memory."""
         self.acked = 0
         self._inbox = ""
@@ -157,9 +158,10 @@ class NatsWriter:
 
     @property
     def backlog_full(self) -> bool:
-        if self._spill is not None:
+        in_memory = self._accepted - self._bytes
+        if self._spill is not None and self._spill_error is None:
             return self._spill.full
-        return self._accepted - self._bytes >= self._max_backlog
+        return in_memory >= self._max_backlog
 
     @property
     def publish_mode(self) -> str:
@@ -259,7 +261,17 @@ class NatsWriter:
         for msg, line in zip(batch, lines, strict=False):
             self._counter += 1
             records.append((f"{msg.feed}.{self._run}.{self._counter}", self._subject(msg), line))
-        await asyncio.to_thread(spill.append, records)
+        try:
+            await asyncio.to_thread(spill.append, records)
+        except OSError as exc:
+            # Keep the frames in memory (published before what waits on disk: order suffers, data
+            # does not); the memory bound applies again until the spill takes writes.
+            self._spill_error = f"cannot spill to {spill.directory}: {exc.strerror or exc}"
+            for msg_id, subject, line in records:
+                self._pending[msg_id] = _Pending(subject, line)
+                self._accepted += len(line)
+            raise WriteFailed(f"NATS {self.url}: {self._spill_error}") from exc
+        self._spill_error = None
         await self._publish()
 
     async def _refill(self) -> None:
@@ -274,12 +286,13 @@ class NatsWriter:
                 log.info("NATS spill drained: publishing from memory again")
                 return
         records, end = await asyncio.to_thread(spill.read, _SPILL_CHUNK)
+        if not records:  # only a torn record was left: done with it
+            await asyncio.to_thread(spill.acknowledged, end)
+            return
         for msg_id, subject, payload in records:
             self._pending[msg_id] = _Pending(subject, payload)
             self._accepted += len(payload)
         self._spill_end = end
-        if not records:  # only a torn record was left: done with it
-            await self._refill()
 
     async def _publish(self) -> None:
         """Send every pending frame not yet in flight (first sends and retries), pipelined.
@@ -358,7 +371,7 @@ class NatsWriter:
         self._order.append((batch.sent, msg_id))
         return reply
 
-    async def _wait_for(self, done: Any) -> bool:
+    async def _wait_for(self, done: Callable[[], bool]) -> bool:
         """Wait until ``done()`` (re-checked on every reply), pinging a silent batch; False on timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._ack_timeout
