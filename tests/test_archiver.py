@@ -142,3 +142,11 @@ async def test_archiver_rides_out_a_nats_restart(server: NatsServer, tmp_path: P
     stop.set()
     assert await task == 0
     assert archived_seqs(tmp_path / "archive") == list(range(n))  # in stream order, once each
+
+
+def test_archiver_names_a_missing_stream(server: NatsServer, tmp_path: Path) -> None:
+    cfg = archiver_config(tmp_path, server)
+    cmd = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2, out.stderr
+    assert "nats.stream: no stream 'KALSHI'" in out.stderr and "Traceback" not in out.stderr

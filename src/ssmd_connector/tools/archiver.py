@@ -94,6 +94,16 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
         print(f"stopped before NATS {env.nats.url} was reachable ({conn.status})", file=sys.stderr)
         return 0
     js = nc.jetstream()
+    try:
+        await js.stream_info(env.nats.stream)
+    except NotFoundError:
+        await conn.close()
+        raise ConfigError(
+            [
+                f"environments/{env_name}.yaml: nats.stream: no stream {env.nats.stream!r} on {env.nats.url} "
+                "(the recorder creates it with nats.create_stream: true)"
+            ]
+        ) from None
     # The checkpoint, not the consumer, is the source of truth: start a fresh consumer right after
     # it, so delivery is in stream order (redeliveries of a killed run would otherwise come after
     # newer messages, once their ack wait expired).

@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
     if args.command == "archive":
-        from ..errors import ConfigError  # noqa: PLC0415
+        from nats.errors import Error as NatsError  # noqa: PLC0415
+
+        from ..errors import ConfigError, SsmdError  # noqa: PLC0415
         from .archiver import run_archive  # noqa: PLC0415
 
         logs.setup("INFO")
@@ -140,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             for problem in exc.problems:
                 print(f"ssmd archive: config error: {problem}", file=sys.stderr)
             return 2
+        except (SsmdError, NatsError) as exc:  # e.g. the disk is full: the checkpoint stays consistent
+            print(f"ssmd archive: {exc}", file=sys.stderr)
+            return 1
     if args.command == "validate":
         from .validate import validate  # noqa: PLC0415
 
