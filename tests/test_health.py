@@ -76,6 +76,7 @@ async def test_health_ready_and_metrics_follow_the_pipeline(tmp_path: Path) -> N
             "ssmd_connected",
             "ssmd_last_message_timestamp_seconds",
             "ssmd_queue_depth",
+            "ssmd_write_backlog_bytes",
         ):
             assert m[(name, FEED)] == 0, name
         assert m[("ssmd_errors_total", (("feed", "testfeed"), ("kind", "write")))] == 0
