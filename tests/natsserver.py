@@ -39,3 +39,9 @@ class NatsServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to clients (a graceful stop tells pull consumers their requests ended)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
