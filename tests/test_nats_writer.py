@@ -87,7 +87,7 @@ async def test_nats_restart_mid_stream_loses_and_duplicates_nothing(server: Nats
     w = NatsWriter(server.url, "KALSHI", "ssmd", create_stream=True, ack_timeout=1.0, publish=mode)
     await w.write(messages(0, 500))
     await w.flush()
-    server.stop()  # NATS goes away with frames in flight
+    server.kill()  # NATS dies with frames in flight
     failures = 0
     for start in (500, 1000):
         try:
