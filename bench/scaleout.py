@@ -3,8 +3,10 @@
 1. zstd levels on simulator output: compression ratio and MB/s (medians), compressing in 1 MiB
    flushes as the writer does.
 2. Over loopback, against the same firehose: the recorder writing files only, the recorder
-   writing files and publishing to JetStream (every frame acknowledged), and the archiver turning
-   the stream back into sealed segments — frames/s for each, medians of repeated runs.
+   writing files and publishing to JetStream (every frame acknowledged), the archiver turning the
+   stream back into sealed segments, the JetStream writer alone (fast batches and per-message
+   PubAcks), and end to end — recorder and archiver at once, from the first frame sent until the
+   last is archived — frames/s for each, medians of repeated runs.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ssmd_connector.message import LineEncoder, Message
 from ssmd_connector.sim.market import MarketModel
 from ssmd_connector.writers.nats import PublishMode
 
-from .__main__ import client, firehose
+from .__main__ import _cpu, client, firehose
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
@@ -87,8 +89,9 @@ def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"nats://127.0.0.1:{port}"
 
 
-async def archive_all(url: str, frames: int, directory: Path) -> float:
-    """Run the archiver until it has written ``frames`` frames; returns frames/s."""
+async def archive_all(url: str, frames: int, directory: Path, since: float | None = None) -> float:
+    """Run the archiver until it has written ``frames`` frames; returns frames/s, counted from the
+    first frame archived or, given ``since`` (a ``perf_counter`` time), from then."""
     from ssmd_connector.tools.archiver import archive  # noqa: PLC0415
 
     cfg = directory / "cfg"
@@ -117,7 +120,48 @@ async def archive_all(url: str, frames: int, directory: Path) -> float:
             raise SystemExit("archiver did not finish")
     stop.set()
     await task
-    return frames / (time.perf_counter() - (first or start))
+    return frames / (time.perf_counter() - (since if since is not None else first or start))
+
+
+async def end_to_end(url: str, nats_url: str, frames: int, directory: Path) -> float:
+    """Recorder (files + JetStream) and archiver running at once: frames/s from the recorder's
+    start until the archiver has sealed-segment-written, fsynced and checkpointed the last frame."""
+    import nats  # noqa: PLC0415
+
+    start = time.perf_counter()
+    recorder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.clients",
+        "recorder-nats",
+        "--url",
+        url,
+        "--frames",
+        str(frames),
+        "--dir",
+        str(directory / "rec"),
+        "--cpu",
+        _cpu(1),
+        "--nats-url",
+        nats_url,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    nc = await nats.connect(nats_url)
+    try:
+        while True:  # the recorder creates the stream; the archiver needs it
+            try:
+                await nc.jetstream().stream_info("BENCH")
+                break
+            except nats.js.errors.NotFoundError:
+                await asyncio.sleep(0.01)
+    finally:
+        await nc.close()
+    fps = await archive_all(nats_url, frames + 4, directory / "arch", since=start)
+    _, err = await recorder.communicate()
+    if recorder.returncode != 0:
+        raise SystemExit(f"recorder failed: {err.decode()}")
+    return fps
 
 
 async def writer_alone(url: str, frames: int, publish: PublishMode = "fast-batch") -> float:
@@ -152,6 +196,7 @@ def pipeline(frames: int, repeat: int) -> dict[str, Any]:
         "recorder-file": [],
         "recorder-file+jetstream": [],
         "archiver": [],
+        "end-to-end": [],
     }
     with firehose(frames) as (url, _):
         for i in range(repeat):
@@ -167,15 +212,22 @@ def pipeline(frames: int, repeat: int) -> dict[str, Any]:
                 finally:
                     nats.terminate()
                     nats.wait(10)
+                nats, nats_url = start_nats(Path(d) / "js2")
+                try:
+                    e2e = asyncio.run(end_to_end(url, nats_url, frames, Path(d) / "e2e"))
+                finally:
+                    nats.terminate()
+                    nats.wait(10)
             runs["recorder-file"].append(file_only)
             runs["recorder-file+jetstream"].append(with_js)
             runs["archiver"].append(arch)
             runs["jetstream-writer-alone"].append(alone)
             runs["jetstream-writer-alone-per-message-acks"].append(per_message)
+            runs["end-to-end"].append(e2e)
             print(
                 f"  run {i + 1}/{repeat}: file {file_only:,.0f}/s  file+JetStream {with_js:,.0f}/s  "
                 f"archiver {arch:,.0f}/s  JetStream writer alone {alone:,.0f}/s "
-                f"(per-message PubAcks {per_message:,.0f}/s)",
+                f"(per-message PubAcks {per_message:,.0f}/s)  end to end {e2e:,.0f}/s",
                 flush=True,
             )
     return {k: {"fps": statistics.median(v), "runs": v} for k, v in runs.items()}
@@ -202,7 +254,8 @@ def main() -> None:
     file_fps = pipe["recorder-file"]["fps"]
     print(
         f"ratios: file+JetStream / file-only {pipe['recorder-file+jetstream']['fps'] / file_fps:.2f}, "
-        f"archiver / file-only {pipe['archiver']['fps'] / file_fps:.2f}, fast batches / per-message PubAcks "
+        f"archiver / file-only {pipe['archiver']['fps'] / file_fps:.2f}, "
+        f"end to end / file-only {pipe['end-to-end']['fps'] / file_fps:.2f}, fast batches / per-message PubAcks "
         f"{pipe['jetstream-writer-alone']['fps'] / pipe['jetstream-writer-alone-per-message-acks']['fps']:.2f}"
     )
     print(f"results: {a.out}")

@@ -77,5 +77,12 @@ def test_scaleout_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert [row["level"] for row in result["compression"]] == [1, 3]
     assert all(row["ratio"] > 1 for row in result["compression"])
-    for kind in ("recorder-file", "recorder-file+jetstream", "archiver", "jetstream-writer-alone"):
+    for kind in (
+        "recorder-file",
+        "recorder-file+jetstream",
+        "archiver",
+        "jetstream-writer-alone",
+        "jetstream-writer-alone-per-message-acks",
+        "end-to-end",
+    ):
         assert result["pipeline"][kind]["fps"] > 0
