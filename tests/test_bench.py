@@ -10,31 +10,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bench(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` from the repository root, as a user runs it."""
+    cmd = [sys.executable, "-m", module, *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--frames",
-            "20000",
-            "--repeat",
-            "1",
-            "--paced",
-            "2000",
-            "--paced-seconds",
-            "1",
-            "--rss-frames",
-            "30000",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = bench(
+        "bench",
+        "--frames",
+        "20000",
+        "--repeat",
+        "1",
+        "--paced",
+        "2000",
+        "--paced-seconds",
+        "1",
+        "--rss-frames",
+        "30000",
+        "--out",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -51,27 +48,18 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
 
 def test_scaleout_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "scaleout.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.scaleout",
-            "--frames",
-            "5000",
-            "--repeat",
-            "1",
-            "--sample",
-            "3000",
-            "--levels",
-            "1,3",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    proc = bench(
+        "bench.scaleout",
+        "--frames",
+        "5000",
+        "--repeat",
+        "1",
+        "--sample",
+        "3000",
+        "--levels",
+        "1,3",
+        "--out",
+        str(out),
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())

@@ -13,6 +13,7 @@ import zstandard
 
 from ssmd_connector.errors import WriteFailed
 from ssmd_connector.message import Message
+from ssmd_connector.writers import jsonl
 from ssmd_connector.writers.jsonl import JsonlWriter
 
 
@@ -104,6 +105,23 @@ async def test_failed_write_keeps_data_and_succeeds_on_retry(tmp_path: Path) -> 
     await w.close()
     lines = (tmp_path / "2026-11-24" / "kalshi.jsonl").read_bytes().splitlines()
     assert [json.loads(x)["data"]["i"] for x in lines] == [0, 1, 2, 9]
+
+
+async def test_while_writes_fail_the_backlog_is_counted_and_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jsonl, "MAX_BACKLOG", 50_000)
+    (tmp_path / "2026-11-24").write_text("a file where the date directory should be")
+    w = JsonlWriter(tmp_path)
+    t0 = ns(2026, 11, 24, 10, 0, 0)
+    sizes = []
+    for start in range(0, 1000, 100):
+        await w.write([Message(t0 + i, "kalshi", b'{"pad":"%s"}' % (b"x" * 100)) for i in range(start, start + 100)])
+        with pytest.raises(WriteFailed):
+            await w.flush()
+        sizes.append(w.backlog_bytes)
+    assert sizes == sorted(sizes) and sizes[0] > 0  # held, not dropped
+    assert w.backlog_full and not JsonlWriter(tmp_path / "other").backlog_full
 
 
 async def test_large_batches_flush_early_to_keep_memory_flat(tmp_path: Path) -> None:

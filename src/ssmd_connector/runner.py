@@ -79,8 +79,9 @@ class Runner:
         self.last_drain = time.monotonic()
         self.drain_task: asyncio.Task[None] | None = None
         self.write_error: str | None = None
-        self.backlog_full = False
         """The latest write failure while writes are failing (for /ready), else None."""
+        self.backlog_full = False
+        """A failing writer reached its backlog bound: the queue is not drained (reading pauses)."""
 
     # -- health ---------------------------------------------------------------------------
     def not_ready_reasons(self) -> list[str]:

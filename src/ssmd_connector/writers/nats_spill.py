@@ -105,16 +105,13 @@ class Spill:
         self.bytes -= end - self._done
         self._done = end
         self._handed = 0
-        if path == self._appending_path:
-            if end < path.stat().st_size:
-                atomic_write(self._done_path(path), str(end).encode())
-                return
+        if end < path.stat().st_size:
+            atomic_write(self._done_path(path), str(end).encode())
+            return
+        if path == self._appending_path:  # all of it read back: later frames start a new file
             assert self._appending is not None
             self._appending.close()
             self._appending = None
-        elif end < path.stat().st_size:
-            atomic_write(self._done_path(path), str(end).encode())
-            return
         path.unlink()
         self._done_path(path).unlink(missing_ok=True)
         self._files.pop(0)
