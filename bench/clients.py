@@ -9,6 +9,11 @@
 Each prints one JSON object: frames, seconds from the first frame to the last line handed to the
 OS, CPU seconds (user + system) of the process, peak RSS, bytes written, and for ``recorder``
 optionally the arrival → handed-to-the-OS latency distribution.
+
+A run that is not clean prints no figure: it exits non-zero saying why (:class:`RunInvalid`) —
+a disconnect or reconnect, a sequence gap, an error of any kind, a frame count other than the
+stream's (received, written to the archive, or published to JetStream), or no progress for
+:data:`STALL` seconds.
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ SUBSCRIBE = json.dumps(
     }
 ).encode()
 CONTROL_FRAMES = 4  # the firehose's ``subscribed`` replies
+STALL = 60.0
+"""Seconds without a new frame after which a run is declared broken."""
+
+
+class RunInvalid(SystemExit):
+    """The run saw something that makes its figures meaningless: exit non-zero, print no figure."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"invalid benchmark run: {why}")
 
 
 def cpu_seconds() -> float:
@@ -70,6 +84,10 @@ class _Counting(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         transport.send(WSMsgType.TEXT, SUBSCRIBE)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.done.done():
+            self.done.set_exception(RunInvalid(f"disconnected after {self.count} of {self.expected} frames"))
 
     def arrived(self) -> None:
         self.count += 1
@@ -120,8 +138,19 @@ async def run_listener(kind: str, url: str, frames: int, directory: Path) -> dic
     cpu0 = cpu_seconds()
     listener: _Counting = Bare(expected) if kind == "bare" else Minimal(expected, directory / "minimal.jsonl")
     transport, _ = await ws_connect(lambda: listener, url, enable_auto_ping=False)
-    end = await listener.done
+    seen = -1
+    while not listener.done.done():  # progress, or a broken run
+        await asyncio.wait([listener.done], timeout=STALL)
+        if not listener.done.done() and listener.count == seen:
+            raise RunInvalid(f"no frame for {STALL:g}s after {listener.count} of {expected}")
+        seen = listener.count
+    end = listener.done.result()
     cpu = cpu_seconds() - cpu0
+    await asyncio.sleep(0.2)  # anything more than the stream is wrong too
+    if listener.count != expected or transport.is_disconnected:
+        raise RunInvalid(
+            f"{listener.count} frames received, expected {expected}; disconnected {transport.is_disconnected}"
+        )
     transport.disconnect()
     result: dict[str, Any] = {"seconds": end - listener.first, "cpu_s": cpu}
     if isinstance(listener, Minimal):
@@ -180,17 +209,29 @@ async def run_recorder(
     stats = runner.stats
     first = cpu_first = 0.0
     rss_mid = 0.0
+    progress = (time.perf_counter(), 0)
     while stats.messages < expected:
         await asyncio.sleep(0.002)
         if not first and stats.messages:
             first, cpu_first = time.perf_counter(), cpu_seconds()
         if rss_at and not rss_mid and stats.messages >= rss_at:
             rss_mid = rss_mb()
+        if stats.messages != progress[1]:
+            progress = (time.perf_counter(), stats.messages)
+        elif time.perf_counter() - progress[0] > STALL or stats.reconnects or task.done():
+            runner.stop()
+            await asyncio.wait([task], timeout=30)
+            raise RunInvalid(
+                f"{stats.messages} of {expected} frames, {stats.reconnects} reconnect(s), "
+                f"errors {_nonzero(stats.errors)}, recorder {'stopped' if task.done() else 'running'}"
+            )
     last, cpu_last = time.perf_counter(), cpu_seconds()
+    await asyncio.sleep(0.2)  # anything more than the stream is wrong too
     runner.stop()
     await task
     end = time.perf_counter()
     cpu = cpu_seconds() - cpu0
+    await check_recorder_run(recorder, expected, directory / "data", nats_url)
     result: dict[str, Any] = {
         "seconds": end - first,
         "cpu_s": cpu,
@@ -207,6 +248,52 @@ async def run_recorder(
         lat = sorted(writer.latencies)
         result["latency_s"] = {"p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)], "max": lat[-1]}
     return result
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in counts.items() if v}
+
+
+def archived_lines(root: Path) -> int:
+    from ssmd_connector.archive import Reader, archive_files  # noqa: PLC0415
+
+    reader = Reader()
+    n = sum(1 for f in archive_files(root) for _ in reader.lines(f)) if root.exists() else 0
+    if reader.problems:
+        raise RunInvalid(f"{reader.problems} unreadable line(s) in the archive")
+    return n
+
+
+async def check_recorder_run(recorder: Recorder, expected: int, data: Path, nats_url: str) -> None:
+    """Raise :class:`RunInvalid` unless the recorder received, archived (and published) exactly
+    the stream, on one connection, with no gap and no error of any kind."""
+    stats = recorder.runner.stats
+    gaps = sum(s.gaps for s in stats.shards.values())
+    problems = []
+    if stats.messages != expected:
+        problems.append(f"{stats.messages} frames received, expected {expected}")
+    if stats.reconnects or gaps or any(stats.errors.values()):
+        problems.append(f"{stats.reconnects} reconnect(s), {gaps} gap(s), errors {_nonzero(stats.errors)}")
+    lines = archived_lines(data)
+    if lines != expected:
+        problems.append(f"{lines} lines archived, expected {expected}")
+    if nats_url:
+        published = await stream_messages(nats_url, "BENCH")
+        if published != expected:
+            problems.append(f"{published} messages in the JetStream stream, expected {expected}")
+    if problems:
+        raise RunInvalid("; ".join(problems))
+
+
+async def stream_messages(nats_url: str, stream: str) -> int:
+    import nats  # noqa: PLC0415
+
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+    finally:
+        await nc.close()
+    return int(info.state.messages)
 
 
 def main() -> None:

@@ -4,14 +4,21 @@ It pre-renders the whole stream once — realistic simulator messages (order-boo
 tickers, lifecycle events from :class:`ssmd_connector.sim.MarketModel`) with correct per-sid
 sequence numbers — as raw WebSocket wire bytes, so serving costs almost nothing and the server is
 never what the benchmark measures. Each connection gets the same stream: it answers the client's
-``subscribe`` with one ``subscribed`` per channel (sids 1..4, as a fresh Kalshi connection would),
-then sends the N frames as fast as the socket accepts, or paced at a fixed rate.
+``subscribe`` commands with one ``subscribed`` per channel (sids 1..4, as a fresh Kalshi
+connection would) and, once all four channels are subscribed — the recorder subscribes the global
+``market_lifecycle_v2`` in a second command — sends the N frames as fast as the socket accepts,
+or paced at a fixed rate.
+
+The stream is written in whole frames only (chunks end at frame boundaries), so a reply sent
+through picows between two writes can never land inside a frame: a benchmark must never corrupt
+the stream it measures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import sys
@@ -72,6 +79,7 @@ class _Listener(WSListener):
         self.can_write = asyncio.Event()
         self.can_write.set()
         self.task: asyncio.Task[None] | None = None
+        self.subscribed: set[str] = set()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -89,7 +97,8 @@ class _Listener(WSListener):
                 for channel in cmd["params"]["channels"]:
                     body = {"id": cmd["id"], "type": "subscribed", "msg": {"channel": channel, "sid": SIDS[channel]}}
                     transport.send(WSMsgType.TEXT, json.dumps(body).encode())
-                if self.task is None:
+                    self.subscribed.add(channel)
+                if self.task is None and self.subscribed >= set(SIDS):  # every reply before the stream
                     self.task = asyncio.get_running_loop().create_task(self.stream())
         elif frame.msg_type == WSMsgType.CLOSE:
             if self.task is not None:
@@ -107,8 +116,12 @@ class _Listener(WSListener):
             chunk = 1 << 20
             while pos < len(wire):
                 await self.can_write.wait()
-                out.write(view[pos : pos + chunk])
-                pos += chunk
+                # End the write at a frame boundary (the last frame ending within the chunk, or
+                # the one frame longer than a chunk), never inside a frame.
+                i = bisect.bisect_right(ends, pos + chunk) - 1
+                end = ends[i] if i >= 0 and ends[i] > pos else ends[bisect.bisect_right(ends, pos)]
+                out.write(view[pos:end])
+                pos = end
             return
         loop = asyncio.get_running_loop()
         start = loop.time()

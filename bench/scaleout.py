@@ -30,6 +30,7 @@ from ssmd_connector.sim.market import MarketModel
 from ssmd_connector.writers.nats import PublishMode
 
 from .__main__ import _cpu, client, firehose
+from .clients import RunInvalid, archived_lines, stream_messages
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
@@ -116,11 +117,16 @@ async def archive_all(url: str, frames: int, directory: Path, since: float | Non
             first = time.perf_counter()
         if seq >= frames:
             break
-        if time.perf_counter() - start > 600:
-            raise SystemExit("archiver did not finish")
+        if time.perf_counter() - start > 600 or task.done():
+            stop.set()
+            raise RunInvalid(f"the archiver reached stream sequence {seq} of {frames} and stopped making progress")
+    elapsed = time.perf_counter() - (since if since is not None else first or start)
     stop.set()
     await task
-    return frames / (time.perf_counter() - (since if since is not None else first or start))
+    lines = archived_lines(directory / "archive")
+    if seq != frames or lines != frames:
+        raise RunInvalid(f"archiver: stream sequence {seq}, {lines} lines archived; expected exactly {frames}")
+    return frames / elapsed
 
 
 async def end_to_end(url: str, nats_url: str, frames: int, directory: Path) -> float:
@@ -186,6 +192,9 @@ async def writer_alone(url: str, frames: int, publish: PublishMode = "fast-batch
     await w.flush()
     elapsed = time.perf_counter() - start
     await w.close()
+    published = await stream_messages(url, stream)
+    if published != len(msgs):
+        raise RunInvalid(f"JetStream writer alone: {published} messages stored, expected {len(msgs)}")
     return (len(msgs) - 1) / elapsed
 
 

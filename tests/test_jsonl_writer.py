@@ -85,7 +85,7 @@ async def test_garbage_complete_last_line_is_quarantined(tmp_path: Path) -> None
 async def test_clean_file_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "2026-11-24" / "kalshi.jsonl"
     path.parent.mkdir(parents=True)
-    path.write_bytes(b'{"a":1}\n')
+    path.write_bytes(b'{"ts":"2026-11-24T10:00:01.000000Z","feed":"kalshi","data":{"a":1e400}}\n')
     w = JsonlWriter(tmp_path)
     await w.write([Message(ns(2026, 11, 24, 10, 0, 2), "kalshi", b"2")])
     await w.close()

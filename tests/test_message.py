@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ssmd_connector.clock import TimestampFormatter, day_of
-from ssmd_connector.message import LineEncoder, Message, decode_frame, is_verbatim_safe
+from ssmd_connector.message import LineEncoder, Message, decode_frame, is_verbatim_json
 
 NS = int(datetime(2026, 11, 24, 10, 30, 0, 123456, tzinfo=UTC).timestamp()) * 1_000_000_000 + 123_456_789
 
@@ -68,7 +68,7 @@ def test_binary_frame_with_json_content_is_still_marked_binary() -> None:
 
 def test_invalid_utf8_in_a_text_frame_is_base64() -> None:
     frame = b'{"a":"\xff"}'
-    assert not is_verbatim_safe(frame)
+    assert not is_verbatim_json(frame)
     out = line(frame)
     assert json.loads(out)["enc"] == "base64"
     assert decode_frame(out) == frame

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
-from ssmd_connector.connectors.build import interpolate_headers
+from ssmd_connector.connectors.headers import interpolate_headers
 from ssmd_connector.connectors.websocket import Liveness, WebSocketConnection, WebSocketConnector
 from ssmd_connector.errors import ConfigError, ConnectionFailed, Disconnected
 from ssmd_connector.message import Message

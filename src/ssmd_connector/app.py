@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from .config import Environment, LoadedConfig
 from .connectors.build import build_connectors
+from .connectors.kalshi.auth import KEY_ID_VAR
+from .incidents import Incidents
 from .ledger import Ledger
 from .metrics import FeedStats, make_registry
 from .runner import Runner
@@ -22,6 +24,16 @@ from .uploader import Uploader
 from .writers.build import build_writers
 
 log = logging.getLogger(__name__)
+
+
+IDENTIFIERS = frozenset({KEY_ID_VAR})
+"""Resolved keys that name a credential rather than hold one (Kalshi's API key id): shown alike
+in logs, ``/ready`` and the ledger, so an operator can tell which key was rejected."""
+
+
+def confidential(secrets: Mapping[str, Secret]) -> list[Secret]:
+    """The secrets the log filter must mask: all but the identifiers."""
+    return [value for name, value in secrets.items() if name not in IDENTIFIERS]
 
 
 def make_uploader(env: Environment, secrets: Mapping[str, Secret]) -> Uploader | None:
@@ -55,12 +67,19 @@ class Recorder:
         env, feed = config.environment, config.feed
         stats = FeedStats(feed.name)
         ledger = Ledger(env.storage.path, feed.name)
+        incidents = Incidents(stats)
+        incidents.record = ledger.record
+
+        def storage_lost(message: str, fields: dict[str, object]) -> None:
+            incidents.happened(f"storage:{fields.get('path')}", "storage", message, fields)
+
         runner = Runner(
             feed.name,
             build_connectors(env, feed, secrets, ledger, stats),
-            build_writers(env),
+            build_writers(env, storage_lost),
             stats=stats,
             flush_interval=env.storage.flush_interval,
+            incidents=incidents,
         )
         return cls(runner, HealthServer(runner, make_registry([stats])), ledger, make_uploader(env, secrets))
 

@@ -1,14 +1,24 @@
 """Reading an archive back: day files and sealed segments, plain or compressed, in time order.
 
-Shared by the ``ssmd`` archive tools (verify, cat, stats, book).
+Shared by the ``ssmd`` archive tools (verify, cat, stats, book) and the demo's summary. Reading
+streams (bounded memory, whatever the file size) and never fails on what it finds: a line that
+is not an archive line (torn by a crash, corrupt), a compressed member that is corrupt or cut
+short — each is skipped and reported, naming the file and the line, to the reader's
+``on_problem`` (by default a warning on stderr). Callers decide what a problem means (the tools
+exit non-zero with ``--strict``; ``ssmd verify`` always does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .writers.segments import decompress_all, time_order
+from .message import parse_line
+from .writers.compression import CorruptMember, codec
+from .writers.segments import time_order
 
 SUFFIXES = {".jsonl": "none", ".jsonl.zst": "zstd", ".jsonl.gz": "gzip"}
 
@@ -40,12 +50,78 @@ def archive_files(path: Path, feed: str | None = None) -> list[Path]:
     out = []
     for day in days:
         for p in sorted(day.iterdir(), key=lambda p: time_order(p.name)):
-            if p.is_file() and compression_of(p) is not None and (feed is None or p.name.startswith(feed)):
+            if p.is_file() and compression_of(p) is not None and (feed is None or _of_feed(p.name, feed)):
                 out.append(p)
     return out
 
 
+def _of_feed(name: str, feed: str) -> bool:
+    """``kalshi.jsonl`` and ``kalshi-1000.jsonl.zst`` are feed ``kalshi``'s; ``kalshi2.jsonl`` is not."""
+    return name.startswith((f"{feed}.jsonl", f"{feed}-"))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something in an archive file that could not be read as an archive line."""
+
+    path: Path
+    line: int
+    """1-based line number (of the decompressed content), 0 for the file as a whole."""
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}" if self.line else f"{self.path}: {self.reason}"
+
+
+def warn(problem: Problem) -> None:
+    print(f"warning: {problem} (skipped)", file=sys.stderr)
+
+
+@dataclass
+class Reader:
+    """Reads archive files; counts and reports what it has to skip."""
+
+    on_problem: Callable[[Problem], None] = warn
+    problems: int = 0
+
+    def report(self, path: Path, line: int, reason: str) -> None:
+        self.problems += 1
+        self.on_problem(Problem(path, line, reason))
+
+    def lines(self, path: Path) -> Iterator[tuple[int, bytes]]:
+        """``(line number, line without its newline)`` for every complete line of one file (all
+        members of a compressed file). A last line without a newline is a torn write: reported,
+        not returned. A corrupt or truncated compressed member ends the file, reported."""
+        number = 0
+        tail = b""
+        try:
+            with path.open("rb") as f:
+                for block in codec(compression_of(path) or "none").stream(f):
+                    pieces = (tail + block).split(b"\n") if tail else block.split(b"\n")
+                    tail = pieces.pop()
+                    for line in pieces:
+                        number += 1
+                        yield number, line
+        except CorruptMember as exc:
+            self.report(path, number + 1, f"{exc}; the rest of the file is not readable")
+            return
+        except OSError as exc:
+            self.report(path, 0, f"cannot read: {exc.strerror or exc}")
+            return
+        if tail:
+            self.report(path, number + 1, f"torn last line ({len(tail)} bytes without a newline)")
+
+    def records(self, path: Path) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """``(line, parsed line)`` for every archive line of one file; anything else is reported."""
+        for number, line in self.lines(path):
+            obj = parse_line(line)
+            if obj is None:
+                self.report(path, number, "not an archive line (corrupt or torn)")
+                continue
+            yield line, obj
+
+
 def read_lines(path: Path) -> Iterator[bytes]:
-    """Every line of one archive file (all members of a compressed file)."""
-    compression = compression_of(path) or "none"
-    yield from decompress_all(path.read_bytes(), compression).splitlines()
+    """Every complete line of one archive file, warning on stderr about what cannot be read."""
+    for _, line in Reader().lines(path):
+        yield line

@@ -74,7 +74,7 @@ def fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import logs  # noqa: PLC0415
-    from .app import Recorder  # noqa: PLC0415
+    from .app import Recorder, confidential  # noqa: PLC0415
     from .config import load  # noqa: PLC0415
     from .keys import resolve_all  # noqa: PLC0415
     from .server import AddressInUse  # noqa: PLC0415
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             secrets = resolve_all([(k.name, k.source) for k in config.environment.keys])
         except KeySourceError as exc:
             raise ConfigError([f"{env_label}: {exc}"]) from None
-        logs.REDACTOR.add(secrets.values())
+        logs.REDACTOR.add(confidential(secrets))
         recorder = Recorder.build(config, secrets)
     except ConfigError as exc:
         return fail("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE)

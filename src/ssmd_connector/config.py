@@ -1,18 +1,27 @@
 """Configuration: ``DIR/environments/NAME.yaml`` and ``DIR/feeds/FEED.yaml``.
 
-Loading collects *every* problem, each as one line naming the file, the field and what was
-expected, so a user fixes a file in one pass. Unknown keys are tolerated (real files carry extra
-blocks for other tools) and reported as warnings.
+Loading collects *every* problem of both files, each as one line naming the file, the field and
+what was expected, so a user fixes the files in one pass — and catches them before anything
+connects: URLs are parsed in full (scheme, host, IPv6 literal, port range), the storage path must
+be a directory (or creatable) that a file can really be written to, names must be safe file
+names in full, header values may not carry control characters, and a key given twice in one
+mapping is an error (YAML would silently keep the last). Unknown keys are tolerated (real files
+carry extra blocks for other tools) and reported as warnings.
 
-A relative ``storage.path`` is resolved against the current working directory of the process.
+A relative ``storage.path`` is resolved against the current working directory of the process;
+``~`` and ``~user`` are expanded.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,20 +33,80 @@ from .writers.segments import parse_rotation
 
 log = logging.getLogger(__name__)
 
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-"""Names that become path components: no separators, no '..', no leading dot or dash."""
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""Names that become path components: no separators, no '..', no leading dot or dash. Matched in
+full (``fullmatch``: ``$`` would also match before a trailing newline)."""
 
 STORAGE_TYPES = ("local",)
 CONNECTORS = ("websocket", "kalshi")
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name (RFC 9110 token)."""
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Characters that may not appear in an HTTP header value (tab is allowed)."""
+
 
 def check_safe_name(value: str) -> str:
-    if not SAFE_NAME.match(value) or ".." in value:
+    if not SAFE_NAME.fullmatch(value) or ".." in value:
         raise ValueError(
             "must be a safe file name: letters, digits, '.', '_' or '-', not starting with '.' "
-            f"or '-', no '..' (got {value!r})"
+            f"or '-', no '..', no control characters (got {value!r})"
         )
     return value
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str:
+    """A URL parsed in full: one of ``schemes``, a host (an IPv6 literal in brackets must be a
+    valid address), a port in 1-65535 if given, no credentials, no whitespace or control
+    characters."""
+    expected = " or ".join(f"{s}://" for s in schemes)
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"expected a {expected} URL without spaces or control characters, got {value!r}")
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", "Port could not be cast…"
+        raise ValueError(f"expected a {expected} URL, got {value!r}: {exc}") from None
+    if url.scheme not in schemes:
+        raise ValueError(f"expected a {expected} URL, got {value!r}")
+    if not url.hostname:
+        raise ValueError(f"expected a {expected} URL with a host, got {value!r}")
+    if url.netloc.startswith("[") or ":" in url.hostname:
+        try:
+            ipaddress.IPv6Address(url.hostname)
+        except ValueError:
+            raise ValueError(f"{value!r}: {url.hostname!r} is not a valid IPv6 address") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"{value!r}: port {port} is out of range (1-65535)")
+    if url.username is not None or url.password is not None:
+        raise ValueError(f"{value!r}: credentials in a URL end up in logs; put them in headers with ${{VAR}}")
+    return value
+
+
+def check_storage_path(path: Path) -> str | None:
+    """Why the recorder could not write under ``path``, or ``None``: it must be a directory, or
+    not exist yet below a directory; either way a file must really be creatable there (proved
+    with a temporary file: permissions alone do not show a read-only filesystem)."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a directory"
+    if not probe.is_dir():
+        return f"{path} cannot be created: {probe} is not a directory"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ssmd-write-test-", dir=probe)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as exc:
+        where = "" if probe == path else f" ({path} does not exist; {probe} is where it would be created)"
+        return f"{path} is not writable{where}: {exc.strerror or exc}"
+    return None
 
 
 class _Model(BaseModel):
@@ -66,6 +135,7 @@ class Upload(_Model):
 class Storage(_Model):
     type: str
     path: Path
+    """Absolute, or relative to the working directory; ``~`` is expanded. Checked to be writable."""
     flush_interval: float = Field(default=1.0, gt=0, le=1.0, description="seconds, at most 1")
     compression: Literal["none", "zstd", "gzip"] = "none"
     """Each flush is one complete zstd frame / gzip member appended to <feed>.jsonl.zst / .gz."""
@@ -84,6 +154,21 @@ class Storage(_Model):
     @property
     def rotation_seconds(self) -> int | None:
         return parse_rotation(self.rotation) if self.rotation else None
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("expected a directory path, got an empty string")
+            if "\x00" in value:
+                raise ValueError(f"a path cannot contain a NUL character (got {value!r})")
+            if value.startswith("~"):
+                expanded = os.path.expanduser(value)
+                if expanded.startswith("~"):
+                    raise ValueError(f"cannot expand {value!r}: no such user, or no home directory")
+                return expanded
+        return value
 
     @field_validator("type")
     @classmethod
@@ -178,8 +263,21 @@ class FeedVersion(_Model):
     @field_validator("endpoint")
     @classmethod
     def _ws_url(cls, value: str) -> str:
-        if not re.match(r"^wss?://[^/\s]+", value):
-            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        return check_url(value, ("ws", "wss"))
+
+    @field_validator("rest_endpoint")
+    @classmethod
+    def _rest_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, ("http", "https"))
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if HEADER_CONTROL.search(text):
+                raise ValueError(f"{name}: a header value cannot contain CR, LF, NUL or other control characters")
         return value
 
 
@@ -216,6 +314,35 @@ class LoadedConfig(BaseModel):
     feed_file: Path
 
 
+class _Duplicate(yaml.constructor.ConstructorError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (the default keeps the last
+    silently: a second ``storage:`` block would replace the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class reports it
+            if first is not None:
+                raise _Duplicate(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given at line {first.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path, label: str) -> Any:
     if not path.is_file():
         raise ConfigError([f"{label}: file not found ({path})"])
@@ -224,10 +351,12 @@ def _read_yaml(path: Path, label: str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{label}: cannot read file: {exc}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        if isinstance(exc, _Duplicate):
+            raise ConfigError([f"{label}: {where}{exc.problem} — a key may appear once in a mapping"]) from None
         raise ConfigError([f"{label}: YAML syntax error at {where}{exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{label}: YAML syntax error: {exc}"]) from None
@@ -285,17 +414,23 @@ def load_environment(config_dir: Path, env_name: str) -> tuple[Environment, Path
     path = config_dir / "environments" / f"{env_name}.yaml"
     label = f"environments/{env_name}.yaml"
     env: Environment = _validate(Environment, _read_yaml(path, label), label)
+    problems = []
     if env.storage.upload is not None and env.storage.rotation is None:
-        raise ConfigError([f"{label}: storage.upload: uploads sealed segments, so storage.rotation must be set"])
+        problems.append(f"{label}: storage.upload: uploads sealed segments, so storage.rotation must be set")
     sub = env.subscription
     if ORDERBOOK_DELTA in sub.channels and not sub.markets and sub.discover is None:
-        raise ConfigError(
-            [f"{label}: subscription: orderbook_delta needs markets (subscription.markets or subscription.discover)"]
+        problems.append(
+            f"{label}: subscription: orderbook_delta needs markets (subscription.markets or subscription.discover)"
         )
     if env.name != env_name:
         log.warning("%s: name %r differs from the file name; using the file's contents", label, env.name)
     if not env.storage.path.is_absolute():
         env = env.model_copy(update={"storage": env.storage.model_copy(update={"path": Path.cwd() / env.storage.path})})
+    unusable = check_storage_path(env.storage.path)
+    if unusable:
+        problems.append(f"{label}: storage.path: {unusable}")
+    if problems:
+        raise ConfigError(problems)
     return env, path
 
 
@@ -318,9 +453,40 @@ def load_feed(config_dir: Path, feed_name: str) -> tuple[Feed, Path]:
 
 
 def load(config_dir: Path, env_name: str) -> LoadedConfig:
-    """Load and validate an environment and the feed it names."""
+    """Load and validate an environment and the feed it names; every problem of both at once."""
     if not config_dir.is_dir():
         raise ConfigError([f"--config-dir: directory not found ({config_dir})"])
-    env, env_path = load_environment(config_dir, env_name)
-    feed, feed_path = load_feed(config_dir, env.feed)
+    problems: list[str] = []
+    env: Environment | None = None
+    try:
+        env, env_path = load_environment(config_dir, env_name)
+        feed_name: str | None = env.feed
+    except ConfigError as exc:
+        problems += exc.problems
+        feed_name = _feed_named_by(config_dir, env_name)
+    feed: Feed | None = None
+    if feed_name is not None:
+        try:
+            feed, feed_path = load_feed(config_dir, feed_name)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems or env is None or feed is None:
+        raise ConfigError(problems)
     return LoadedConfig(environment=env, feed=feed, environment_file=env_path, feed_file=feed_path)
+
+
+def _feed_named_by(config_dir: Path, env_name: str) -> str | None:
+    """The feed an environment file names, even when the file has other problems (so those of
+    the feed file are reported in the same run); ``None`` when it names none usable."""
+    try:
+        check_safe_name(env_name)
+        data = yaml.safe_load((config_dir / "environments" / f"{env_name}.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return None
+    name = data.get("feed") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        return None
+    try:
+        return check_safe_name(name)
+    except ValueError:
+        return None

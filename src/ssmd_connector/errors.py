@@ -47,4 +47,12 @@ class Disconnected(SsmdError):
 
 
 class WriteFailed(SsmdError):
-    """A writer could not persist data; the data is kept and the write retried."""
+    """A writer could not persist data; the data is kept and the write retried.
+
+    ``internal`` marks a failure that is not the storage's (a bug): the runner then also reports
+    an internal error.
+    """
+
+    def __init__(self, message: str, *, internal: bool = False) -> None:
+        super().__init__(message)
+        self.internal = internal

@@ -28,7 +28,12 @@ from typing import Any
 import msgspec
 
 from .clock import NowNs, TimestampFormatter, day_of, wall_clock_ns
+from .message import json_object
 from .writers.jsonl import repair_tail
+
+
+def _is_event(line: bytes) -> bool:
+    return json_object(line) is not None
 
 
 class Ledger:
@@ -90,7 +95,7 @@ class Ledger:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 if path not in self._repaired:
-                    repair_tail(fd, path)
+                    repair_tail(fd, path, _is_event)
                     self._repaired.add(path)
                 data = memoryview(b"".join(lines))
                 while data:

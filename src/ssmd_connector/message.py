@@ -1,27 +1,31 @@
-"""The unit that flows through the pipeline, and the one function that turns it into an archive line.
+"""The unit that flows through the pipeline, and the archive line: how it is built and read back.
 
 Archive line format (one JSON object per line, ``\\n``-terminated)::
 
     {"ts":"2026-11-24T10:30:00.123456Z","feed":"kalshi","data":<the frame, verbatim>}
 
-``data`` is the received frame **byte for byte** whenever the frame is a single valid JSON text
-in UTF-8 without raw line breaks — which is every frame Kalshi sends. Anything else would make the
-line malformed if embedded, so it is stored losslessly and flagged with an ``enc`` member:
+``data`` is the received frame **byte for byte** whenever :func:`is_verbatim_json` accepts it —
+which is every frame Kalshi sends. Anything else would make the line malformed, or unreadable by
+the project's own readers, if embedded, so it is stored losslessly and flagged with ``enc``:
 
-* ``"enc":"text"`` — a text frame that is not valid JSON (or contains a raw CR/LF, e.g.
-  pretty-printed JSON): ``data`` is the frame's text as a JSON string.
+* ``"enc":"text"`` — a text frame that is not verbatim JSON by that rule (not JSON, a raw CR/LF
+  as in pretty-printed JSON, or nested deeper than :data:`MAX_JSON_DEPTH`): ``data`` is the
+  frame's text as a JSON string.
 * ``"enc":"base64"`` — a binary frame, or a text frame that is not valid UTF-8: ``data`` is the
   standard base64 of the frame's bytes.
 
 Lines without ``enc`` are the verbatim case, so a reader recovers the exact original bytes in all
-three cases.
+three cases. The rule is one function, used by the writer, the start-up repair and every reader
+(:func:`parse_line`), so a line written as valid is always read as valid.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
@@ -29,6 +33,77 @@ from .clock import TimestampFormatter
 
 _raw_decoder = msgspec.json.Decoder(msgspec.Raw)
 _encode = msgspec.json.encode
+
+MAX_JSON_DEPTH = 256
+"""The deepest nesting of arrays and objects a frame may have to be embedded verbatim.
+
+Kalshi's frames are four levels deep. JSON decoders (msgspec's included) recurse once per level
+and fail at the interpreter's recursion limit, which depends on how deep the caller's stack
+already is: a ~2 KB frame nested 1,000 deep crashed the recorder before this bound existed.
+Checking the depth first, without recursion, keeps every decoder in the project far below that
+limit, so whether a frame is verbatim never depends on the stack. Deeper frames are stored with
+``"enc":"text"``."""
+
+MAX_FRAME_BYTES = 64 << 20
+"""The largest message (after reassembly of fragments) a connection accepts. A larger one closes
+the connection with close code 1009 and a reason naming the size; the connection is then
+re-opened as after any disconnect (the ledger and ``ssmd_errors_total{kind="disconnect"}`` show
+it). Kalshi's largest messages, order-book snapshots of deep books, are well under a megabyte."""
+
+_BRACKETS = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|([\[{])|([\]}])', re.S)
+
+
+def within_depth(frame: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``frame``, read as JSON, nests at most ``limit`` levels.
+
+    Never recurses. Cheap for nearly every frame: valid JSON ``d`` levels deep takes at least
+    ``2d`` bytes, and cannot be deeper than it has opening brackets; only a frame with more than
+    ``limit`` of those is scanned, skipping brackets inside strings.
+    """
+    if len(frame) <= 2 * limit:
+        return True  # (a malformed frame this short is rejected by the decoder at this depth)
+    if frame.count(b"[") + frame.count(b"{") <= limit:
+        return True
+    depth = 0
+    for m in _BRACKETS.finditer(frame):
+        if m.lastindex == 1:
+            depth += 1
+            if depth > limit:
+                return False
+        elif m.lastindex == 2:
+            depth -= 1
+    return True
+
+
+def is_verbatim_json(frame: bytes) -> bool:
+    """The rule: may ``frame`` be embedded as-is? One JSON text (RFC 8259, as msgspec validates
+    it), at most :data:`MAX_JSON_DEPTH` deep, UTF-8, without a raw CR or LF. Never raises."""
+    if frame.find(10) >= 0 or frame.find(13) >= 0 or not within_depth(frame):
+        return False
+    try:
+        _raw_decoder.decode(frame)
+    except Exception:  # DecodeError; nothing else is expected within the depth bound
+        return False
+    return _utf8(frame)
+
+
+def is_line_safe_json(frame: bytes) -> bool:
+    """The rest of the rule for a frame a connector already decoded as JSON after checking
+    :func:`within_depth` (the Kalshi connector does): UTF-8 and free of raw CR/LF?"""
+    if frame.find(10) >= 0 or frame.find(13) >= 0:
+        return False
+    return _utf8(frame)
+
+
+def _utf8(frame: bytes) -> bool:
+    if frame.isascii():
+        return True
+    # msgspec does not validate UTF-8 inside strings it skips; check it ourselves.
+    try:
+        frame.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class Message(msgspec.Struct, frozen=True, gc=False):
@@ -41,37 +116,15 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     binary: bool = False
     """True for a WebSocket binary frame."""
     json_valid: bool = False
-    """The connector already parsed the frame as one JSON text (the Kalshi connector does, for
-    sequence tracking), so the writer need only check line safety: UTF-8, no raw CR/LF."""
+    """The connector already checked :func:`within_depth` and parsed the frame as one JSON text
+    (the Kalshi connector does, for sequence tracking), so the writer need only check the rest of
+    the rule (:func:`is_line_safe_json`): UTF-8, no raw CR/LF."""
     kind: str = ""
     """The message type when the connector knows it (Kalshi's ``type``), for segment manifests."""
 
     @property
     def received_at(self) -> datetime:
         return datetime.fromtimestamp(self.received_ns / 1e9, UTC)
-
-
-def is_verbatim_safe(frame: bytes) -> bool:
-    """True when ``frame`` can be embedded as-is: one valid JSON text, UTF-8, no raw CR/LF."""
-    try:
-        _raw_decoder.decode(frame)
-    except msgspec.DecodeError:
-        return False
-    return is_line_safe_json(frame)
-
-
-def is_line_safe_json(frame: bytes) -> bool:
-    """For a frame already known to be valid JSON syntax: also UTF-8 and free of raw CR/LF?"""
-    if frame.find(10) >= 0 or frame.find(13) >= 0:
-        return False
-    if frame.isascii():
-        return True
-    # msgspec does not validate UTF-8 inside strings it skips; check it ourselves.
-    try:
-        frame.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class LineEncoder:
@@ -97,7 +150,7 @@ class LineEncoder:
 
     @staticmethod
     def _line(head: bytes, frame: bytes, binary: bool, json_valid: bool) -> bytes:
-        if not binary and (is_line_safe_json(frame) if json_valid else is_verbatim_safe(frame)):
+        if not binary and (is_line_safe_json(frame) if json_valid else is_verbatim_json(frame)):
             return head + b',"data":' + frame + b"}\n"
         if not binary:
             try:
@@ -183,17 +236,54 @@ class ArchivedLines:
         return b"\n".join([m.frame for m in batch[start:end]]) + b"\n", end
 
 
+_line_decoder = msgspec.json.Decoder(float_hook=float)
+_ENCODINGS = (None, "text", "base64")
+
+
+def json_object(data: bytes, depth: int = MAX_JSON_DEPTH + 1) -> dict[str, Any] | None:
+    """``data`` decoded when it is one JSON object, else ``None``; never raises — for every
+    reader of files the project writes (archive lines, ledger events, manifests)."""
+    if not within_depth(data, depth):
+        return None
+    try:
+        obj = _line_decoder.decode(data)
+    except Exception:  # msgspec's DecodeError
+        return None
+    return obj if type(obj) is dict else None
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """An archive line as a dict (``ts``, ``feed``, ``data``, maybe ``enc``), or ``None`` when
+    the bytes are not one (torn, corrupt, foreign). Never raises.
+
+    Accepts every line :class:`LineEncoder` builds: the depth bound is the writer's plus the
+    line's own level, and numbers beyond the range of a float — valid JSON, which sets no range —
+    decode as ``±inf`` / ``0.0`` instead of failing.
+    """
+    obj = json_object(line)
+    if obj is None or type(obj.get("ts")) is not str or "data" not in obj or obj.get("enc") not in _ENCODINGS:
+        return None
+    return obj
+
+
 def decode_frame(line: bytes | str) -> bytes:
-    """Recover the original frame bytes from an archive line (inverse of :meth:`LineEncoder.encode`)."""
-    obj = msgspec.json.decode(line)
+    """Recover the original frame bytes from an archive line (inverse of :meth:`LineEncoder.encode`).
+
+    Raises ``ValueError`` when ``line`` is not an archive line."""
+    raw = line.encode() if isinstance(line, str) else line
+    obj = parse_line(raw)
+    if obj is None:
+        raise ValueError("not an archive line")
+    return frame_of(raw, obj)
+
+
+def frame_of(line: bytes, obj: dict[str, Any]) -> bytes:
+    """The original frame of ``line``, already parsed into ``obj`` by :func:`parse_line`."""
     enc = obj.get("enc")
     if enc is None:
         # The verbatim frame is the text between '"data":' and the final '}'.
-        raw = line.encode() if isinstance(line, str) else line
-        start = raw.index(b',"data":') + len(b',"data":')
-        return raw[start : raw.rstrip(b"\n").rindex(b"}")]
+        start = line.index(b',"data":') + len(b',"data":')
+        return line[start : line.rstrip(b"\n").rindex(b"}")]
     if enc == "text":
         return str(obj["data"]).encode("utf-8")
-    if enc == "base64":
-        return base64.b64decode(obj["data"])
-    raise ValueError(f"unknown enc {enc!r}")
+    return base64.b64decode(obj["data"])

@@ -15,7 +15,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-ERROR_KINDS = ("connect", "auth", "disconnect", "write")
+ERROR_KINDS = ("connect", "auth", "disconnect", "write", "storage", "internal")
+"""``ssmd_errors_total`` kinds. Each counts incidents (see :mod:`ssmd_connector.incidents`): a
+connection that cannot be opened, however many attempts fail; a write outage, however many
+retries; a disconnect; an archive file found deleted; an internal error (a bug)."""
 
 
 AGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -69,6 +72,8 @@ class FeedStats:
     queue_depth: int = 0
     backlog_bytes: int = 0
     """Bytes the writers hold that are not in storage yet (grows while a writer fails)."""
+    write_retries: int = 0
+    """Writer calls retried while writes fail (one write outage is one error, many retries)."""
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
     connections: dict[str, bool] = field(default_factory=dict)
     """Connector label → connected; a feed is connected when every one of its connections is."""
@@ -93,7 +98,12 @@ class StatsCollector(Collector):
         written = CounterMetricFamily("ssmd_bytes_written", "Bytes handed to storage by the writers", labels=labels)
         reconnects = CounterMetricFamily("ssmd_reconnects", "Reconnection attempts", labels=labels)
         errors = CounterMetricFamily(
-            "ssmd_errors", "Errors by kind (connect, auth, disconnect, write)", labels=["feed", "kind"]
+            "ssmd_errors",
+            "Incidents by kind (connect, auth, disconnect, write, storage, internal): an outage counts once",
+            labels=["feed", "kind"],
+        )
+        retries = CounterMetricFamily(
+            "ssmd_write_retries", "Writer calls retried while writes were failing", labels=labels
         )
         connected = GaugeMetricFamily("ssmd_connected", "1 when every connection of the feed is open", labels=labels)
         last = GaugeMetricFamily(
@@ -112,12 +122,13 @@ class StatsCollector(Collector):
             messages.add_metric([s.feed], s.messages)
             written.add_metric([s.feed], s.bytes_written)
             reconnects.add_metric([s.feed], s.reconnects)
+            retries.add_metric([s.feed], s.write_retries)
             for kind, n in sorted(s.errors.items()):
                 errors.add_metric([s.feed, kind], n)
             connected.add_metric([s.feed], 1.0 if s.connected else 0.0)
             last.add_metric([s.feed], s.last_message_ns / 1e9)
             depth.add_metric([s.feed], s.queue_depth)
-        yield from (messages, written, reconnects, errors, connected, last, depth, backlog)
+        yield from (messages, written, reconnects, errors, retries, connected, last, depth, backlog)
         yield from self._shards()
 
     def _shards(self) -> Iterator[Metric]:

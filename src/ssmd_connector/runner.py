@@ -5,6 +5,13 @@ stopped); one task drains the queue into the writers and flushes them at least e
 ``flush_interval`` seconds. Stopping closes every connection gracefully first (so frames already
 on the wire arrive), then drains the queue, then flushes and closes the writers: nothing that was
 received is lost.
+
+Nothing fails silently. Every failure is an incident (:mod:`ssmd_connector.incidents`): a
+connection that cannot be opened, a write outage, and an unexpected exception anywhere — in a
+connector, in the market discovery, in a writer, in the drain loop itself. An unexpected
+exception is logged with its traceback, counted as ``internal``, turns ``/health`` to 503, and
+the component is restarted with backoff; the frames it held are kept (a writer that raised
+something other than ``WriteFailed`` is given the same frames again: at least once, never lost).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from .backoff import Backoff
 from .clock import NowNs, wall_clock_ns
 from .errors import AuthenticationFailed, ConnectionFailed, Disconnected, WriteFailed
+from .incidents import Incidents
 from .interfaces import Connector, Writer
 from .message import Message
 from .metrics import FeedStats
@@ -60,12 +68,14 @@ class Runner:
         backoff: Backoff | None = None,
         now_ns: NowNs = wall_clock_ns,
         stop_timeout: float = 10.0,
+        incidents: Incidents | None = None,
     ) -> None:
         self.feed = feed
         self._setup = connectors if callable(connectors) else None
         self.connectors: list[Connector] = [] if callable(connectors) else list(connectors)
         self.writers = list(writers)
         self.stats = stats or FeedStats(feed)
+        self.incidents = incidents or Incidents(self.stats)
         self.queue = FrameQueue(queue_capacity, self.stats)
         self.intake = Intake(feed, self.queue, self.stats, now_ns)
         self.flush_interval = flush_interval
@@ -82,6 +92,11 @@ class Runner:
         """The latest write failure while writes are failing (for /ready), else None."""
         self.backlog_full = False
         """A failing writer reached its backlog bound: the queue is not drained (reading pauses)."""
+        self._unwritten: dict[int, list[Message]] = {}
+        """Frames a writer's ``write`` raised on with something other than ``WriteFailed`` (so it
+        may not have kept them): given to it again before anything newer."""
+        self._carry: list[Message] = []
+        """The batch the drain loop is handing over, so a restarted loop hands it over again."""
 
     # -- health ---------------------------------------------------------------------------
     def not_ready_reasons(self) -> list[str]:
@@ -92,7 +107,13 @@ class Runner:
             )
         if self.backlog_full:
             reasons.append("write backlog full: reading paused until the failing writer recovers")
+        # Incidents not already said above (connections and write outages are).
+        reasons += [i.message for i in self.incidents.active() if i.key != "write" and not i.key.startswith("connect:")]
         return reasons
+
+    def health_problems(self) -> list[str]:
+        """Internal errors (bugs) that are going on or just happened: ``/health`` answers 503."""
+        return [i.message for i in self.incidents.internal()]
 
     # -- lifecycle ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -103,22 +124,31 @@ class Runner:
             self.states[c.label] = ConnectionState()
             self.stats.connections[c.label] = False
 
+    def _backoff(self) -> Backoff:
+        tpl = self._backoff_template
+        return Backoff(tpl.initial, tpl.maximum, tpl.factor, tpl.healthy_after)
+
     async def _prepare(self, setup: ConnectorSetup) -> list[Connector]:
         """Run the connector setup (e.g. market discovery), retrying with backoff until it works."""
-        tpl = self._backoff_template
-        backoff = Backoff(tpl.initial, tpl.maximum, tpl.factor, tpl.healthy_after)
+        backoff = self._backoff()
         state = self.states[SETUP]
+        incidents = self.incidents
         while not self._stopping.is_set():
             try:
                 connectors = list(await setup())
             except AuthenticationFailed as exc:
-                self.stats.error("auth")
                 state.reason = f"setup failed: {exc}"
+                incidents.begin("connect:setup", "auth", f"{SETUP}: {state.reason}")
             except ConnectionFailed as exc:
-                self.stats.error("connect")
                 state.reason = f"setup failed: {exc}"
+                incidents.begin("connect:setup", "connect", f"{SETUP}: {state.reason}")
+            except Exception as exc:
+                state.reason = f"setup failed on an internal error: {exc!r}"
+                incidents.begin("internal:setup", "internal", f"connector setup: {exc!r}", exc=exc)
             else:
                 del self.states[SETUP]
+                incidents.end("connect:setup")
+                incidents.end("internal:setup")
                 return connectors
             delay = backoff.next_delay()
             state.reason += f"; retrying in {delay:.1f}s"
@@ -129,7 +159,7 @@ class Runner:
 
     async def run(self) -> None:
         """Run until :meth:`stop`; then shut down without losing received frames."""
-        self.drain_task = asyncio.create_task(self._drain(), name="ssmd-drain")
+        self.drain_task = asyncio.create_task(self._drain_supervised(), name="ssmd-drain")
         supervisors: list[asyncio.Task[None]] = []
         stop_wait = asyncio.create_task(self._stopping.wait())
         try:
@@ -172,10 +202,10 @@ class Runner:
             log.warning("%s: error while closing: %s", connector.label, exc)
 
     async def _supervise(self, connector: Connector) -> None:
-        tpl = self._backoff_template
-        backoff = Backoff(tpl.initial, tpl.maximum, tpl.factor, tpl.healthy_after)
-        state = self.states[connector.label]
-        stats = self.stats
+        backoff = self._backoff()
+        label = connector.label
+        state = self.states[label]
+        stats, incidents = self.stats, self.incidents
         first = True
         while not self._stopping.is_set():
             if not first:
@@ -188,14 +218,17 @@ class Runner:
                 await task
                 return  # stopped on request
             except AuthenticationFailed as exc:
-                stats.error("auth")
                 state.reason = f"authentication failed: {exc}"
+                incidents.begin(f"connect:{label}", "auth", f"{label}: {state.reason}")
             except ConnectionFailed as exc:
-                stats.error("connect")
                 state.reason = f"connection failed: {exc}"
+                incidents.begin(f"connect:{label}", "connect", f"{label}: {state.reason}")
             except Disconnected as exc:
                 stats.error("disconnect")
                 state.reason = f"disconnected: {exc}"
+            except Exception as exc:  # a bug: loud, counted, and the connection is made again
+                state.reason = f"failed on an internal error: {exc!r}"
+                incidents.begin(f"internal:{label}", "internal", f"connection {label}: {exc!r}", exc=exc)
             finally:
                 watcher.cancel()
                 state.connected = False
@@ -218,14 +251,39 @@ class Runner:
                 state.since = time.monotonic()
                 if up:
                     state.reason = "connected"
+                    self.incidents.end(f"connect:{connector.label}")
+                    self.incidents.end(f"internal:{connector.label}")
                 self.stats.connections[connector.label] = up
             await asyncio.sleep(0.1)
+
+    async def _drain_supervised(self) -> None:
+        """The drain loop, restarted with backoff if it fails on an unexpected exception (a bug).
+        The batch it was handing over is handed over again. Once stopping, it gives up after a
+        few attempts rather than hang the shutdown, and says what it could not write."""
+        backoff = Backoff(initial=0.1, maximum=5.0)
+        failures_while_stopping = 0
+        while True:
+            try:
+                await self._drain()
+                self.incidents.end("internal:drain")
+                return
+            except Exception as exc:
+                self.incidents.begin("internal:drain", "internal", f"the writer task: {exc!r}", exc=exc)
+                if self.queue.closed:
+                    failures_while_stopping += 1
+                    if failures_while_stopping > 5:
+                        left = len(self.queue) + len(self._carry)
+                        raise WriteFailed(
+                            f"the writer task keeps failing ({exc!r}); {left} received frame(s) not written"
+                        ) from exc
+                await asyncio.sleep(backoff.next_delay())
 
     async def _drain(self) -> None:
         """The one consumer of the queue: writes batches, flushes on time, retries failed writes.
 
         A writer that fails keeps the data it was given (``WriteFailed`` contract) and is retried;
-        meanwhile the queue fills and reading pauses, so nothing is dropped.
+        meanwhile the queue fills and reading pauses, so nothing is dropped. A write outage is one
+        incident however many retries it takes (those are counted in ``write_retries``).
         """
         queue, stats = self.queue, self.stats
         next_flush = time.monotonic() + self.flush_interval
@@ -236,35 +294,37 @@ class Runner:
             timeout = 0.5 if failing else max(0.0, next_flush - now)
             # A failing writer holding its bound stops taking more: the queue fills and reading
             # pauses (at shutdown everything queued is handed over regardless, for the last retries).
-            self.backlog_full = failing and not queue.closed and any(w.backlog_full for w in self.writers)
-            if self.backlog_full:
+            self.backlog_full = failing and not queue.closed and self._writers_full()
+            if self._carry:
+                batch = self._carry  # handed over again after a restart of this loop
+            elif self.backlog_full:
                 await asyncio.sleep(timeout)
                 batch = []
             else:
-                batch = await queue.get_batch(BATCH, timeout=timeout)
+                batch = self._carry = await queue.get_batch(BATCH, timeout=timeout)
             finished = queue.closed and not queue
             errors: list[WriteFailed] = []
             if batch:
-                errors += await self._each_writer("write", batch)
+                errors += await self._write(batch)
+            self._carry = []
             if finished or failing or time.monotonic() >= next_flush:
-                errors += await self._each_writer("close" if finished else "flush")
+                errors += await self._flush(close=finished)
                 next_flush = time.monotonic() + self.flush_interval
             stats.bytes_written = sum(w.bytes_written for w in self.writers)
             stats.backlog_bytes = sum(w.backlog_bytes for w in self.writers)
             if errors:
-                stats.error("write", len(errors))
-                if not failing:
-                    log.error("%s (will retry; reading pauses when the queue fills)", errors[0])
+                if failing:
+                    stats.write_retries += 1
+                self._writes_failing(errors)
                 failing = True
-                self.write_error = str(errors[0])
                 if finished:
                     await self._final_retry(errors[0])
                     return
                 continue
             if failing:
-                log.info("writes recovered")
+                self._writes_recovered()
                 failing = False
-                self.write_error = None
+            self.incidents.end("internal:drain")  # (a restarted loop that works again)
             if finished:
                 return
             if len(batch) < BATCH and not queue.closed:
@@ -272,27 +332,66 @@ class Runner:
                 # costs at most COALESCE of latency against a flush interval of up to a second.
                 await asyncio.sleep(COALESCE)
 
-    async def _each_writer(self, op: str, batch: Sequence[Message] = ()) -> list[WriteFailed]:
+    def _writers_full(self) -> bool:
+        unwritten = sum(len(b) for b in self._unwritten.values())
+        return unwritten >= self.queue.capacity or any(w.backlog_full for w in self.writers)
+
+    def _writes_failing(self, errors: list[WriteFailed]) -> None:
+        self.write_error = str(errors[0])
+        internal = [e for e in errors if e.internal]
+        if internal:
+            cause = internal[0].__cause__
+            self.incidents.begin("internal:writer", "internal", str(internal[0]), exc=cause)
+        if len(internal) < len(errors):
+            storage = next(e for e in errors if not e.internal)
+            message = f"writes failing (data kept, retrying; reading pauses when the queue fills): {storage}"
+            self.incidents.begin("write", "write", message)
+
+    def _writes_recovered(self) -> None:
+        self.write_error = None
+        self.incidents.end("write", "writes recovered")
+        self.incidents.end("internal:writer", "writes recovered")
+
+    async def _write(self, batch: list[Message]) -> list[WriteFailed]:
         errors = []
-        for w in self.writers:
+        for i, w in enumerate(self.writers):
+            msgs = self._unwritten.pop(i, []) + batch if i in self._unwritten else batch
+            if not msgs:
+                continue
             try:
-                if op == "write":
-                    await w.write(batch)
-                elif op == "flush":
-                    await w.flush()
-                else:
-                    await w.close()
+                await w.write(msgs)
             except WriteFailed as exc:
                 errors.append(exc)
+            except Exception as exc:  # the writer broke its contract: it may not have kept them
+                self._unwritten[i] = list(msgs)
+                errors.append(_internal(w, "write", exc))
+        return errors
+
+    async def _flush(self, *, close: bool) -> list[WriteFailed]:
+        errors = await self._write([]) if self._unwritten else []
+        for w in self.writers:
+            try:
+                await (w.close() if close else w.flush())
+            except WriteFailed as exc:
+                errors.append(exc)
+            except Exception as exc:
+                errors.append(_internal(w, "close" if close else "flush", exc))
         return errors
 
     async def _final_retry(self, first: WriteFailed) -> None:
         """At shutdown: retry closing (flushing) for ~5 s, then fail loudly rather than pretend."""
         for _ in range(10):
             await asyncio.sleep(0.5)
-            errors = await self._each_writer("close")
+            errors = await self._flush(close=True)
             self.stats.bytes_written = sum(w.bytes_written for w in self.writers)
             if not errors:
+                self._writes_recovered()
                 return
-            self.stats.error("write", len(errors))
+            self.stats.write_retries += 1
         raise first
+
+
+def _internal(writer: Writer, op: str, exc: Exception) -> WriteFailed:
+    failed = WriteFailed(f"internal error in {type(writer).__name__}.{op}: {exc!r}", internal=True)
+    failed.__cause__ = exc
+    return failed

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from ..config import Environment, Feed
-from ..errors import ConfigError
 from ..interfaces import Connector
 from ..ledger import Ledger
 from ..metrics import FeedStats
 from ..runner import ConnectorSetup
 from ..secrets import Secret
+from .headers import interpolate_headers
 from .websocket import WebSocketConnector
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def interpolate_headers(headers: Mapping[str, str], secrets: Mapping[str, Secret], label: str) -> dict[str, str]:
-    """Replace ``${VAR}`` in header values by resolved secrets (named, never shown, in errors)."""
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-
-        def sub(match: re.Match[str], name: str = name) -> str:
-            key = match.group(1)
-            if key not in secrets:
-                raise ConfigError([f"{label}: headers.{name}: ${{{key}}} is not among the environment's keys"])
-            return secrets[key].reveal()
-
-        out[name] = _VAR.sub(sub, value)
-    return out
 
 
 def build_connectors(
@@ -42,8 +24,16 @@ def build_connectors(
         from .kalshi.connector import KalshiFeed  # noqa: PLC0415 - only Kalshi feeds need it
 
         return KalshiFeed(env, feed, secrets, ledger, stats).connectors
-    headers = interpolate_headers(version.headers, secrets, f"feeds/{feed.name}.yaml")
-    connectors: list[Connector] = [WebSocketConnector(version.endpoint, label=feed.name, headers=headers)]
+    label = f"feeds/{feed.name}.yaml"
+    headers = interpolate_headers(version.headers, secrets, label)
+    hint = (
+        f"check the credentials in the handshake headers ({', '.join(headers)}) in {label} and the environment's keys"
+        if headers
+        else f"the endpoint wants credentials: add them as handshake headers in {label}"
+    )
+    connectors: list[Connector] = [
+        WebSocketConnector(version.endpoint, label=feed.name, headers=headers, credentials_hint=hint)
+    ]
 
     async def ready() -> list[Connector]:
         return connectors

@@ -36,7 +36,7 @@ from picows import (
 
 from ..errors import AuthenticationFailed, ConnectionFailed, Disconnected
 from ..interfaces import FrameSink
-from ..message import Message
+from ..message import MAX_FRAME_BYTES, Message
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,14 @@ a third of the memory of the 32 MB reads OS autotuning allows here. It also caps
 class _Listener(WSListener):
     """Collects the messages of each socket read and hands them on when the read is done."""
 
-    def __init__(self, on_read: OnRead, sink: FrameSink, receive_buffer: int = 0) -> None:
+    def __init__(
+        self, on_read: OnRead, sink: FrameSink, receive_buffer: int = 0, max_message: int = MAX_FRAME_BYTES
+    ) -> None:
         self._on_read = on_read
         self._sink = sink
         self._receive_buffer = receive_buffer
+        self._max_message = max_message
+        self._fragments_size = 0
         self._stamp = sink.stamp
         self._read_ns = 0
         self._payloads: list[bytes] = []
@@ -87,6 +91,7 @@ class _Listener(WSListener):
         self.last_read = time.monotonic()
         self.closing_by_us = False
         self.stale_reason: str | None = None
+        """Why we dropped the connection ourselves (silence, an oversized message), for the log."""
         self.writes_paused_since: float | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -126,8 +131,21 @@ class _Listener(WSListener):
             else:
                 self._fragment_binary = kind == _BINARY
                 self._fragments = [frame.get_payload_as_bytes()]
+                self._fragments_size = len(self._fragments[0])
         elif kind == _CONT:
-            self._fragments.append(frame.get_payload_as_bytes())
+            payload = frame.get_payload_as_bytes()
+            self._fragments_size += len(payload)
+            if self._fragments_size > self._max_message:
+                # picows bounds each frame; a message in many fragments is bounded here.
+                self._fragments = []
+                self.stale_reason = (
+                    f"a fragmented message grew past the {self._max_message:,}-byte limit (MAX_FRAME_BYTES): "
+                    "not stored; closed with 1009 (message too big)"
+                )
+                transport.send_close(WSCloseCode.MESSAGE_TOO_BIG, b"message too big")
+                transport.disconnect()
+                return
+            self._fragments.append(payload)
             if frame.fin:
                 data = b"".join(self._fragments)
                 self._fragments = []
@@ -169,10 +187,12 @@ class WebSocketConnection:
         headers: Mapping[str, str] | None = None,
         liveness: Liveness = Liveness(),
         handshake_timeout: float = 10.0,
-        max_frame_size: int = 64 * 1024 * 1024,
+        max_frame_size: int = MAX_FRAME_BYTES,
         receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
+        credentials_hint: str = "check the credentials",
     ) -> None:
         self.url = url
+        self._credentials_hint = credentials_hint
         self._receive_buffer = receive_buffer
         self._headers = dict(headers or {})
         self._liveness = liveness
@@ -190,7 +210,7 @@ class WebSocketConnection:
         """Connect; each socket read's messages go to ``on_read``, stamped by ``sink``'s clock."""
         try:
             transport, listener = await ws_connect(
-                lambda: _Listener(on_read, sink, self._receive_buffer),
+                lambda: _Listener(on_read, sink, self._receive_buffer, self._max_frame_size),
                 self.url,
                 websocket_handshake_timeout=self._handshake_timeout,
                 enable_auto_ping=False,
@@ -205,11 +225,10 @@ class WebSocketConnection:
             code = int(status) if status is not None else 0
             if code in (401, 403):
                 raise AuthenticationFailed(
-                    f"{self.url}: the server rejected the handshake with HTTP {code}"
-                    " (check the API key id, the private key and the environment)"
+                    f"{self.url}: the server rejected the handshake with HTTP {code} ({self._credentials_hint})"
                 ) from None
             raise ConnectionFailed(f"{self.url}: unexpected HTTP status {code} on WebSocket upgrade") from None
-        except (OSError, TimeoutError, WSError) as exc:
+        except (OSError, TimeoutError, WSError, ValueError) as exc:  # ValueError: e.g. a bad port or host
             raise ConnectionFailed(f"cannot connect to {self.url}: {_describe(exc)}") from None
         assert isinstance(listener, _Listener)
         self._transport = transport
@@ -251,8 +270,12 @@ class WebSocketConnection:
         transport, listener = self._transport, self._listener
         try:
             await transport.wait_disconnected()
-        except Exception as exc:  # picows re-raises callback errors here
-            return f"closed after an error: {_describe(exc)}"
+        except WSError as exc:  # the peer broke the protocol (an oversized frame, a bad opcode…)
+            return f"closed on a protocol error: {_describe(exc)}" + (
+                f" (the limit is {self._max_frame_size:,} bytes: MAX_FRAME_BYTES)" if "size" in str(exc) else ""
+            )
+        # Anything else was raised by our own callback — a bug: picows closed the connection and
+        # re-raises it here, for the runner to report as an internal error (traceback, /health).
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()
@@ -290,7 +313,7 @@ class WebSocketConnection:
         except TimeoutError:
             log.warning("%s: no close reply within %.1fs; dropping the connection", self.url, timeout)
             transport.disconnect(graceful=False)
-        except Exception:  # noqa: S110 - the error was already reported by wait_closed
+        except Exception:  # noqa: S110 - reported by wait_closed, which the connector awaits
             pass
 
     def abort(self) -> None:
@@ -317,9 +340,12 @@ class WebSocketConnector:
         headers: Mapping[str, str] | None = None,
         liveness: Liveness = Liveness(),
         receive_buffer: int = DEFAULT_RECEIVE_BUFFER,
+        credentials_hint: str = "check the credentials",
     ) -> None:
         self._label = label
-        self._conn = WebSocketConnection(url, headers=headers, liveness=liveness, receive_buffer=receive_buffer)
+        self._conn = WebSocketConnection(
+            url, headers=headers, liveness=liveness, receive_buffer=receive_buffer, credentials_hint=credentials_hint
+        )
         self._stopping = False
 
     @property

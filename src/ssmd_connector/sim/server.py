@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..connectors.kalshi import protocol as P
 from ..connectors.kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
+from ..message import within_depth
 from .faults import Fault
 from .market import MarketModel
 
@@ -178,7 +179,7 @@ class SimConnection:
         if time.monotonic() < self.deaf_until:
             return  # fault: commands go unanswered
         try:
-            body = _decode(raw)
+            body = _decode(raw) if within_depth(raw.encode()) else None
         except msgspec.DecodeError:
             self.error(P.ErrorCode.UNABLE_TO_PROCESS, None)
             return

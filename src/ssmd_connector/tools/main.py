@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("path", type=Path, metavar="PATH")
     book.add_argument("--ticker", required=True)
     book.add_argument("--at", metavar="TS", help="the book as of this time (default: the end)")
+    for cmd in (sub.choices["cat"], sub.choices["stats"], book):
+        cmd.add_argument(
+            "--strict",
+            action="store_true",
+            help="exit 1 when lines had to be skipped (torn, corrupt); they are always reported on stderr",
+        )
     return parser
 
 
@@ -109,12 +115,15 @@ def _archive_command(args: argparse.Namespace) -> int:
         if args.command == "verify":
             return verify(args.path)
         if args.command == "book":
-            return book(args.path, args.ticker, normalize_ts(args.at))
-        flt = Filter(normalize_ts(args.start), normalize_ts(args.end), args.kind, args.ticker)
+            at = normalize_ts(args.at)
+        else:
+            flt = Filter(normalize_ts(args.start), normalize_ts(args.end), args.kind, args.ticker)
     except ValueError as exc:
         print(f"ssmd {args.command}: {exc}", file=sys.stderr)
         return 2
-    return cat(args.path, flt, args.data) if args.command == "cat" else stats(args.path, flt)
+    if args.command == "book":
+        return book(args.path, args.ticker, at, args.strict)
+    return cat(args.path, flt, args.data, args.strict) if args.command == "cat" else stats(args.path, flt, args.strict)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,11 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from ..archive import archive_files, read_lines
+from ..archive import Reader, archive_files
 from ..clock import TimestampFormatter
-from ..message import decode_frame
+from ..message import frame_of, json_object
 
 
 def normalize_ts(text: str | None) -> str | None:
@@ -48,31 +46,44 @@ class Filter:
         return True
 
 
-def records(path: Path, flt: Filter, feed: str | None = None) -> Iterator[tuple[bytes, dict[str, Any]]]:
+def records(
+    path: Path, flt: Filter, reader: Reader | None = None, feed: str | None = None
+) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """Archive lines under ``path`` that pass ``flt``, in time order; unreadable lines are
+    skipped and reported by ``reader``."""
+    reader = reader or Reader()
     for file in archive_files(path, feed):
-        for line in read_lines(file):
-            obj = msgspec.json.decode(line)
-            if isinstance(obj, dict) and flt.matches(obj):
+        for line, obj in reader.records(file):
+            if flt.matches(obj):
                 yield line, obj
 
 
-def cat(path: Path, flt: Filter, data_only: bool) -> int:
+def outcome(reader: Reader, strict: bool) -> int:
+    """Exit status: 0, or 1 with ``--strict`` when lines had to be skipped."""
+    if reader.problems:
+        print(f"{reader.problems} unreadable line(s) skipped", file=sys.stderr)
+    return 1 if strict and reader.problems else 0
+
+
+def cat(path: Path, flt: Filter, data_only: bool, strict: bool = False) -> int:
     out = sys.stdout.buffer
+    reader = Reader()
     try:
-        for line, _ in records(path, flt):
-            out.write((decode_frame(line) if data_only else line) + b"\n")
+        for line, obj in records(path, flt, reader):
+            out.write((frame_of(line, obj) if data_only else line) + b"\n")
     except BrokenPipeError:  # e.g. | head
         return 0
-    return 0
+    return outcome(reader, strict)
 
 
-def stats(path: Path, flt: Filter) -> int:
+def stats(path: Path, flt: Filter, strict: bool = False) -> int:
     by_type: Counter[str] = Counter()
     by_ticker: Counter[str] = Counter()
     per_minute: Counter[str] = Counter()
     total = 0
     first = last = ""
-    for _, obj in records(path, flt):
+    reader = Reader()
+    for _, obj in records(path, flt, reader):
         total += 1
         ts = obj["ts"]
         first = first or ts
@@ -96,22 +107,24 @@ def stats(path: Path, flt: Filter) -> int:
             f"per minute: {len(rates)} minutes, min {min(rates):,}, median {statistics.median(rates):,.0f}, "
             f"max {max(rates):,}"
         )
-    gaps = list(_gaps(path, flt))
+    gaps = list(_gaps(path, flt, reader))
     print(f"gaps: {len(gaps)}")
     for gap in gaps:
         print(
             f"  {gap['ts']} {gap.get('shard')} sid {gap.get('sid')} ({gap.get('channel')}): "
             f"expected {gap.get('expected')}, got {gap.get('got')}"
         )
-    return 0
+    return outcome(reader, strict)
 
 
-def _gaps(path: Path, flt: Filter) -> Iterator[dict[str, Any]]:
+def _gaps(path: Path, flt: Filter, reader: Reader) -> Iterator[dict[str, Any]]:
     ledgers = [path] if path.is_file() else sorted(path.glob("*.events.jsonl")) + sorted(path.glob("*/*.events.jsonl"))
     for ledger in ledgers:
         if not ledger.name.endswith(".events.jsonl"):
             continue
-        for line in ledger.read_bytes().splitlines():
-            ev = msgspec.json.decode(line)
-            if ev.get("event") == "gap" and Filter(flt.start, flt.end).matches(ev):
+        for number, line in reader.lines(ledger):
+            ev = json_object(line)
+            if ev is None:
+                reader.report(ledger, number, "not a ledger event (corrupt or torn)")
+            elif ev.get("event") == "gap" and isinstance(ev.get("ts"), str) and Filter(flt.start, flt.end).matches(ev):
                 yield ev

@@ -1,25 +1,37 @@
 """``ssmd verify PATH``: check every sealed segment against its manifest.
 
-For each ``<feed>.manifest.json``: the file exists, its size and SHA-256 match, every line parses
-as an archive line, and the line count, first/last ``ts`` and counts by type match. Segment files
-the manifest does not list are problems too. Lists the day's recorded gaps. Exit 1 on any problem.
+For each ``<feed>.manifest.json``, each listed segment is read completely — every compressed
+frame decompressed to its end, so a frame cut short is caught (``zstandard``'s stream reader and
+DuckDB would silently read less) — and must match its entry: size, SHA-256, every line an archive
+line, line count, first/last ``ts``, counts by type. Also problems: segment files the manifest
+does not list, an ``.open`` segment older than its interval plus the sealing grace (a crashed
+run's leftovers: the next recorder start seals them), and duplicated lines: byte-identical lines
+(same receive time to the microsecond, same frame) carrying a sequence number, within a segment
+and its numbered parts — a sequenced frame is unique, so it was stored twice. (Identical lines
+without a sequence number are listed but not problems: the exchange does repeat, say, a ticker
+update within one socket read.) Lists the day's recorded gaps. Exit 1 on any problem.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import itertools
+import re
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgspec
+from ..archive import Problem, Reader, compression_of
+from ..message import json_object, parse_line
+from ..writers.jsonl import SEAL_GRACE_NS
+from ..writers.segments import time_order, ts_ns
 
-from ..archive import compression_of, read_lines
+_OPEN = re.compile(r"^\.(?P<feed>.+)-(?P<hhmm>\d{4})(?:\.\d+)?\.jsonl(?:\.zst|\.gz)?\.open$")
 
 
-def verify(path: Path) -> int:
+def verify(path: Path, now_ns: int | None = None) -> int:
     if not path.exists():
         print(f"ssmd verify: {path}: no such file or directory", file=sys.stderr)
         return 2
@@ -27,66 +39,164 @@ def verify(path: Path) -> int:
     if not manifests:
         print(f"ssmd verify: {path}: no manifest found (is storage.rotation set?)", file=sys.stderr)
         return 1
+    now = time.time_ns() if now_ns is None else now_ns
     problems = 0
     for mpath in manifests:
-        manifest = json.loads(mpath.read_text())
-        feed = manifest.get("feed", mpath.name.removesuffix(".manifest.json"))
-        listed = set()
-        for entry in manifest.get("segments", []):
-            listed.add(entry["name"])
-            issues = _check(mpath.parent / entry["name"], entry)
-            status = "ok" if not issues else "FAILED: " + "; ".join(issues)
-            print(f"{mpath.parent.name}/{entry['name']}: {entry['lines']} lines, {entry['bytes']} bytes: {status}")
-            problems += bool(issues)
-        for p in sorted(mpath.parent.iterdir()):
-            if p.name.startswith(f"{feed}-") and compression_of(p) is not None and p.name not in listed:
-                print(f"{mpath.parent.name}/{p.name}: FAILED: not in the manifest")
-                problems += 1
-            if p.name.startswith(f".{feed}-") and p.name.endswith(".open"):
-                print(f"{mpath.parent.name}/{p.name}: open (being written, or left by a crash: sealed at next start)")
-        for gap in manifest.get("gaps", []):
-            print(
-                f"{mpath.parent.name}: gap at {gap['ts']} on {gap['shard']} sid {gap['sid']} ({gap['channel']}): "
-                f"expected seq {gap['expected']}, got {gap['got']}"
-            )
-        if manifest.get("disconnects"):
-            print(f"{mpath.parent.name}: {manifest['disconnects']} unplanned disconnect(s) (see {feed}.events.jsonl)")
+        problems += _verify_day(mpath, now)
     print(f"{problems} problem(s)")
     return 1 if problems else 0
 
 
+def _verify_day(mpath: Path, now: int) -> int:
+    day = mpath.parent
+    manifest = json_object(mpath.read_bytes()) if mpath.is_file() else None
+    if manifest is None or not isinstance(manifest.get("segments"), list):
+        print(f"{day.name}/{mpath.name}: FAILED: not a manifest (corrupt JSON or no segment list)")
+        return 1
+    feed = str(manifest.get("feed") or mpath.name.removesuffix(".manifest.json"))
+    problems = 0
+    listed = set()
+    groups: dict[str, list[Path]] = {}
+    for entry in manifest["segments"]:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or "/" in name:
+            print(f"{day.name}/{mpath.name}: FAILED: a segment entry without a proper name: {entry!r}")
+            problems += 1
+            continue
+        listed.add(name)
+        issues = _check(day / name, entry)
+        status = "ok" if not issues else "FAILED: " + "; ".join(issues)
+        print(f"{day.name}/{name}: {entry.get('lines')} lines, {entry.get('bytes')} bytes: {status}")
+        problems += bool(issues)
+        if (day / name).is_file():
+            groups.setdefault(time_order(name)[1], []).append(day / name)
+    for p in sorted(day.iterdir()):
+        if p.name.startswith(f"{feed}-") and compression_of(p) is not None and p.name not in listed:
+            print(f"{day.name}/{p.name}: FAILED: not in the manifest")
+            problems += 1
+        m = _OPEN.match(p.name)
+        if m and m["feed"] == feed:
+            problems += _check_open(p, m["hhmm"], _rotation_ns(manifest), now)
+    for files in groups.values():
+        problems += _duplicates(sorted(files, key=lambda p: time_order(p.name)))
+    for gap in manifest.get("gaps") or []:
+        if isinstance(gap, dict):
+            print(
+                f"{day.name}: gap at {gap.get('ts')} on {gap.get('shard')} sid {gap.get('sid')} "
+                f"({gap.get('channel')}): expected seq {gap.get('expected')}, got {gap.get('got')}"
+            )
+    if manifest.get("disconnects"):
+        print(f"{day.name}: {manifest['disconnects']} unplanned disconnect(s) (see {feed}.events.jsonl)")
+    return problems
+
+
 def _check(path: Path, entry: dict[str, Any]) -> list[str]:
-    if not path.exists():
+    if not path.is_file():
         return ["file missing"]
     issues = []
-    raw = path.read_bytes()
-    if len(raw) != entry["bytes"]:
-        issues.append(f"size {len(raw)} != {entry['bytes']}")
-    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    if size != entry.get("bytes"):
+        issues.append(f"size {size} != {entry.get('bytes')}")
+    if digest.hexdigest() != entry.get("sha256"):
         issues.append("SHA-256 mismatch")
+    unreadable: list[Problem] = []
+    reader = Reader(on_problem=unreadable.append)
     lines = 0
     first = last = None
     types: Counter[str] = Counter()
-    try:
-        for line in read_lines(path):
-            obj = msgspec.json.decode(line)
-            if not isinstance(obj, dict) or "ts" not in obj or "data" not in obj:
-                issues.append(f"line {lines + 1} is not an archive line")
-                break
-            lines += 1
-            first = first or obj["ts"]
-            last = obj["ts"]
-            data = obj["data"]
-            if isinstance(data, dict) and isinstance(data.get("type"), str) and "enc" not in obj:
-                types[data["type"]] += 1
-    except msgspec.DecodeError as exc:
-        issues.append(f"line {lines + 1} does not parse: {exc}")
-    except Exception as exc:  # a corrupt compressed stream raises library-specific errors
-        issues.append(f"cannot read: {exc}")
-    if lines != entry["lines"]:
-        issues.append(f"{lines} lines, manifest says {entry['lines']}")
-    if (first, last) != (entry["first_ts"], entry["last_ts"]):
+    for _, obj in reader.records(path):
+        lines += 1
+        first = first or obj["ts"]
+        last = obj["ts"]
+        data = obj["data"]
+        if isinstance(data, dict) and isinstance(data.get("type"), str) and "enc" not in obj:
+            types[data["type"]] += 1
+    issues += [f"line {p.line}: {p.reason}" if p.line else p.reason for p in unreadable[:3]]
+    if len(unreadable) > 3:
+        issues.append(f"and {len(unreadable) - 3} more unreadable line(s)")
+    if lines != entry.get("lines"):
+        issues.append(f"{lines} lines, manifest says {entry.get('lines')}")
+    if (first, last) != (entry.get("first_ts"), entry.get("last_ts")):
         issues.append("first/last ts differ from the manifest")
     if entry.get("types") and dict(types) != entry["types"]:  # (generic feeds record no types)
         issues.append("counts by type differ from the manifest")
     return issues
+
+
+def _rotation_ns(manifest: dict[str, Any]) -> int:
+    """The segment length: recorded in the manifest; for manifests written before it was, the
+    smallest step between segment start times, else a day (which flags only earlier days)."""
+    seconds = manifest.get("rotation_seconds")
+    if isinstance(seconds, int) and seconds > 0:
+        return seconds * 1_000_000_000
+    starts = sorted(
+        {int(h[:2]) * 60 + int(h[2:]) for h in (time_order(str(s.get("name")))[1] for s in manifest["segments"]) if h}
+    )
+    steps = [b - a for a, b in itertools.pairwise(starts)]
+    return (min(steps) * 60 if steps else 86_400) * 1_000_000_000
+
+
+def _check_open(path: Path, hhmm: str, rotation_ns: int, now: int) -> int:
+    day = path.parent.name
+    try:
+        start = ts_ns(f"{day}T{hhmm[:2]}:{hhmm[2:]}:00")
+    except ValueError:
+        start = 0
+    where = f"{day}/{path.name}"
+    if now < start + rotation_ns + SEAL_GRACE_NS:
+        print(f"{where}: open (being written: its interval has not ended)")
+        return 0
+    print(
+        f"{where}: FAILED: left open past its interval and the sealing grace (a run that crashed; "
+        "the next recorder start repairs and seals it)"
+    )
+    return 1
+
+
+def _duplicates(files: list[Path]) -> int:
+    """Byte-identical lines within one time slot's segment and its parts (two passes: hashes,
+    then the candidate lines themselves, so a hash collision is never reported)."""
+    seen: set[int] = set()
+    candidates: set[int] = set()
+    for path in files:
+        for _, line in Reader(on_problem=lambda p: None).lines(path):
+            h = hash(line)
+            if h in seen:
+                candidates.add(h)
+            seen.add(h)
+    if not candidates:
+        return 0
+    seen_lines: dict[bytes, tuple[Path, int]] = {}
+    duplicates = repeats = 0
+    example = ""
+    for path in files:
+        for number, line in Reader(on_problem=lambda p: None).lines(path):
+            if hash(line) not in candidates:
+                continue
+            if line not in seen_lines:
+                seen_lines[line] = (path, number)
+                continue
+            obj = parse_line(line)
+            data = obj.get("data") if obj is not None else None
+            if not (isinstance(data, dict) and type(data.get("seq")) is int):
+                repeats += 1  # no sequence number: the exchange may repeat such a message
+                continue
+            duplicates += 1
+            if not example:
+                first_path, first_number = seen_lines[line]
+                example = f"{path.name}:{number} repeats {first_path.name}:{first_number}"
+    where = f"{files[0].parent.name}/{files[0].name}"
+    if repeats:
+        print(
+            f"{where}: {repeats} repeated line(s) without a sequence number (e.g. a ticker update the exchange "
+            "sent twice in one read): not counted as problems"
+        )
+    if not duplicates:
+        return 0
+    print(f"{where}: FAILED: {duplicates} duplicated line(s) of sequenced data, e.g. {example}")
+    return 1

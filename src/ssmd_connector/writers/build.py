@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ..config import Environment
 from ..interfaces import Writer
-from .jsonl import JsonlWriter
+from .jsonl import JsonlWriter, StorageLost
 
 
-def build_writers(env: Environment) -> list[Writer]:
+def build_writers(env: Environment, on_storage_lost: StorageLost | None = None) -> list[Writer]:
     """The local archive, plus a JetStream publisher when the environment has a ``nats`` block."""
     storage = env.storage
     if storage.type != "local":
@@ -18,6 +18,7 @@ def build_writers(env: Environment) -> list[Writer]:
             compression=storage.compression,
             level=storage.compression_level,
             rotation=storage.rotation_seconds,
+            on_storage_lost=on_storage_lost,
         )
     ]
     if env.nats is not None:

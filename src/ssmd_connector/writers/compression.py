@@ -12,8 +12,9 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import zstandard
 
@@ -29,6 +30,14 @@ class _Decompressor(Protocol):
     def unused_data(self) -> bytes: ...
 
     def decompress(self, data: bytes) -> bytes: ...
+
+
+class CorruptMember(ValueError):
+    """A compressed member is corrupt or cut short; ``offset`` is where that member starts."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(f"compressed data at byte {offset}: {reason}")
+        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,37 @@ class Codec:
         if self.name == "zstd":
             return zstandard.ZstdDecompressor().decompressobj()
         return zlib.decompressobj(wbits=31)
+
+    def stream(self, f: BinaryIO, chunk: int = _SCAN_CHUNK) -> Iterator[bytes]:
+        """The decompressed content of every member of ``f``, in order, in bounded memory.
+
+        Raises :class:`CorruptMember` at a corrupt member and at a last member cut short:
+        ``zstandard``'s stream reader returns a truncated last frame's data silently (as if the
+        file ended there), which would let a damaged segment pass for a complete one.
+        """
+        if self.name == "none":
+            yield from iter(lambda: f.read(chunk), b"")
+            return
+        dec = self._decompressor()
+        member_start = pos = 0
+        fed = False  # the current decompressor has seen input
+        while data := f.read(chunk):
+            pos += len(data)
+            while data:
+                try:
+                    out = dec.decompress(data)
+                except (zstandard.ZstdError, zlib.error) as exc:
+                    raise CorruptMember(member_start, str(exc)) from None
+                fed = True
+                if out:
+                    yield out
+                if not dec.eof:
+                    break
+                data = dec.unused_data
+                member_start = pos - len(data)
+                dec, fed = self._decompressor(), False
+        if fed:
+            raise CorruptMember(member_start, "the last member is cut short (the file is truncated)")
 
     def complete_prefix(self, fd: int, size: int) -> int:
         """Length of the longest prefix of the file made of complete members whose content ends

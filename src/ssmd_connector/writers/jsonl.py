@@ -5,9 +5,18 @@ in a worker thread (file I/O can stall for milliseconds and must not stall the s
 The date directory comes from each message's receive timestamp, so a file never holds two days.
 
 Crash safety: lines are appended whole, so after a crash the only possible damage is a torn last
-line. The first time this process opens a file it checks the tail; a torn or unparsable last
-line is moved to ``<feed>.jsonl.torn-<unix ns>`` (kept, never deleted) and cut off, so every line
-of the archive parses.
+line. The first time this process opens a file it checks the tail — and, once per feed, the tail
+of that feed's newest file whatever its date (a crash just before midnight tears yesterday's
+file); a torn last line, or one the readers could not parse (:func:`~ssmd_connector.message.parse_line`,
+the same rule the writer follows), is moved to ``<feed>.jsonl.torn-<unix ns>`` (kept, never
+deleted) and cut off, so every line of the archive parses.
+
+Storage that disappears: before each flush, every open file is checked to still be the file at
+its path (same inode, not unlinked). When the directory was deleted or the file replaced, the
+writer says so (log, ``ssmd_errors_total{kind="storage"}``, ``/ready``, the coverage ledger —
+with how many lines went into the file that is gone), recreates the directories, opens a new file
+and writes what it still holds there. Lines already flushed into the deleted file are lost with
+it; nothing buffered is.
 """
 
 from __future__ import annotations
@@ -16,16 +25,15 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
-
-from ..clock import NowNs, day_bounds, day_of, wall_clock_ns
+from ..clock import NowNs, TimestampFormatter, day_bounds, day_of, wall_clock_ns
 from ..errors import WriteFailed
-from ..message import ArchivedLines, LineEncoder, Message
+from ..message import ArchivedLines, LineEncoder, Message, parse_line
 from .compression import Codec, codec
 from .segments import Segment, reconcile, scan_lines, seal
 
@@ -51,12 +59,31 @@ class _Chunk:
     path: Path
     parts: list[bytes]
     segment: Segment | None = None
+    lines: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    """What the chunk adds to its segment's manifest entry, applied once it is on disk."""
     blob: bytes | None = None
     """The compressed member for ``parts`` (compressed files), made once, kept for retries."""
     done: int = 0
     """How many of ``parts`` are fully written."""
     offset: int = 0
     """Bytes of ``parts[done]`` already written."""
+
+
+@dataclass
+class _OpenFile:
+    fd: int
+    ino: tuple[int, int]
+    """(st_dev, st_ino): the file this path named when it was opened."""
+    opened_ns: int
+    lines: int = 0
+    """Lines this process wrote into it."""
+
+
+StorageLost = Callable[[str, dict[str, object]], None]
+"""Told when an open archive file vanished: (message, ledger fields)."""
 
 
 class JsonlWriter:
@@ -73,6 +100,7 @@ class JsonlWriter:
         now_ns: NowNs = wall_clock_ns,
         durable: bool = False,
         encoder: LineEncoder | ArchivedLines | None = None,
+        on_storage_lost: StorageLost | None = None,
     ) -> None:
         self.root = root
         self._codec = codec(compression, level)
@@ -99,9 +127,14 @@ class JsonlWriter:
         self._day_start = 0
         self._day_end = -1
         self._pending: list[_Chunk] = []
-        self._fds: dict[Path, int] = {}
+        self._chunk = _Chunk(Path(), [])
+        """Accounting for the lines buffered in ``_parts`` (the chunk being built)."""
+        self._files: dict[Path, _OpenFile] = {}
         self._bytes_written = 0
-        self._lines_written = 0
+        self._repaired_feeds: set[str] = set()
+        self._on_storage_lost = on_storage_lost
+        self._lost: list[tuple[str, dict[str, object]]] = []
+        """Storage incidents found in the worker thread, reported on the event loop."""
 
     @property
     def bytes_written(self) -> int:
@@ -149,12 +182,12 @@ class JsonlWriter:
             data, i = self._encode_batch(batch, i, self._day_start, self._day_end, self._feed)
             self._parts.append(data)
             self._size += len(data)
-            seg = self._segment
-            if seg is not None:  # what the manifest will say
-                seg.lines += i - begin
-                seg.first_ns = seg.first_ns or batch[begin].received_ns
-                seg.last_ns = batch[i - 1].received_ns
-                seg.types.update(m.kind for m in batch[begin:i] if m.kind)
+            chunk = self._chunk
+            chunk.lines += i - begin
+            if self._segment is not None:  # what the manifest will say, once it is on disk
+                chunk.first_ns = chunk.first_ns or batch[begin].received_ns
+                chunk.last_ns = batch[i - 1].received_ns
+                chunk.types.update(m.kind for m in batch[begin:i] if m.kind)
         if self._size >= self._flush_bytes:
             await self.flush()
 
@@ -174,7 +207,10 @@ class JsonlWriter:
 
     def _close_current(self) -> None:
         if self._parts and self._path is not None:
-            self._pending.append(_Chunk(self._path, self._parts, self._segment))
+            chunk = self._chunk
+            chunk.path, chunk.parts, chunk.segment = self._path, self._parts, self._segment
+            self._pending.append(chunk)
+            self._chunk = _Chunk(Path(), [])
         self._parts = []
 
     async def flush(self) -> None:
@@ -191,50 +227,106 @@ class JsonlWriter:
         self._pending = []
         try:
             await asyncio.to_thread(self._write_chunks, chunks)
-        except OSError as exc:
+        except Exception as exc:
             # Keep whatever was not written, in order, ahead of anything buffered since.
             self._pending = [c for c in chunks if c.done < len(c.parts)] + self._pending
             self._size = sum(len(p) for c in self._pending for p in c.parts)
-            raise WriteFailed(f"cannot write archive file {chunks[0].path}: {exc.strerror or exc}") from exc
+            where = chunks[0].path if chunks else self.root
+            if isinstance(exc, OSError):
+                raise WriteFailed(f"cannot write archive file {where}: {exc.strerror or exc}") from exc
+            # Not an I/O error: a bug. Still keep the data and let the runner retry, loudly.
+            raise WriteFailed(f"internal error writing {where}: {exc!r}", internal=True) from exc
+        finally:
+            self._report_lost()
+
+    def _report_lost(self) -> None:
+        lost, self._lost = self._lost, []
+        for message, fields in lost:
+            if self._on_storage_lost is not None:
+                self._on_storage_lost(message, fields)
+            else:
+                log.error("%s", message)
 
     def _write_chunks(self, chunks: list[_Chunk]) -> None:
         """Runs in a worker thread. Records progress so a failure can resume exactly."""
         if self._rotation_ns and not self._recovered:
             self._recover_open_segments()
             self._recovered = True
+        self._check_open_files(chunks)
         for chunk in chunks:
+            if chunk.done == len(chunk.parts):
+                continue
             fd = self._fd_for(chunk.path)
             if self._codec.name != "none":
                 if chunk.blob is None:
                     chunk.blob = self._codec.compress(b"".join(chunk.parts))
                 self._write_all(fd, chunk, chunk.blob)
                 chunk.done = len(chunk.parts)
-                continue
-            parts = chunk.parts
-            while chunk.done < len(parts):
-                self._write_all(fd, chunk, parts[chunk.done])
-                chunk.done += 1
-                chunk.offset = 0
-        for path, fd in self._fds.items():
+            else:
+                parts = chunk.parts
+                while chunk.done < len(parts):
+                    self._write_all(fd, chunk, parts[chunk.done])
+                    chunk.done += 1
+                    chunk.offset = 0
+            self._files[chunk.path].lines += chunk.lines
+            seg = chunk.segment
+            if seg is not None:  # the manifest describes what is on disk
+                seg.lines += chunk.lines
+                seg.first_ns = seg.first_ns or chunk.first_ns
+                seg.last_ns = chunk.last_ns or seg.last_ns
+                seg.types.update(chunk.types)
+        for path, f in self._files.items():
             if self._durable:
-                os.fsync(fd)
-            self.sizes[path] = os.fstat(fd).st_size
+                os.fsync(f.fd)
+            self.sizes[path] = os.fstat(f.fd).st_size
         if self._durable:  # the caller seals after checkpointing (seal_ready)
             self._sealable += self._to_seal
             self._to_seal.clear()
         self._seal(self._to_seal)
         # Files of past days (or other feeds) will not be appended to again: close them.
         current = self._path
-        for path in [p for p in self._fds if p != current]:
+        for path in [p for p in self._files if p != current]:
             self._close_fd(path)
+
+    def _check_open_files(self, chunks: list[_Chunk]) -> None:
+        """Is every open file still the file at its path? If not (the directory was deleted, the
+        file removed, moved or replaced), forget it, so the next write recreates it, and report
+        what was written into the file that is gone. Two ``stat`` calls per open file."""
+        for path, f in list(self._files.items()):
+            try:
+                st = os.stat(path)
+                same = (st.st_dev, st.st_ino) == f.ino and os.fstat(f.fd).st_nlink > 0
+            except FileNotFoundError:
+                same = False
+            except OSError:
+                continue  # (unreadable now: the write itself will fail and be retried, loudly)
+            if same:
+                continue
+            size = self.sizes.pop(path, 0)
+            del self._files[path]
+            os.close(f.fd)
+            segments = [c.segment for c in chunks] + self._to_seal + [self._segment]
+            for seg in {id(s): s for s in segments if s is not None and s.open_path == path}.values():
+                seg.forget_contents()
+            since = TimestampFormatter().format(f.opened_ns).decode()
+            self._lost.append(
+                (
+                    f"{path}: the archive file is gone (its directory deleted, or the file removed, moved or "
+                    f"replaced) while open: the {f.lines} line(s), {size} bytes, written to it since {since} "
+                    "are not in the archive at that path (lost if it was deleted); recreated it and went on "
+                    "writing there",
+                    {"path": str(path), "lines": f.lines, "bytes": size, "since": since},
+                )
+            )
 
     def _seal(self, segments: list[Segment]) -> None:
         while segments:  # segments whose data is all written: seal them, oldest first
             seg = segments[0]
-            fd = self._fds.pop(seg.open_path, None)
+            f = self._files.pop(seg.open_path, None)
+            fd = f.fd if f is not None else None
             if fd is None and seg.open_path.exists():  # closed meanwhile (durable mode seals later)
                 fd = os.open(seg.open_path, os.O_RDWR)
-            if fd is not None:  # (a segment that never got data has no file)
+            if fd is not None:  # (a segment that never got data, or whose file is gone, has none)
                 self.sizes.pop(seg.open_path, None)
                 self.sealed.append(seal(seg, fd, self._feed or seg.stem.rsplit("-", 1)[0]))
             segments.pop(0)
@@ -273,10 +365,7 @@ class JsonlWriter:
                 continue
             fd = os.open(open_path, os.O_RDWR)
             try:
-                if self._codec.name == "none":
-                    repair_tail(fd, open_path)
-                else:
-                    repair_compressed(fd, open_path, self._codec)
+                repair(fd, open_path, self._codec)
                 size = os.fstat(fd).st_size
                 lines, first, last, types = scan_lines(fd, self._codec, size)
                 seg = Segment(open_path.parent, name[: -len(suffix)], suffix, 0, 0, lines, first, last, types)
@@ -301,27 +390,44 @@ class JsonlWriter:
             self._bytes_written += n
 
     def _fd_for(self, path: Path) -> int:
-        fd = self._fds.get(path)
-        if fd is None:
+        f = self._files.get(path)
+        if f is None:
+            if self._feed not in self._repaired_feeds:
+                self._repair_newest(path)
+                self._repaired_feeds.add(self._feed)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
-                if self._codec.name == "none":
-                    repair_tail(fd, path)
-                else:
-                    repair_compressed(fd, path, self._codec)
+                repair(fd, path, self._codec)
+                st = os.fstat(fd)
             except BaseException:
                 os.close(fd)
                 raise
-            self._fds[path] = fd
-        return fd
+            f = self._files[path] = _OpenFile(fd, (st.st_dev, st.st_ino), self._now())
+        return f.fd
+
+    def _repair_newest(self, opening: Path) -> None:
+        """Repair the tail of this feed's newest day file, whatever its date: a crash shortly
+        before midnight tears yesterday's file, which today's run never opens. (Sealed segments
+        need no repair: they are fsynced before they get their name.)"""
+        feed = self._feed
+        for suffix, comp in ((".jsonl", "none"), (".jsonl.zst", "zstd"), (".jsonl.gz", "gzip")):
+            days = sorted((p.parent for p in self.root.glob(f"????-??-??/{feed}{suffix}")), reverse=True)
+            newest = days[0] / f"{feed}{suffix}" if days else None
+            if newest is None or newest == opening:
+                continue
+            fd = os.open(newest, os.O_RDWR)
+            try:
+                repair(fd, newest, codec(comp))
+            finally:
+                os.close(fd)
 
     def _close_fd(self, path: Path) -> None:
-        fd = self._fds.pop(path)
+        f = self._files.pop(path)
         try:
-            os.fsync(fd)
+            os.fsync(f.fd)
         finally:
-            os.close(fd)
+            os.close(f.fd)
 
     async def close(self) -> None:
         if self._segment is not None:
@@ -333,21 +439,33 @@ class JsonlWriter:
         await asyncio.to_thread(self._close_all)
 
     def _close_all(self) -> None:
-        for path in list(self._fds):
+        for path in list(self._files):
             self._close_fd(path)
 
 
-def repair_tail(fd: int, path: Path) -> int:
-    """Cut a torn or unparsable last line off an archive file, keeping it in a side file.
+def _is_archive_line(line: bytes) -> bool:
+    return parse_line(line) is not None
 
-    Returns the number of bytes moved aside (0 when the file was clean).
+
+def repair(fd: int, path: Path, file_codec: Codec) -> int:
+    """Cut a torn tail off an archive file (plain or compressed), keeping it in a side file."""
+    if file_codec.name == "none":
+        return repair_tail(fd, path)
+    return repair_compressed(fd, path, file_codec)
+
+
+def repair_tail(fd: int, path: Path, valid: Callable[[bytes], bool] = _is_archive_line) -> int:
+    """Cut a torn or unparsable last line off a JSON-lines file, keeping it in a side file.
+
+    A last line is kept when it ends with a newline and ``valid`` accepts it — for archive files,
+    the readers' own rule. Returns the number of bytes moved aside (0 when the file was clean).
     """
     size = os.fstat(fd).st_size
     cut = size
     while cut > 0:
         start = _last_line_start(fd, cut)
         line = os.pread(fd, cut - start, start)
-        if line.endswith(b"\n") and _parses(line):
+        if line.endswith(b"\n") and valid(line):
             break
         cut = start
     if cut == size:
@@ -385,11 +503,3 @@ def _last_line_start(fd: int, end: int) -> int:
             return lo + nl + 1
         pos = lo
     return 0
-
-
-def _parses(line: bytes) -> bool:
-    try:
-        msgspec.json.decode(line)
-    except msgspec.DecodeError:
-        return False
-    return True

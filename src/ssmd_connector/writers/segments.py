@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from ..clock import TimestampFormatter
+from ..message import json_object, parse_line
 from .compression import Codec
 
 _ROTATION = re.compile(r"^(\d+)([mh])$")
@@ -65,6 +64,12 @@ class Segment:
     @property
     def name(self) -> str:
         return self.stem + self.suffix
+
+    def forget_contents(self) -> None:
+        """Its open file is gone (deleted under us): describe only what is written from now on."""
+        self.lines = self.first_ns = self.last_ns = self.size = 0
+        self.types = Counter()
+        self.sha256 = hashlib.sha256()
 
     @property
     def open_path(self) -> Path:
@@ -138,10 +143,9 @@ def ledger_summary(directory: Path, feed: str) -> dict[str, Any]:
     except FileNotFoundError:
         return {"gaps": gaps, "disconnects": disconnects}
     for line in text.splitlines():
-        try:
-            ev = msgspec.json.decode(line)
-        except msgspec.DecodeError:
-            continue
+        ev = json_object(line)
+        if ev is None:
+            continue  # (a torn line: the ledger repairs it when it next writes that file)
         if ev.get("event") == "gap":
             gaps.append({k: ev.get(k) for k in ("ts", "shard", "sid", "channel", "expected", "got", "missing")})
         elif ev.get("event") == "disconnect" and not ev.get("requested"):
@@ -189,6 +193,8 @@ def seal(segment: Segment, fd: int, feed: str) -> Path:
     manifest = read_manifest(mpath) or {"date": segment.directory.name, "feed": feed, "segments": []}
     manifest["segments"] = [s for s in manifest["segments"] if s["name"] != final.name] + [entry]
     manifest["segments"].sort(key=lambda s: time_order(s["name"]))
+    if segment.end_ns > segment.start_ns:  # (a recovered segment does not know its interval)
+        manifest["rotation_seconds"] = (segment.end_ns - segment.start_ns) // 1_000_000_000
     manifest.update(ledger_summary(segment.directory, feed))
     atomic_write(mpath, json.dumps(manifest, indent=1).encode() + b"\n")
     return final
@@ -203,7 +209,10 @@ def _next_part(segment: Segment) -> Path:
 
 
 def scan_lines(path_or_fd: Path | int, codec: Codec, size: int | None = None) -> tuple[int, int, int, Counter[str]]:
-    """Lines, first and last receive ns, and types of an archive file (decompressing as needed)."""
+    """Lines, first and last receive ns, and types of an archive file (decompressing as needed).
+
+    Used on files just repaired (or sealed by this code), whose every line parses; a line that
+    does not is not counted, and ``ssmd verify`` reports it."""
     if isinstance(path_or_fd, int):
         raw = os.pread(path_or_fd, size or os.fstat(path_or_fd).st_size, 0)
     else:
@@ -213,8 +222,13 @@ def scan_lines(path_or_fd: Path | int, codec: Codec, size: int | None = None) ->
     first = last = 0
     types: Counter[str] = Counter()
     for line in text.splitlines():
-        obj = msgspec.json.decode(line)
-        ns = ts_ns(obj["ts"])
+        obj = parse_line(line)
+        if obj is None:
+            continue
+        try:
+            ns = ts_ns(obj["ts"])
+        except ValueError:
+            continue
         first = first or ns
         last = ns
         lines += 1

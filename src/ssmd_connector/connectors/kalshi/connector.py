@@ -25,9 +25,10 @@ from ...config import Environment, Feed
 from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
 from ...interfaces import Connector, FrameSink
 from ...ledger import Ledger
-from ...message import Message
+from ...message import Message, within_depth
 from ...metrics import FeedStats, ShardStats
 from ...secrets import Secret
+from ..headers import check_header_secret
 from ..websocket import DEFAULT_RECEIVE_BUFFER, Liveness, WebSocketConnection
 from .auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
 from .protocol import (
@@ -128,6 +129,7 @@ class KalshiShard:
             headers=headers,
             liveness=Liveness.stale_after(settings.stale_after),
             receive_buffer=settings.receive_buffer,
+            credentials_hint=f"check the API key id ({KEY_ID_VAR}) and the private key ({PRIVATE_KEY_VAR})",
         )
         try:
             await conn.open(self._on_read, sink)
@@ -149,6 +151,9 @@ class KalshiShard:
         ticker = asyncio.create_task(self._tick_loop(conn))
         try:
             reason = await conn.wait_closed()
+        except Exception as exc:  # a bug in handling a frame (the frames were archived first)
+            self._record("disconnect", {"reason": f"internal error: {exc!r}", "requested": False})
+            raise
         finally:
             ticker.cancel()
             self._stats.markets = 0
@@ -184,8 +189,8 @@ class KalshiShard:
                 if binary_at is not None and len(out) in binary_at:
                     append(Message(received_ns, feed, data, True))
                     continue
-                try:
-                    env: Envelope | None = decode_envelope(data)  # one msgspec pass, JSON validated
+                try:  # one msgspec pass validates the JSON, after the non-recursive depth check
+                    env: Envelope | None = decode_envelope(data) if within_depth(data) else None
                 except ValueError:  # msgspec's DecodeError and ValidationError
                     env = parse(data)  # the careful path: odd field types, or not JSON at all
                 if env is None:
@@ -348,6 +353,7 @@ def _signer(secrets: Mapping[str, Secret], label: str) -> Signer | None:
                 f"{PRIVATE_KEY_VAR if key_id is None else KEY_ID_VAR} (add it to a keys source)"
             ]
         )
+    check_header_secret(key_id.reveal(), KEY_ID_VAR, f"{label}: keys")  # (it is sent as a header)
     try:
         return Signer(key_id.reveal(), load_private_key(pem))
     except ConfigError as exc:

@@ -27,6 +27,8 @@ from typing import Any, Final
 
 import msgspec
 
+from ...message import within_depth
+
 WS_PATH: Final = "/trade-api/ws/v2"
 REST_PREFIX: Final = "/trade-api/v2"
 
@@ -174,6 +176,8 @@ def parse(frame: bytes) -> Envelope | None:
     Valid JSON with unexpected field types (say a string ``sid``) still yields an envelope, with
     only the fields that make sense, so an odd message never hides a sequence number.
     """
+    if not within_depth(frame):  # (never hand the decoders a frame deep enough to exhaust the stack)
+        return None
     try:
         return decode_envelope(frame)
     except msgspec.ValidationError:  # valid JSON, unexpected types (a subclass of DecodeError)

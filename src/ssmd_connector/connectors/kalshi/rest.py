@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import aiohttp
+import msgspec
 
 from ...errors import AuthenticationFailed, ConnectionFailed
+from ...message import within_depth
 from .auth import Signer
 from .protocol import REST_PREFIX
 
 log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 1000
+
+_decoder = msgspec.json.Decoder(float_hook=float)
 
 
 def rest_base_from_ws(endpoint: str) -> str:
@@ -60,16 +65,37 @@ async def discover_markets(
                             )
                         if resp.status != 200:
                             raise ConnectionFailed(f"{url}: market discovery failed with HTTP {resp.status}")
-                        body = await resp.json()
+                        raw = await resp.read()
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     raise ConnectionFailed(f"{url}: market discovery failed: {exc or type(exc).__name__}") from None
+                body = _page(raw)
+                if body is None:
+                    raise ConnectionFailed(
+                        f"{url}: market discovery got a response that is not a page of markets "
+                        f"(expected a JSON object with a 'markets' list; {len(raw)} bytes)"
+                    )
                 for market in body.get("markets") or []:
-                    ticker = market.get("ticker")
+                    ticker = market.get("ticker") if isinstance(market, dict) else None
                     if isinstance(ticker, str) and ticker not in seen:
                         seen.add(ticker)
                         tickers.append(ticker)
                 cursor = body.get("cursor") or ""
+                if not isinstance(cursor, str):
+                    raise ConnectionFailed(f"{url}: market discovery got a cursor that is not a string")
                 if not cursor:
                     break
     log.info("discovered %d markets at %s", len(tickers), base)
     return tickers
+
+
+def _page(raw: bytes) -> dict[str, Any] | None:
+    """A page of ``GET /markets``, or ``None`` when the body is not one."""
+    if not within_depth(raw):
+        return None
+    try:
+        body = _decoder.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("markets") or [], list):
+        return None
+    return body
