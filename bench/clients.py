@@ -218,11 +218,12 @@ async def run_recorder(
             rss_mid = rss_mb()
         if stats.messages != progress[1]:
             progress = (time.perf_counter(), stats.messages)
-        elif time.perf_counter() - progress[0] > STALL or stats.reconnects or task.done():
+        gaps = sum(shard.gaps for shard in stats.shards.values())
+        if time.perf_counter() - progress[0] > STALL or stats.reconnects or gaps or task.done():
             runner.stop()
             await asyncio.wait([task], timeout=30)
             raise RunInvalid(
-                f"{stats.messages} of {expected} frames, {stats.reconnects} reconnect(s), "
+                f"{stats.messages} of {expected} frames, {stats.reconnects} reconnect(s), {gaps} gap(s), "
                 f"errors {_nonzero(stats.errors)}, recorder {'stopped' if task.done() else 'running'}"
             )
     last, cpu_last = time.perf_counter(), cpu_seconds()
@@ -306,7 +307,9 @@ def main() -> None:
     p.add_argument("--probe-latency", action="store_true")
     p.add_argument("--rss-at", type=int, default=0)
     p.add_argument("--cpu", type=int, default=-1, help="pin this process to one CPU")
+    p.add_argument("--stall", type=float, default=STALL, help="seconds without a frame that make a run invalid")
     a = p.parse_args()
+    globals()["STALL"] = a.stall
     if a.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})
     a.dir.mkdir(parents=True, exist_ok=True)

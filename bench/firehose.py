@@ -112,6 +112,10 @@ class _Listener(WSListener):
         wire, ends, rate = self.server.wire, self.server.ends, self.server.rate
         view = memoryview(wire)
         pos = 0
+        fault = self.server.fault
+        if fault is not None:
+            await self.faulty(fault)
+            return
         if not rate:
             chunk = 1 << 20
             while pos < len(wire):
@@ -134,18 +138,40 @@ class _Listener(WSListener):
                 out.write(view[pos:end])
                 pos, sent = end, due
 
+    async def faulty(self, fault: str) -> None:
+        """The stream with one fault, for the tests that prove a broken run fails instead of
+        reporting: ``drop`` leaves out frame 1,000; ``disconnect`` closes the connection after
+        it; ``corrupt`` sends a control frame inside a data frame (what unaligned writes did)."""
+        assert self.transport is not None
+        out = self.transport.underlying_transport
+        wire, ends = self.server.wire, self.server.ends
+        view = memoryview(wire)
+        cut = ends[999]
+        out.write(view[:cut])
+        if fault == "disconnect":
+            self.transport.disconnect(graceful=False)
+            return
+        if fault == "drop":
+            out.write(view[ends[1000] :])
+            return
+        half = cut + (ends[1000] - cut) // 2
+        out.write(view[cut:half])
+        self.transport.send(WSMsgType.TEXT, b'{"type":"subscribed","msg":{"channel":"ticker","sid":9}}')
+        out.write(view[half:])
+
 
 class Firehose:
-    def __init__(self, frames: int, rate: float) -> None:
+    def __init__(self, frames: int, rate: float, fault: str | None = None) -> None:
         self.wire, self.ends, self.payload_bytes = render_stream(frames)
         self.rate = rate
+        self.fault = fault
 
     def factory(self, _request: WSUpgradeRequest) -> WSListener:
         return _Listener(self)
 
 
-async def serve(frames: int, rate: float, port: int) -> None:
-    fh = Firehose(frames, rate)
+async def serve(frames: int, rate: float, port: int, fault: str | None = None) -> None:
+    fh = Firehose(frames, rate, fault)
     server = await ws_create_server(fh.factory, "127.0.0.1", port)
     actual = server.sockets[0].getsockname()[1]
     print(json.dumps({"port": actual, "frames": frames, "payload_bytes": fh.payload_bytes}), flush=True)
@@ -159,10 +185,11 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=0.0, help="frames/s; 0 = as fast as the socket accepts")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--cpu", type=int, default=-1, help="pin this process to one CPU")
+    p.add_argument("--fault", choices=["drop", "disconnect", "corrupt"], help="break the stream (for tests)")
     a = p.parse_args()
     if a.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})
-    asyncio.run(serve(a.frames, a.rate, a.port))
+    asyncio.run(serve(a.frames, a.rate, a.port, a.fault))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""A real ``ssmd-connector`` process recording a real WebSocket server, for the fault tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..helpers import CLI, ScriptedServer, cli_env, free_port, write_config
+
+SSMD = str(Path(sys.executable).parent / "ssmd")
+
+
+def ssmd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The ``ssmd`` tools, as a user runs them."""
+    return subprocess.run([SSMD, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def recorder_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+async def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def streaming(frames: Callable[[int], bytes], per_ms: int = 2) -> Callable[..., Any]:
+    """A server script sending ``frames(i)`` for i = 0, 1, … about ``per_ms`` a millisecond."""
+
+    async def script(ws: web.WebSocketResponse, srv: ScriptedServer, _: int) -> None:
+        i = 0
+        while True:
+            await srv.send(ws, frames(i))
+            i += 1
+            if i % per_ms == 0:
+                await asyncio.sleep(0.001)
+
+    return script
+
+
+@dataclass
+class Recording:
+    proc: asyncio.subprocess.Process
+    data: Path
+    port: int
+    stderr_path: Path
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}{path}") as r:
+            body = await r.text()
+            return r.status, (json.loads(body) if path != "/metrics" else body)
+
+    async def metric(self, name: str, **labels: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+        _, text = await self.get("/metrics")
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    return float(s.value)
+        raise AssertionError(f"no sample {name} {labels}")
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise AssertionError(f"the recorder did not stop within {timeout}s:\n{self.stderr[-3000:]}") from None
+
+    def ledger(self, feed: str = "testfeed") -> list[dict[str, Any]]:
+        out = []
+        for path in sorted(self.data.glob(f"*/{feed}.events.jsonl")):
+            out += [json.loads(line) for line in path.read_text().splitlines() if line]
+        return out
+
+
+async def start_recording(
+    tmp_path: Path,
+    endpoint: str,
+    *,
+    env: str | None = None,
+    feed: str | None = None,
+    feed_name: str = "testfeed",
+    environ: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
+    preexec_fn: Callable[[], None] | None = None,
+    data: Path | None = None,
+    wait_healthy: bool = True,
+) -> Recording:
+    """``ssmd-connector`` on a fresh config (``env``/``feed`` replace the files' text), health on
+    a free port; waits until it answers ``/health``."""
+    data = data or tmp_path / "data"
+    cfg = write_config(tmp_path / "cfg", endpoint=endpoint, storage=data, env=env, feed=feed, feed_name=feed_name)
+    port = free_port()
+    stderr_path = tmp_path / "stderr.log"
+    with stderr_path.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *prefix,
+            *CLI,
+            "--env",
+            "test",
+            "--config-dir",
+            str(cfg),
+            "--health-addr",
+            f"127.0.0.1:{port}",
+            env=environ or cli_env(),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+            preexec_fn=preexec_fn,
+        )
+    rec = Recording(proc, data, port, stderr_path)
+    if wait_healthy:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.returncode is not None:
+                raise AssertionError(f"the recorder exited with {proc.returncode}:\n{rec.stderr[-3000:]}")
+            try:
+                await rec.get("/health")
+                break
+            except aiohttp.ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+    return rec
+
+
+def unshare_available() -> str | None:
+    """Why tests that mount a filesystem of their own cannot run here, or ``None``."""
+    if sys.platform != "linux":
+        return "needs Linux mount namespaces"
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt 2>/dev/null || mount -t tmpfs tmpfs /tmp"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return (
+            "needs an unprivileged user and mount namespace (`unshare -rm`) to mount a tmpfs of its own: "
+            f"{probe.stderr.strip() or 'exit ' + str(probe.returncode)}"
+        )
+    return None
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env

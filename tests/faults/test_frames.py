@@ -1,0 +1,159 @@
+"""Frames a feed may send that the recorder must archive whatever their content (rows 1 and 3),
+and the maximum message size."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from ssmd_connector.message import MAX_FRAME_BYTES, MAX_JSON_DEPTH, decode_frame
+
+from ..helpers import ScriptedServer, frame, read_lines
+from .harness import ssmd, start_recording, streaming, until
+
+KALSHI_FEED = """\
+name: testfeed
+type: websocket
+connector: kalshi
+versions:
+  - {version: x, endpoint: "%s", active: true}
+"""
+KALSHI_ENV = """\
+name: test
+feed: testfeed
+storage: {type: local, path: %s}
+subscription: {channels: [ticker], markets: [X-1]}
+"""
+
+
+def _at_least(sent: list[bytes], n: int) -> bool:
+    return len(sent) >= n
+
+
+def deep(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("connector", ["websocket", "kalshi"])
+async def test_deeply_nested_json_is_archived_and_recording_goes_on(tmp_path: Path, connector: str) -> None:
+    """Row 1: JSON nested 1,000, 10,000 and 100,000 deep crashed the writer with RecursionError
+    (and lost the queued frames). Every frame must be archived, the deep ones as text, and the
+    readers must return them byte for byte."""
+    specials = {100: deep(1000), 200: deep(10_000), 300: deep(100_000), 400: deep(MAX_JSON_DEPTH)}
+    server = ScriptedServer(streaming(lambda i: specials.get(i, frame(i))))
+    await server.start()
+    kalshi = connector == "kalshi"
+    rec = await start_recording(
+        tmp_path,
+        server.url,
+        feed=KALSHI_FEED % server.url if kalshi else None,
+        env=KALSHI_ENV % (tmp_path / "data") if kalshi else None,
+    )
+    await until(lambda: len(server.sent) > 3000, what="3,000 frames sent")
+    status, health = await rec.get("/health")
+    assert status == 200, health
+    assert await rec.stop() == 0, rec.stderr[-3000:]
+    await server.stop()
+    assert "Traceback" not in rec.stderr
+    archived = read_lines(rec.data)
+    sent = server.sent[: server.client_closed[0]]
+    assert [decode_frame(x) for x in archived][: len(sent)] == sent
+    by_frame = {decode_frame(x): json.loads(x) for x in archived}
+    for i in (100, 200, 300):
+        assert by_frame[specials[i]]["enc"] == "text"  # too deep to embed: kept as a string
+    assert "enc" not in by_frame[specials[400]]  # at the limit: verbatim
+    cat = ssmd("cat", str(rec.data), "--data", "--strict")
+    assert cat.returncode == 0 and "Traceback" not in cat.stderr, cat.stderr
+    assert cat.stdout.encode().splitlines() == [decode_frame(x) for x in archived]
+
+
+async def test_numbers_beyond_float_range_are_verbatim_readable_and_survive_a_clean_restart(tmp_path: Path) -> None:
+    """Row 3: ``{"a":1e400}`` is valid JSON, archived verbatim — but the readers crashed on it and
+    the next start moved that last line to ``.torn-*`` after a clean stop."""
+    odd = [b"123456789012345678901234567890", b'{"b":-1e999,"c":1e-999}', b'{"a":1e400}']  # last: the tail
+
+    async def script(ws: web.WebSocketResponse, srv: ScriptedServer, conn: int) -> None:
+        for i in range(50):
+            await srv.send(ws, frame(i))
+        for f in odd:
+            await srv.send(ws, f)
+
+    server = ScriptedServer(script)
+    await server.start()
+    for run in range(2):
+        rec = await start_recording(tmp_path / f"run{run}", server.url, data=tmp_path / "data")
+        await until(functools.partial(_at_least, server.sent, 53 * (run + 1)), what="frames sent")
+        await asyncio.sleep(0.3)
+        assert await rec.stop() == 0, rec.stderr
+    await server.stop()
+    lines = read_lines(tmp_path / "data")
+    assert [decode_frame(x) for x in lines] == server.sent
+    assert b'"data":{"a":1e400}}' in lines[52]  # verbatim, not re-encoded
+    assert not list((tmp_path / "data").rglob("*.torn-*")), "a clean stop left nothing to repair"
+    for tool in (["cat", "--strict"], ["stats", "--strict"]):
+        proc = ssmd(tool[0], str(tmp_path / "data"), *tool[1:])
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "frames: 106" in ssmd("stats", str(tmp_path / "data")).stdout
+
+
+async def test_a_fragmented_message_over_the_limit_closes_the_connection_with_a_reason(tmp_path: Path) -> None:
+    """Above MAX_FRAME_BYTES a message is not stored: the connection is closed (1009) with a
+    reason naming the limit, counted as a disconnect, and recording resumes on a new connection.
+    (picows bounds single frames; a message sent in many fragments was unbounded.)"""
+    accepted: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        n = len(accepted)
+        accepted.append(n)
+        writer.write(_ws_frame(0x81, b'{"ok":%d}' % n))
+        if n == 0:  # a text message in 1 MiB fragments that goes on past the limit
+            part = b"x" * (1 << 20)
+            writer.write(_ws_frame(0x01, part))
+            for _ in range(MAX_FRAME_BYTES // len(part) + 1):
+                writer.write(_ws_frame(0x00, part))
+                await writer.drain()
+        try:
+            await reader.read()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    rec = await start_recording(tmp_path, f"ws://127.0.0.1:{port}/ws")
+    await until(lambda: len(accepted) >= 2, timeout=60, what="a second connection")
+    await asyncio.sleep(0.5)
+    assert await rec.metric("ssmd_errors_total", kind="disconnect") >= 1
+    assert await rec.stop() == 0
+    server.close()
+    assert "grew past the" in rec.stderr and "MAX_FRAME_BYTES" in rec.stderr
+    frames = [decode_frame(x) for x in read_lines(rec.data)]
+    assert frames[:2] == [b'{"ok":0}', b'{"ok":1}']  # both connections recorded, nothing oversized
+
+
+def _ws_frame(first: int, payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + n.to_bytes(8, "big")
+    return head + payload
