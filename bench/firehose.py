@@ -140,8 +140,9 @@ class _Listener(WSListener):
 
     async def faulty(self, fault: str) -> None:
         """The stream with one fault, for the tests that prove a broken run fails instead of
-        reporting: ``drop`` leaves out frame 1,000; ``disconnect`` closes the connection after
-        it; ``corrupt`` sends a control frame inside a data frame (what unaligned writes did)."""
+        reporting: ``drop`` leaves out frame 1,000; ``gap`` too, but sends the last frame twice
+        (the count is right); ``disconnect`` closes the connection after frame 1,000; ``corrupt``
+        sends a control frame inside a data frame (what unaligned writes did)."""
         assert self.transport is not None
         out = self.transport.underlying_transport
         wire, ends = self.server.wire, self.server.ends
@@ -153,6 +154,10 @@ class _Listener(WSListener):
             return
         if fault == "drop":
             out.write(view[ends[1000] :])
+            return
+        if fault == "gap":  # frame 1,000 left out and the last sent twice: the right count, a gap
+            out.write(view[ends[1000] :])
+            out.write(view[ends[-2] : ends[-1]])
             return
         half = cut + (ends[1000] - cut) // 2
         out.write(view[cut:half])
@@ -185,7 +190,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=0.0, help="frames/s; 0 = as fast as the socket accepts")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--cpu", type=int, default=-1, help="pin this process to one CPU")
-    p.add_argument("--fault", choices=["drop", "disconnect", "corrupt"], help="break the stream (for tests)")
+    p.add_argument("--fault", choices=["drop", "gap", "disconnect", "corrupt"], help="break the stream (for tests)")
     a = p.parse_args()
     if a.cpu >= 0 and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {a.cpu})

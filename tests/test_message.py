@@ -138,3 +138,35 @@ def test_batch_encoding_stops_at_day_bound_and_feed_change() -> None:
     assert stop == 2 and data.count(b"\n") == 2
     data, stop = enc.encode_batch([msgs[0], Message(NS, "other", b"4")], 0, 0, -1, "kalshi")
     assert stop == 1 and data.endswith(b'"data":1}\n')
+
+
+def _json_texts() -> st.SearchStrategy[bytes]:
+    """Frames a feed could send, weighted towards the edges of the verbatim rule: huge numbers,
+    deep nesting around the limit, odd escapes and code points, almost-JSON."""
+    from ssmd_connector.message import MAX_JSON_DEPTH  # noqa: PLC0415
+
+    scalars = st.one_of(
+        st.integers(1, 6000).map(lambda n: b"9" * n),  # beyond what msgspec builds past ~4,300 digits
+        st.sampled_from([b"1e400", b"-1e999", b"1e-999", b"-0.0", b"0", b"1.5E+3", b"true", b"null"]),
+        st.text(max_size=20).map(lambda t: json.dumps(t, ensure_ascii=False).encode()),
+        st.sampled_from([b'"\\ud83d\\ude00"', b'"\\u0000"', b'"\\ud800"', b'"\\/"', b'"\x7f"']),
+    )
+
+    def nest(inner: bytes, depth: int, kind: int) -> bytes:
+        return (b"[" * depth + inner + b"]" * depth) if kind else (b'{"k":' * depth + inner + b"}" * depth)
+
+    nested = st.builds(nest, scalars, st.integers(0, MAX_JSON_DEPTH + 3), st.integers(0, 1))
+    objects = st.lists(scalars, max_size=4).map(lambda xs: b'{"type":"t","xs":[' + b",".join(xs) + b"]}")
+    almost = st.builds(lambda b, cut: b[:cut], objects, st.integers(0, 40))
+    return st.one_of(nested, objects, almost, st.binary(max_size=60))
+
+
+@given(_json_texts(), st.booleans())
+def test_a_line_written_is_always_read_back(frame: bytes, binary: bool) -> None:
+    """The writer's rule and the readers' are one: every line parses, and returns its frame."""
+    from ssmd_connector.message import parse_line  # noqa: PLC0415
+
+    out = line(frame, binary)
+    assert parse_line(out.rstrip(b"\n")) is not None
+    assert decode_frame(out) == frame
+    assert (b'"enc"' not in out[:60]) == (not binary and is_verbatim_json(frame))

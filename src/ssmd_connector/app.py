@@ -103,7 +103,10 @@ class Recorder:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
             await self.server.stop()
-            await self.ledger.close()
+            try:
+                await self.ledger.close()
+            except OSError as exc:
+                log.error("the coverage ledger could not be written at shutdown: %s", exc.strerror or exc)  # noqa: TRY400
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("%s received: stopping (draining and flushing first)", sig.name)

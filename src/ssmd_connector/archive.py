@@ -18,7 +18,7 @@ from typing import Any
 
 from .message import parse_line
 from .writers.compression import CorruptMember, codec
-from .writers.segments import time_order
+from .writers.segments import segment_of, time_order
 
 SUFFIXES = {".jsonl": "none", ".jsonl.zst": "zstd", ".jsonl.gz": "gzip"}
 
@@ -40,13 +40,10 @@ def archive_files(path: Path, feed: str | None = None) -> list[Path]:
 
     Segment names sort by time within a day (``kalshi-0900`` < ``kalshi-1000`` < ``kalshi-1000.1``).
     """
-    if path.is_file():
-        return [path]
-    days = (
-        [path]
-        if any(compression_of(p) for p in path.iterdir() if p.is_file())
-        else sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))  # (.nats-spill)
-    )
+    if not path.is_dir():
+        return [path]  # a file (or a pipe, a device): read as an archive file
+    # The files directly here (a day directory), then each day directory below (the root).
+    days = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]  # (.nats-spill)
     out = []
     for day in days:
         for p in sorted(day.iterdir(), key=lambda p: time_order(p.name)):
@@ -56,8 +53,12 @@ def archive_files(path: Path, feed: str | None = None) -> list[Path]:
 
 
 def _of_feed(name: str, feed: str) -> bool:
-    """``kalshi.jsonl`` and ``kalshi-1000.jsonl.zst`` are feed ``kalshi``'s; ``kalshi2.jsonl`` is not."""
-    return name.startswith((f"{feed}.jsonl", f"{feed}-"))
+    """``kalshi.jsonl`` and ``kalshi-1000.jsonl.zst`` are feed ``kalshi``'s; ``kalshi2.jsonl`` and
+    ``kalshi-b-1000.jsonl`` (feed ``kalshi-b``) are not."""
+    if name in (f"{feed}{suffix}" for suffix in SUFFIXES):
+        return True
+    segment = segment_of(name)
+    return segment is not None and segment[0] == feed
 
 
 @dataclass(frozen=True)

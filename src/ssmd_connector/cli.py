@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), EXIT_USAGE)
     except SsmdError as exc:
         return fail(f"error: {exc}", EXIT_RUNTIME)
+    except OSError as exc:  # e.g. the storage became unusable during the shutdown
+        return fail(f"error: {exc}", EXIT_RUNTIME)
     except KeyboardInterrupt:
         return EXIT_OK
     return EXIT_OK

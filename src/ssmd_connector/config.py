@@ -24,11 +24,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .connectors.kalshi.protocol import DEFAULT_CHANNELS, ORDERBOOK_DELTA, RECORDABLE_CHANNELS
 from .connectors.websocket import DEFAULT_RECEIVE_BUFFER
 from .errors import ConfigError
+from .keys import SUPPORTED_SCHEMES
 from .writers.segments import parse_rotation
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ CONNECTORS = ("websocket", "kalshi")
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 """An HTTP header name (RFC 9110 token)."""
+SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``${VAR}`` in a header value: the resolved secret VAR goes there."""
 HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 """Characters that may not appear in an HTTP header value (tab is allowed)."""
 
@@ -86,16 +89,22 @@ def check_url(value: str, schemes: tuple[str, ...]) -> str:
 def check_storage_path(path: Path) -> str | None:
     """Why the recorder could not write under ``path``, or ``None``: it must be a directory, or
     not exist yet below a directory; either way a file must really be creatable there (proved
-    with a temporary file: permissions alone do not show a read-only filesystem)."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if path.exists() and not path.is_dir():
-        return f"{path} exists and is not a directory"
-    if not probe.is_dir():
-        return f"{path} cannot be created: {probe} is not a directory"
+    with a temporary file: permissions alone do not show a read-only filesystem). A symbolic
+    link on the way that points nowhere (a disk not mounted) is refused, not written around."""
+    try:
+        probe = path
+        while not probe.exists():
+            if probe.is_symlink():
+                return f"{probe} is a symbolic link to {os.readlink(probe)}, which does not exist (not mounted?)"
+            if probe.parent == probe:
+                break
+            probe = probe.parent
+        if path.exists() and not path.is_dir():
+            return f"{path} exists and is not a directory"
+        if not probe.is_dir():
+            return f"{path} cannot be created: {probe} is not a directory"
+    except OSError as exc:  # e.g. a name too long, a loop of links
+        return f"{path} cannot be used: {exc.strerror or exc}"
     try:
         fd, name = tempfile.mkstemp(prefix=".ssmd-write-test-", dir=probe)
         try:
@@ -140,6 +149,7 @@ class Storage(_Model):
     compression: Literal["none", "zstd", "gzip"] = "none"
     """Each flush is one complete zstd frame / gzip member appended to <feed>.jsonl.zst / .gz."""
     compression_level: int | None = Field(default=None, ge=1, le=22)
+    """zstd 1-22, gzip 1-9."""
     upload: Upload | None = None
     rotation: str | None = None
     """``15m``, ``1h``…: sealed segments aligned to the UTC clock, with a manifest; none = one file a day."""
@@ -170,6 +180,13 @@ class Storage(_Model):
                 return expanded
         return value
 
+    @model_validator(mode="after")
+    def _level_fits_codec(self) -> Storage:
+        level = self.compression_level
+        if level is not None and self.compression == "gzip" and level > 9:
+            raise ValueError(f"compression_level {level} is out of range for gzip (1-9)")
+        return self
+
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
@@ -196,7 +213,10 @@ class SubscriptionSpec(_Model):
     connect_stagger: float = Field(default=0.25, ge=0, description="seconds between opening shards")
     command_timeout: float = Field(default=10.0, gt=0)
     receive_buffer: int = Field(
-        default=DEFAULT_RECEIVE_BUFFER, ge=0, description="socket receive buffer (SO_RCVBUF) in bytes; 0 = OS"
+        default=DEFAULT_RECEIVE_BUFFER,
+        ge=0,
+        le=2**31 - 1,
+        description="socket receive buffer (SO_RCVBUF) in bytes; 0 = OS",
     )
 
     @field_validator("channels")
@@ -360,6 +380,8 @@ def _read_yaml(path: Path, label: str) -> Any:
         raise ConfigError([f"{label}: YAML syntax error at {where}{exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{label}: YAML syntax error: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{label}: YAML nested too deeply to be a configuration file"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{label}: expected a mapping at the top level, got {type(data).__name__}"])
     return data
@@ -470,9 +492,39 @@ def load(config_dir: Path, env_name: str) -> LoadedConfig:
             feed, feed_path = load_feed(config_dir, feed_name)
         except ConfigError as exc:
             problems += exc.problems
+    if env is not None and feed is not None:
+        problems += _key_references(env, feed)
     if problems or env is None or feed is None:
         raise ConfigError(problems)
     return LoadedConfig(environment=env, feed=feed, environment_file=env_path, feed_file=feed_path)
+
+
+def _key_references(env: Environment, feed: Feed) -> list[str]:
+    """Key sources of a known scheme, and every ``${VAR}`` of the feed's headers among them —
+    checked without resolving anything, so ``ssmd validate`` catches what start-up would."""
+    env_label, feed_label = f"environments/{env.name}.yaml", f"feeds/{feed.name}.yaml"
+    problems = []
+    names: set[str] = set()
+    for i, key in enumerate(env.keys):
+        scheme, sep, rest = key.source.partition(":")
+        listed = [n.strip() for n in rest.split(",") if n.strip()]
+        if not sep or scheme.strip() not in SUPPORTED_SCHEMES:
+            problems.append(
+                f"{env_label}: keys[{i}].source: unsupported key source {scheme.strip()!r} "
+                f"(expected 'env:VAR1,VAR2'; supported schemes: {', '.join(SUPPORTED_SCHEMES)})"
+            )
+        elif not listed:
+            problems.append(f"{env_label}: keys[{i}].source: names no variables (expected 'env:VAR1,VAR2')")
+        names.update(listed)
+    for i, version in enumerate(feed.versions):
+        for header, value in version.headers.items():
+            problems += [
+                f"{feed_label}: versions[{i}].headers.{header}: ${{{var}}} is not among the environment's keys "
+                f"({env_label}: keys)"
+                for var in SECRET_REF.findall(value)
+                if var not in names
+            ]
+    return problems
 
 
 def _feed_named_by(config_dir: Path, env_name: str) -> str | None:
@@ -481,7 +533,7 @@ def _feed_named_by(config_dir: Path, env_name: str) -> str | None:
     try:
         check_safe_name(env_name)
         data = yaml.safe_load((config_dir / "environments" / f"{env_name}.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError, RecursionError):
         return None
     name = data.get("feed") if isinstance(data, dict) else None
     if not isinstance(name, str):

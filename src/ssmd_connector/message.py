@@ -22,9 +22,13 @@ three cases. The rule is one function, used by the writer, the start-up repair a
 from __future__ import annotations
 
 import base64
+import binascii
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 import msgspec
@@ -50,29 +54,42 @@ the connection with close code 1009 and a reason naming the size; the connection
 re-opened as after any disconnect (the ledger and ``ssmd_errors_total{kind="disconnect"}`` show
 it). Kalshi's largest messages, order-book snapshots of deep books, are well under a megabyte."""
 
-_BRACKETS = re.compile(rb'"(?:[^"\\]++|\\.)*+"?|([\[{])|([\]}])', re.S)
+_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
 def within_depth(frame: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """True when ``frame``, read as JSON, nests at most ``limit`` levels.
 
-    Never recurses. Cheap for nearly every frame: valid JSON ``d`` levels deep takes at least
-    ``2d`` bytes, and cannot be deeper than it has opening brackets; only a frame with more than
-    ``limit`` of those is scanned, skipping brackets inside strings.
+    Never recurses, and does its work in C whatever the frame: valid JSON ``d`` levels deep takes
+    at least ``2d`` bytes and cannot be deeper than it has opening brackets, which settles nearly
+    every frame. For the rest (a big order-book snapshot, or something hostile) strings are cut
+    out and everything but brackets dropped; a few passes remove the innermost ``[]``/``{}``
+    pairs (one level each: flat structures vanish), and the depth of what is left is its largest
+    running sum of +1 per opening and -1 per closing bracket.
     """
     if len(frame) <= 2 * limit:
         return True  # (a malformed frame this short is rejected by the decoder at this depth)
     if frame.count(b"[") + frame.count(b"{") <= limit:
         return True
-    depth = 0
-    for m in _BRACKETS.finditer(frame):
-        if m.lastindex == 1:
-            depth += 1
-            if depth > limit:
-                return False
-        elif m.lastindex == 2:
-            depth -= 1
-    return True
+    cached = _deep_cache
+    if cached[0] is frame and cached[1] == limit:  # (the connector, then the encoder, ask the same)
+        return bool(cached[2])
+    rest = _STRINGS.sub(b"", frame).translate(None, _NOT_BRACKETS)
+    removed = 0
+    while rest and removed < limit:  # while a pass removes at least an eighth
+        shorter = rest.replace(b"[]", b"").replace(b"{}", b"")
+        if len(shorter) > len(rest) - len(rest) // 8:
+            break
+        rest, removed = shorter, removed + 1
+    ok = not rest or max(accumulate(memoryview(rest.translate(_STEPS)).cast("b"))) <= limit - removed
+    _deep_cache[:] = [frame, limit, ok]
+    return ok
+
+
+_deep_cache: list[Any] = [None, 0, False]
+"""The last frame that needed counting, and the answer: one frame is asked about more than once."""
 
 
 def is_verbatim_json(frame: bytes) -> bool:
@@ -237,7 +254,23 @@ class ArchivedLines:
 
 
 _line_decoder = msgspec.json.Decoder(float_hook=float)
-_ENCODINGS = (None, "text", "base64")
+_HEAD = re.compile(rb'\{"ts":"[^"\\]*","feed":"(?:[^"\\]++|\\.)*+"(?:,"enc":"(text|base64)")?,"data":')
+"""The start of every line :class:`LineEncoder` builds, up to ``data`` (always the last member)."""
+
+
+def _int(digits: str) -> int | Decimal:
+    return int(digits) if len(digits) <= 4000 else Decimal(digits)
+
+
+def _decode(data: bytes) -> Any:
+    """JSON text → Python values, for anything verbatim JSON allows: msgspec; for the rare text it
+    validates but will not build (integers of more than ~4,300 digits), the standard library, with
+    such integers as ``Decimal``. Raises ``ValueError`` for what is not JSON."""
+    try:
+        return _line_decoder.decode(data)
+    except msgspec.DecodeError:
+        _raw_decoder.decode(data)  # not JSON at all: raises again
+        return json.loads(data, parse_int=_int)
 
 
 def json_object(data: bytes, depth: int = MAX_JSON_DEPTH + 1) -> dict[str, Any] | None:
@@ -246,8 +279,8 @@ def json_object(data: bytes, depth: int = MAX_JSON_DEPTH + 1) -> dict[str, Any] 
     if not within_depth(data, depth):
         return None
     try:
-        obj = _line_decoder.decode(data)
-    except Exception:  # msgspec's DecodeError
+        obj = _decode(data)
+    except Exception:  # msgspec's DecodeError, json's JSONDecodeError (ValueErrors)
         return None
     return obj if type(obj) is dict else None
 
@@ -256,13 +289,33 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
     """An archive line as a dict (``ts``, ``feed``, ``data``, maybe ``enc``), or ``None`` when
     the bytes are not one (torn, corrupt, foreign). Never raises.
 
-    Accepts every line :class:`LineEncoder` builds: the depth bound is the writer's plus the
-    line's own level, and numbers beyond the range of a float — valid JSON, which sets no range —
-    decode as ``±inf`` / ``0.0`` instead of failing.
+    Accepts every line :class:`LineEncoder` builds — the depth bound is the writer's plus the
+    line's own level; numbers beyond the range of a float decode as ``±inf`` / ``0.0``, integers
+    beyond what msgspec builds as ``Decimal`` — and only lines of that shape, so
+    :func:`frame_of` can always return the frame: the members in the writer's order, ``data``
+    last (for a verbatim line, the bytes after ``"data":`` are exactly one JSON text), a string
+    for ``enc: text`` and strict base64 for ``enc: base64``.
     """
-    obj = json_object(line)
-    if obj is None or type(obj.get("ts")) is not str or "data" not in obj or obj.get("enc") not in _ENCODINGS:
+    head = _HEAD.match(line)
+    if head is None:
         return None
+    obj = json_object(line)
+    if obj is None:
+        return None
+    enc = head[1]
+    data = obj.get("data")
+    if enc is None:
+        try:
+            _raw_decoder.decode(line[head.end() : line.rstrip(b"\n").rfind(b"}")])
+        except Exception:  # (data was not the last member)
+            return None
+    elif type(data) is not str:
+        return None
+    elif enc == b"base64":
+        try:
+            binascii.a2b_base64(data, strict_mode=True)
+        except (binascii.Error, ValueError):
+            return None
     return obj
 
 
@@ -278,12 +331,13 @@ def decode_frame(line: bytes | str) -> bytes:
 
 
 def frame_of(line: bytes, obj: dict[str, Any]) -> bytes:
-    """The original frame of ``line``, already parsed into ``obj`` by :func:`parse_line`."""
+    """The original frame of ``line``, already accepted by :func:`parse_line` as ``obj``."""
     enc = obj.get("enc")
     if enc is None:
         # The verbatim frame is the text between '"data":' and the final '}'.
-        start = line.index(b',"data":') + len(b',"data":')
-        return line[start : line.rstrip(b"\n").rindex(b"}")]
+        head = _HEAD.match(line)
+        assert head is not None
+        return line[head.end() : line.rstrip(b"\n").rindex(b"}")]
     if enc == "text":
         return str(obj["data"]).encode("utf-8")
-    return base64.b64decode(obj["data"])
+    return binascii.a2b_base64(obj["data"], strict_mode=True)

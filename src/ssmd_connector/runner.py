@@ -108,7 +108,8 @@ class Runner:
         if self.backlog_full:
             reasons.append("write backlog full: reading paused until the failing writer recovers")
         # Incidents not already said above (connections and write outages are).
-        reasons += [i.message for i in self.incidents.active() if i.key != "write" and not i.key.startswith("connect:")]
+        said = ("write", "connect:", "auth:")
+        reasons += [i.message for i in self.incidents.active() if not i.key.startswith(said)]
         return reasons
 
     def health_problems(self) -> list[str]:
@@ -136,19 +137,15 @@ class Runner:
         while not self._stopping.is_set():
             try:
                 connectors = list(await setup())
-            except AuthenticationFailed as exc:
+            except ConnectionFailed as exc:  # (AuthenticationFailed included)
                 state.reason = f"setup failed: {exc}"
-                incidents.begin("connect:setup", "auth", f"{SETUP}: {state.reason}")
-            except ConnectionFailed as exc:
-                state.reason = f"setup failed: {exc}"
-                incidents.begin("connect:setup", "connect", f"{SETUP}: {state.reason}")
+                self._cannot_connect(SETUP, exc, state.reason)
             except Exception as exc:
                 state.reason = f"setup failed on an internal error: {exc!r}"
                 incidents.begin("internal:setup", "internal", f"connector setup: {exc!r}", exc=exc)
             else:
                 del self.states[SETUP]
-                incidents.end("connect:setup")
-                incidents.end("internal:setup")
+                self._connected(SETUP)
                 return connectors
             delay = backoff.next_delay()
             state.reason += f"; retrying in {delay:.1f}s"
@@ -217,12 +214,10 @@ class Runner:
             try:
                 await task
                 return  # stopped on request
-            except AuthenticationFailed as exc:
-                state.reason = f"authentication failed: {exc}"
-                incidents.begin(f"connect:{label}", "auth", f"{label}: {state.reason}")
-            except ConnectionFailed as exc:
-                state.reason = f"connection failed: {exc}"
-                incidents.begin(f"connect:{label}", "connect", f"{label}: {state.reason}")
+            except ConnectionFailed as exc:  # (AuthenticationFailed included)
+                auth = isinstance(exc, AuthenticationFailed)
+                state.reason = f"{'authentication' if auth else 'connection'} failed: {exc}"
+                self._cannot_connect(label, exc, state.reason)
             except Disconnected as exc:
                 stats.error("disconnect")
                 state.reason = f"disconnected: {exc}"
@@ -242,6 +237,17 @@ class Runner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
 
+    def _cannot_connect(self, label: str, exc: ConnectionFailed, reason: str) -> None:
+        """One incident per outage — but a rejected handshake after a refused connection (or the
+        reverse) is a new one, of its own kind."""
+        kind, other = ("auth", "connect") if isinstance(exc, AuthenticationFailed) else ("connect", "auth")
+        self.incidents.end(f"{other}:{label}", f"now: {reason}")
+        self.incidents.begin(f"{kind}:{label}", kind, f"{label}: {reason}")
+
+    def _connected(self, label: str) -> None:
+        for key in ("connect", "auth", "internal"):
+            self.incidents.end(f"{key}:{label}")
+
     async def _mark_connected(self, connector: Connector, state: ConnectionState, task: asyncio.Task[None]) -> None:
         """Track the connector's open/closed state for /ready and ``ssmd_connected``."""
         while not task.done():
@@ -251,8 +257,7 @@ class Runner:
                 state.since = time.monotonic()
                 if up:
                     state.reason = "connected"
-                    self.incidents.end(f"connect:{connector.label}")
-                    self.incidents.end(f"internal:{connector.label}")
+                    self._connected(connector.label)
                 self.stats.connections[connector.label] = up
             await asyncio.sleep(0.1)
 
@@ -267,6 +272,8 @@ class Runner:
                 await self._drain()
                 self.incidents.end("internal:drain")
                 return
+            except WriteFailed:
+                raise  # the final retries at shutdown gave up: said once, by the caller
             except Exception as exc:
                 self.incidents.begin("internal:drain", "internal", f"the writer task: {exc!r}", exc=exc)
                 if self.queue.closed:
@@ -388,7 +395,10 @@ class Runner:
                 self._writes_recovered()
                 return
             self.stats.write_retries += 1
-        raise first
+        held = sum(w.backlog_bytes for w in self.writers) + sum(
+            len(m.frame) for b in self._unwritten.values() for m in b
+        )
+        raise WriteFailed(f"{first} — stopping with {held:,} bytes of received frames not stored")
 
 
 def _internal(writer: Writer, op: str, exc: Exception) -> WriteFailed:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .archive import compression_of
+from .message import json_object
 from .secrets import Secret
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ class Uploader:
         except FileNotFoundError:
             return
         for line in text.splitlines():
-            with contextlib.suppress(ValueError, KeyError):
-                entry = json.loads(line)
+            entry = json_object(line.encode())  # (a torn last line: that file is uploaded again)
+            if entry is not None and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str):
                 self.uploaded[entry["path"]] = entry["sha256"]
 
     def _s3(self) -> Any:

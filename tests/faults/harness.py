@@ -22,13 +22,26 @@ from ..helpers import CLI, ScriptedServer, cli_env, free_port, write_config
 SSMD = str(Path(sys.executable).parent / "ssmd")
 
 
-def ssmd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def ssmd(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The ``ssmd`` tools, as a user runs them."""
-    return subprocess.run([SSMD, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    return subprocess.run([SSMD, *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd, check=False)
 
 
-def recorder_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+def recorder_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 15
+) -> subprocess.CompletedProcess[str]:
+    """``ssmd-connector`` expected to stop on its own (a configuration error): a short timeout, so
+    a regression that starts recording fails fast instead of hanging the suite."""
+    try:
+        return subprocess.run(
+            [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"ssmd-connector {' '.join(args)} kept running: {exc.stderr!r}") from None
+
+
+RUNNING: list[asyncio.subprocess.Process] = []
+"""Recorders the tests started: killed after each test, so a failed test leaves none behind."""
 
 
 async def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
@@ -130,6 +143,7 @@ async def start_recording(
             stderr=err,
             preexec_fn=preexec_fn,
         )
+    RUNNING.append(proc)
     rec = Recording(proc, data, port, stderr_path)
     if wait_healthy:
         deadline = time.monotonic() + 30

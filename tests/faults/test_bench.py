@@ -28,8 +28,18 @@ def _client(kind: str, url: str, frames: int, tmp_path: Path) -> subprocess.Comp
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
 
 
-@pytest.mark.parametrize("fault", ["drop", "disconnect", "corrupt"])
-@pytest.mark.parametrize("kind", ["bare", "recorder"])
+@pytest.mark.parametrize(
+    ("kind", "fault"),
+    [
+        ("bare", "drop"),
+        ("bare", "disconnect"),
+        ("bare", "corrupt"),
+        ("recorder", "drop"),
+        ("recorder", "gap"),  # the frame count is right: only the sequence tracking sees it
+        ("recorder", "disconnect"),
+        ("recorder", "corrupt"),
+    ],
+)
 def test_a_broken_run_fails_without_a_figure(tmp_path: Path, kind: str, fault: str) -> None:
     frames = 5000
     firehose, url = _firehose(frames, fault)

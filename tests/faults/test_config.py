@@ -22,10 +22,10 @@ FEED = "name: testfeed\ntype: websocket\nversions:\n  - {{version: '1', endpoint
 
 
 def both(cfg: Path, env: dict[str, str] | None = None) -> list[tuple[str, int, str]]:
-    """(which, exit code, stderr) of start-up and ``ssmd validate`` on the same files."""
-    run = recorder_cli("--env", "test", "--config-dir", str(cfg), env=env)
-    check = ssmd("validate", "--config-dir", str(cfg), "--env", "test", env=env)
-    return [("ssmd-connector", run.returncode, run.stderr), ("ssmd validate", check.returncode, check.stderr)]
+    """(which, exit code, stderr) of ``ssmd validate`` and start-up on the same files."""
+    check = ssmd("validate", "--config-dir", str(cfg), "--env", "test", env=env, cwd=cfg)
+    run = recorder_cli("--env", "test", "--config-dir", str(cfg), env=env, cwd=cfg)
+    return [("ssmd validate", check.returncode, check.stderr), ("ssmd-connector", run.returncode, run.stderr)]
 
 
 @pytest.mark.parametrize(
@@ -170,3 +170,46 @@ async def test_a_generic_feeds_401_names_its_own_credentials(tmp_path: Path) -> 
     await runner.cleanup()
     assert "credentials: add them as handshake headers in feeds/testfeed.yaml" in rec.stderr
     assert "API key" not in rec.stderr and "Kalshi" not in rec.stderr
+
+
+def _env(tmp_path: Path, extra: str = "", storage: str = "") -> str:
+    return f"name: test\nfeed: testfeed\nstorage: {{type: local, path: {tmp_path / 'data'}{storage}}}\n{extra}"
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("gzip-level", "compression_level 12 is out of range for gzip (1-9)"),
+        ("receive-buffer", "subscription.receive_buffer: Input should be less than or equal to 2147483647"),
+        ("dangling-link", "which does not exist (not mounted?)"),
+        ("long-name", "storage.path:"),
+        ("deep-yaml", "YAML nested too deeply"),
+        ("vault", "keys[0].source: unsupported key source 'vault'"),
+        ("unknown-var", "versions[0].headers.Authorization: ${NOT_A_KEY} is not among the environment's keys"),
+    ],
+)
+def test_what_start_up_would_refuse_validate_refuses_too(tmp_path: Path, case: str, needle: str) -> None:
+    """Each of these passed ``ssmd validate`` and then failed at run time (or with a traceback)."""
+    env, feed = _env(tmp_path), None
+    if case == "gzip-level":
+        env = _env(tmp_path, storage=", compression: gzip, compression_level: 12")
+    elif case == "receive-buffer":
+        env = _env(tmp_path, "subscription: {receive_buffer: 4294967296}\n")
+    elif case == "dangling-link":
+        (tmp_path / "mnt").symlink_to(tmp_path / "not-mounted")
+        env = f"name: test\nfeed: testfeed\nstorage: {{type: local, path: {tmp_path / 'mnt' / 'ssmd'}}}\n"
+    elif case == "long-name":
+        env = f"name: test\nfeed: testfeed\nstorage: {{type: local, path: {tmp_path / ('x' * 300)}}}\n"
+    elif case == "deep-yaml":
+        env = _env(tmp_path, "extra: " + "[" * 1100 + "]" * 1100 + "\n")
+    elif case == "vault":
+        env = _env(tmp_path, "keys:\n  - {name: v, source: 'vault:kv/x'}\n")
+    else:
+        env = _env(tmp_path, "keys:\n  - {name: t, source: 'env:API_TOKEN'}\n")
+        feed = (
+            "name: testfeed\ntype: websocket\nversions:\n  - version: '1'\n    endpoint: ws://127.0.0.1:9/x\n"
+            "    active: true\n    headers: {Authorization: 'Bearer ${NOT_A_KEY}'}\n"
+        )
+    cfg = write_config(tmp_path / "cfg", env=env, feed=feed)
+    for which, code, err in both(cfg, env=cli_env(API_TOKEN="t")):
+        assert code == 2 and needle in err and "Traceback" not in err, (which, err[-1500:])

@@ -46,7 +46,13 @@ async def test_deeply_nested_json_is_archived_and_recording_goes_on(tmp_path: Pa
     """Row 1: JSON nested 1,000, 10,000 and 100,000 deep crashed the writer with RecursionError
     (and lost the queued frames). Every frame must be archived, the deep ones as text, and the
     readers must return them byte for byte."""
-    specials = {100: deep(1000), 200: deep(10_000), 300: deep(100_000), 400: deep(MAX_JSON_DEPTH)}
+    specials = {
+        100: deep(1000),
+        200: deep(10_000),
+        300: deep(100_000),
+        400: deep(MAX_JSON_DEPTH),
+        500: deep(MAX_JSON_DEPTH + 1),  # (deep enough to be refused, not deep enough to hit the stack)
+    }
     server = ScriptedServer(streaming(lambda i: specials.get(i, frame(i))))
     await server.start()
     kalshi = connector == "kalshi"
@@ -66,7 +72,7 @@ async def test_deeply_nested_json_is_archived_and_recording_goes_on(tmp_path: Pa
     sent = server.sent[: server.client_closed[0]]
     assert [decode_frame(x) for x in archived][: len(sent)] == sent
     by_frame = {decode_frame(x): json.loads(x) for x in archived}
-    for i in (100, 200, 300):
+    for i in (100, 200, 300, 500):
         assert by_frame[specials[i]]["enc"] == "text"  # too deep to embed: kept as a string
     assert "enc" not in by_frame[specials[400]]  # at the limit: verbatim
     cat = ssmd("cat", str(rec.data), "--data", "--strict")
@@ -77,7 +83,12 @@ async def test_deeply_nested_json_is_archived_and_recording_goes_on(tmp_path: Pa
 async def test_numbers_beyond_float_range_are_verbatim_readable_and_survive_a_clean_restart(tmp_path: Path) -> None:
     """Row 3: ``{"a":1e400}`` is valid JSON, archived verbatim — but the readers crashed on it and
     the next start moved that last line to ``.torn-*`` after a clean stop."""
-    odd = [b"123456789012345678901234567890", b'{"b":-1e999,"c":1e-999}', b'{"a":1e400}']  # last: the tail
+    odd = [
+        b"123456789012345678901234567890",
+        b'{"type":"big","v":' + b"7" * 4400 + b"}",  # more digits than msgspec builds an int from
+        b'{"b":-1e999,"c":1e-999}',
+        b'{"a":1e400}',  # last: the tail a restart checks
+    ]
 
     async def script(ws: web.WebSocketResponse, srv: ScriptedServer, conn: int) -> None:
         for i in range(50):
@@ -89,18 +100,18 @@ async def test_numbers_beyond_float_range_are_verbatim_readable_and_survive_a_cl
     await server.start()
     for run in range(2):
         rec = await start_recording(tmp_path / f"run{run}", server.url, data=tmp_path / "data")
-        await until(functools.partial(_at_least, server.sent, 53 * (run + 1)), what="frames sent")
+        await until(functools.partial(_at_least, server.sent, 54 * (run + 1)), what="frames sent")
         await asyncio.sleep(0.3)
         assert await rec.stop() == 0, rec.stderr
     await server.stop()
     lines = read_lines(tmp_path / "data")
     assert [decode_frame(x) for x in lines] == server.sent
-    assert b'"data":{"a":1e400}}' in lines[52]  # verbatim, not re-encoded
+    assert b'"data":{"a":1e400}}' in lines[53]  # verbatim, not re-encoded
     assert not list((tmp_path / "data").rglob("*.torn-*")), "a clean stop left nothing to repair"
     for tool in (["cat", "--strict"], ["stats", "--strict"]):
         proc = ssmd(tool[0], str(tmp_path / "data"), *tool[1:])
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert "frames: 106" in ssmd("stats", str(tmp_path / "data")).stdout
+    assert "frames: 108" in ssmd("stats", str(tmp_path / "data")).stdout
 
 
 async def test_a_fragmented_message_over_the_limit_closes_the_connection_with_a_reason(tmp_path: Path) -> None:
@@ -110,15 +121,7 @@ async def test_a_fragmented_message_over_the_limit_closes_the_connection_with_a_
     accepted: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            line.split(b":", 1)[1].strip()
-            for line in request.split(b"\r\n")
-            if line.lower().startswith(b"sec-websocket-key")
-        )
-        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
-        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        await _handshake(reader, writer)
         n = len(accepted)
         accepted.append(n)
         writer.write(_ws_frame(0x81, b'{"ok":%d}' % n))
@@ -157,3 +160,45 @@ def _ws_frame(first: int, payload: bytes) -> bytes:
     else:
         head = bytes((first, 127)) + n.to_bytes(8, "big")
     return head + payload
+
+
+async def test_a_new_message_inside_a_fragmented_one_is_a_protocol_error_said_loudly(tmp_path: Path) -> None:
+    """A peer that starts a new message before finishing a fragmented one breaks the protocol:
+    the unfinished message cannot be stored, and the connection is closed saying why (it was
+    dropped without a word); every complete message that arrived is kept."""
+    accepted: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _handshake(reader, writer)
+        n = len(accepted)
+        accepted.append(n)
+        if n == 0:
+            writer.write(_ws_frame(0x01, b'{"part":') + _ws_frame(0x81, b'{"whole":1}'))
+        writer.write(_ws_frame(0x81, b'{"ok":%d}' % n))
+        try:
+            await reader.read()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    rec = await start_recording(tmp_path, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws")
+    await until(lambda: len(accepted) >= 2, what="a second connection")
+    await asyncio.sleep(0.3)
+    assert await rec.stop() == 0
+    server.close()
+    assert "a new message began before a fragmented one was finished" in rec.stderr
+    assert [decode_frame(x) for x in read_lines(rec.data)] == [b'{"whole":1}', b'{"ok":0}', b'{"ok":1}']
+
+
+async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    request = await reader.readuntil(b"\r\n\r\n")
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key")
+    )
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+    writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")

@@ -15,7 +15,7 @@ import pytest
 from ssmd_connector.message import decode_frame
 from ssmd_connector.metrics import FeedStats, make_registry
 from ssmd_connector.runner import Runner
-from ssmd_connector.server import MAX_CONNECTIONS, ConnectionGuard, HealthServer
+from ssmd_connector.server import CONNECTION_SECONDS, MAX_CONNECTIONS, ConnectionGuard, HealthServer
 
 from ..helpers import ScriptedServer, frame, read_lines
 from .harness import start_recording, streaming, until
@@ -50,7 +50,11 @@ async def test_a_thousand_idle_connections_do_not_stall_recording(tmp_path: Path
         await asyncio.sleep(0.2)
         peak_fds = max(peak_fds, _fds(rec.proc.pid))
     assert len(read_lines(rec.data)) > during + 1000, "recording goes on at full rate"
-    assert peak_fds < MAX_CONNECTIONS + 100, f"{peak_fds} fds open: the connection bound does not hold"
+    # 64 places and a few being closed to make room, plus ~30 of the recorder's own.
+    assert peak_fds < 64 + 8 + 40, f"{peak_fds} fds open: the connection bound does not hold"
+    # A probe gets through even now: it takes the place of an idle connection.
+    status, health = await rec.get("/health")
+    assert status == 200, health
     for writer in idle:
         writer.close()
     await until(lambda: True)
@@ -80,20 +84,29 @@ async def test_a_connection_that_never_completes_its_request_is_closed_quietly(
     timed-out connections make one summary line, not one line each."""
     stats = FeedStats("f")
     health = HealthServer(Runner("f", [], [], stats=stats), make_registry([stats]))
+    assert (health.guard.max_connections, health.guard.seconds) == (MAX_CONNECTIONS, CONNECTION_SECONDS)
+    assert MAX_CONNECTIONS <= 64 and CONNECTION_SECONDS <= 10
     health.guard = ConnectionGuard(max_connections=3, seconds=0.5, summary_every=3600)
     await health.start("127.0.0.1", 0)
     slow = []
-    for _ in range(5):  # 3 held (then cut at 0.5 s), 2 refused at once
+    for _ in range(5):  # 3 places: the 4th and 5th take the places of the two oldest, idle ones
         reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
         slow.append((reader, writer))
         await asyncio.sleep(0.02)
-    closed = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in slow), return_exceptions=True), 3)
-    assert all(c == b"" or isinstance(c, ConnectionError) for c in closed)
-    assert health.guard.rejected == 2 and health.guard.timed_out == 3
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{health.port}/health") as r:
-        assert r.status in (200, 503)
     with caplog.at_level(logging.INFO):
+        for _ in range(200):  # malformed requests: aiohttp logged a traceback for each
+            reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
+            writer.write(b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+            await reader.read()
+            writer.close()
+        closed = await asyncio.wait_for(asyncio.gather(*(r.read() for r, _ in slow), return_exceptions=True), 3)
+        assert all(c == b"" or isinstance(c, ConnectionError) for c in closed)
+        assert health.guard.evicted >= 2 and health.guard.bad_requests == 200
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{health.port}/health") as r:
+            assert r.status in (200, 503)
         await health.stop()
+    noisy = [r for r in caplog.records if r.name.startswith("aiohttp")]
+    assert not noisy, noisy[:3]
     summary = [r for r in caplog.records if "health server:" in r.getMessage()]
-    assert len(summary) == 1 and "2 connection(s) refused" in summary[0].getMessage()
+    assert len(summary) == 1 and "200 malformed request(s)" in summary[0].getMessage()

@@ -46,10 +46,10 @@ async def _health(port: int) -> tuple[int, dict[str, object]]:
 
 
 async def _setup(
-    tmp_path: Path, connector: WebSocketConnector, writer: JsonlWriter
+    tmp_path: Path, connector: WebSocketConnector, *writers: JsonlWriter
 ) -> tuple[Runner, HealthServer, asyncio.Task[None]]:
     stats = FeedStats("testfeed")
-    runner = Runner("testfeed", [connector], [writer], stats=stats, backoff=Backoff(0.2, 0.5), flush_interval=0.2)
+    runner = Runner("testfeed", [connector], writers, stats=stats, backoff=Backoff(0.2, 0.5), flush_interval=0.2)
     health = HealthServer(runner, make_registry([stats]))
     await health.start("127.0.0.1", 0)
     return runner, health, asyncio.create_task(runner.run())
@@ -92,21 +92,26 @@ class ExplodingWriter(JsonlWriter):
 
 
 async def test_a_writer_that_raises_is_retried_with_the_same_frames(tmp_path: Path) -> None:
+    """The writer that raised is given the same frames again; a writer beside it that took them
+    is not (so it holds no duplicates)."""
     server = ScriptedServer(streaming(frame))
     await server.start()
+    good = tmp_path / "good"
     runner, health, task = await _setup(
-        tmp_path, WebSocketConnector(server.url, label="testfeed"), ExplodingWriter(tmp_path)
+        tmp_path, WebSocketConnector(server.url, label="testfeed"), ExplodingWriter(tmp_path / "bad"), JsonlWriter(good)
     )
     await until(lambda: runner.stats.errors["internal"] == 1)
     status, body = await _health(health.port)
-    assert status == 503 and "TypeError" in str(body["problem"])
-    await until(lambda: len(read_lines(tmp_path)) > 500, what="writing again")
+    assert status == 503 and "internal error in ExplodingWriter.write: TypeError" in str(body["problem"])
+    await until(lambda: len(read_lines(tmp_path / "bad")) > 500, what="writing again")
     runner.stop()
     await task
     await health.stop()
     await server.stop()
     assert runner.stats.errors["write"] == 0  # a bug, not a storage outage
-    assert [decode_frame(x) for x in read_lines(tmp_path)] == server.sent[: server.client_closed[0]]
+    sent = server.sent[: server.client_closed[0]]
+    assert [decode_frame(x) for x in read_lines(tmp_path / "bad")] == sent
+    assert [decode_frame(x) for x in read_lines(good)] == sent
 
 
 class BrokenGauge(JsonlWriter):

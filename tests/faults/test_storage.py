@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from ssmd_connector.message import decode_frame
 
 from ..helpers import CLI, ScriptedServer, cli_env, frame, read_lines, write_config
-from .harness import ssmd, start_recording, streaming, unshare_available, until
+from .harness import recorder_cli, ssmd, start_recording, streaming, unshare_available, until
 
 NO_UNSHARE = unshare_available()
 
@@ -84,8 +89,8 @@ def test_storage_path_that_cannot_be_a_directory_is_a_config_error(tmp_path: Pat
     cfg = write_config(tmp_path / "cfg", storage=path)
     expected = "is not a directory"
     for proc in (
-        ssmd("validate", "--config-dir", str(cfg)),
-        subprocess.run([*CLI, "--env", "test", "--config-dir", str(cfg)], capture_output=True, text=True, check=False),
+        ssmd("validate", "--config-dir", str(cfg), cwd=tmp_path),
+        recorder_cli("--env", "test", "--config-dir", str(cfg), cwd=tmp_path),
     ):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert f"environments/test.yaml: storage.path: {path}" in proc.stderr and expected in proc.stderr
@@ -133,8 +138,8 @@ def test_empty_path_and_duplicate_blocks_are_config_errors(tmp_path: Path, stora
     silently replaced the first."""
     cfg = write_config(tmp_path / "cfg", env=f"name: test\nfeed: testfeed\n{storage}\n")
     for proc in (
-        ssmd("validate", "--config-dir", str(cfg)),
-        subprocess.run([*CLI, "--env", "test", "--config-dir", str(cfg)], capture_output=True, text=True, check=False),
+        ssmd("validate", "--config-dir", str(cfg), cwd=tmp_path),
+        recorder_cli("--env", "test", "--config-dir", str(cfg), cwd=tmp_path),
     ):
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
@@ -172,3 +177,161 @@ async def test_a_full_disk_is_one_incident_however_many_retries_and_loses_nothin
     assert await rec.stop() == 0, rec.stderr[-2000:]
     await server.stop()
     assert rec.stderr.count("No space left on device") <= 2, "an outage is logged once, not per retry"
+
+
+async def test_a_quiet_feeds_deleted_archive_is_noticed_too(tmp_path: Path) -> None:
+    """Deletion was only checked when there was something to write: a feed that went quiet lost
+    its file with every signal green."""
+
+    async def burst(ws: web.WebSocketResponse, srv: ScriptedServer, _: int) -> None:
+        for i in range(50):
+            await srv.send(ws, frame(i))
+        await asyncio.sleep(30)
+
+    server = ScriptedServer(burst)
+    await server.start()
+    data = tmp_path / "data"
+    env = f"name: test\nfeed: testfeed\nstorage: {{type: local, path: {data}, flush_interval: 0.2}}\n"
+    rec = await start_recording(tmp_path, server.url, env=env)
+    await until(lambda: len(read_lines(data)) == 50, what="the burst archived")
+    shutil.rmtree(data)
+    await until(lambda: "the archive file is gone" in rec.stderr, what="the loss noticed")
+    status, ready = await rec.get("/ready")
+    assert status == 503 and any("50 line(s)" in r for r in ready["reasons"]), ready
+    assert await rec.metric("ssmd_errors_total", kind="storage") == 1
+    assert await rec.stop() == 0
+    await server.stop()
+    (incident,) = [e for e in rec.ledger() if e["event"] == "incident"]
+    assert incident["lines"] == 50
+
+
+async def test_a_corrupt_manifest_is_set_aside_and_recording_goes_on(tmp_path: Path) -> None:
+    """A manifest that does not parse stopped every write at start-up (an internal error on each
+    flush, nothing recorded). Now it is moved aside and rebuilt from the segment files."""
+    data = tmp_path / "data"
+    day = data / datetime.now(UTC).strftime("%Y-%m-%d")
+    day.mkdir(parents=True)
+    (day / "testfeed.manifest.json").write_text('{"date": "x", "feed": "testfeed", "segm')
+    server = ScriptedServer(streaming(frame))
+    await server.start()
+    env = f"name: test\nfeed: testfeed\nstorage: {{type: local, path: {data}, rotation: 1m}}\n"
+    rec = await start_recording(tmp_path, server.url, env=env)
+    await until(lambda: len(server.sent) > 500)
+    assert await rec.stop() == 0, rec.stderr[-2000:]
+    await server.stop()
+    assert rec.proc.returncode == 0 and "internal error" not in rec.stderr
+    assert len(list(day.glob("testfeed.manifest.json.corrupt-*"))) == 1
+    assert ssmd("verify", str(data)).returncode == 0
+    assert len(ssmd("cat", str(data)).stdout.splitlines()) == len(server.sent[: server.client_closed[0]])
+
+
+async def test_another_feed_whose_name_starts_the_same_is_left_alone(tmp_path: Path) -> None:
+    """Feeds ``testfeed`` and ``testfeed-b`` in one storage root: the first took the second's open
+    segment for a crash's leftover and sealed it under the second's feet, and listed its files
+    (its ledger too) in its own manifest."""
+    data = tmp_path / "data"
+    day = data / datetime.now(UTC).strftime("%Y-%m-%d")
+    day.mkdir(parents=True)
+    other_open = day / ".testfeed-b-0000.jsonl.open"
+    other_open.write_bytes(b'{"ts":"2026-11-24T00:00:00.000000Z","feed":"testfeed-b","data":1}\n')
+    (day / "testfeed-b-0001.jsonl").write_bytes(b'{"ts":"2026-11-24T00:01:00.000000Z","feed":"testfeed-b","data":2}\n')
+    (day / "testfeed-b.events.jsonl").write_text('{"event":"connect"}\n')
+    server = ScriptedServer(streaming(frame))
+    await server.start()
+    env = f"name: test\nfeed: testfeed\nstorage: {{type: local, path: {data}, rotation: 1m}}\n"
+    rec = await start_recording(tmp_path, server.url, env=env)
+    await until(lambda: len(server.sent) > 300)
+    assert await rec.stop() == 0
+    await server.stop()
+    assert other_open.exists(), "another feed's open segment was sealed"
+    manifest = json.loads((day / "testfeed.manifest.json").read_text())
+    assert all(s["name"].startswith("testfeed-") and "testfeed-b" not in s["name"] for s in manifest["segments"])
+
+
+async def test_stopping_while_writes_fail_says_what_was_not_stored_and_does_not_hang(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = ScriptedServer(streaming(frame))
+    await server.start()
+    rec = await start_recording(tmp_path, server.url, data=data)
+    await until(lambda: len(read_lines(data)) > 100)
+    day = next(data.iterdir())
+    shutil.rmtree(day)
+    day.write_text("a file where the day's directory should be")  # every write now fails
+    await until(lambda: "cannot write archive file" in rec.stderr, what="writes failing")
+    started = time.monotonic()
+    code = await rec.stop(timeout=60)
+    took = time.monotonic() - started
+    await server.stop()
+    assert code == 1 and took < 20, (code, took)
+    assert "bytes of received frames not stored" in rec.stderr and "Traceback" not in rec.stderr
+    assert rec.stderr.count("internal error") == 0
+
+
+_PARTLY_WRITTEN = """
+import asyncio, json, os, sys
+from pathlib import Path
+from ssmd_connector.archive import Reader
+from ssmd_connector.errors import WriteFailed
+from ssmd_connector.message import Message
+
+from ssmd_connector.writers.jsonl import JsonlWriter
+
+root = Path(sys.argv[1])
+NS = 1_795_000_000 * 10**9
+
+
+async def main() -> None:
+    (root / "filler").write_bytes(b"x" * 400_000)
+    w = JsonlWriter(root, compression=sys.argv[2], now_ns=lambda: NS)
+    sent, i, failed = [], 0, False
+    while not failed:  # incompressible frames until the disk is full in the middle of a write
+        batch = [b'{"i":%d,"pad":"%s"}' % (i + k, os.urandom(400).hex().encode()) for k in range(50)]
+        await w.write([Message(NS + i + k, "f", f) for k, f in enumerate(batch)])
+        sent += batch
+        i += 50
+        try:
+            await w.flush()
+        except WriteFailed:
+            failed = True
+    day = next(p for p in root.iterdir() if p.is_dir())
+    lost = len(list(Reader().lines(next(day.iterdir())))) if sys.argv[2] == "none" else None
+    for f in day.iterdir():
+        f.unlink()  # the file that was being written, deleted
+    (root / "filler").unlink()  # space is back
+    reports = []
+    w._on_storage_lost = lambda message, fields: reports.append(fields)
+    await w.close()
+    problems = []
+    lines = [line for f in sorted(day.iterdir()) for _, line in Reader(on_problem=problems.append).lines(f)]
+    print(json.dumps({"sent": len(sent), "kept": len(lines), "problems": [str(p) for p in problems],
+                      "reported": reports, "lost_before": lost,
+                      "kept_is_suffix": [json.loads(x)["data"]["i"] for x in lines][-1] == i - 1}))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(NO_UNSHARE is not None, reason=str(NO_UNSHARE))
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_a_file_deleted_while_a_write_to_it_was_cut_short_is_rewritten_whole(tmp_path: Path, compression: str) -> None:
+    """Disk full in the middle of a write, then the file deleted: the new file started with the
+    rest of the cut write — a torn first line, or (compressed) the tail of a zstd frame, which made
+    the whole file unreadable. The unfinished write must be written again, whole."""
+    root = tmp_path / "disk"
+    root.mkdir()
+    script = tmp_path / "partly_written.py"
+    script.write_text(_PARTLY_WRITTEN)
+    mount = f'mount -t tmpfs -o size=600k tmpfs "{root}" && exec "$0" "$@"'
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mount, sys.executable, str(script), str(root), compression],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["problems"] == [], result["problems"]  # every line of the new file reads
+    assert result["kept"] > 0 and result["kept_is_suffix"]
+    assert len(result["reported"]) == 1  # and the deleted file was reported lost

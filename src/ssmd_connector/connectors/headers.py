@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ..config import HEADER_CONTROL
+from ..config import HEADER_CONTROL, SECRET_REF
 from ..errors import ConfigError
 from ..secrets import Secret
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def interpolate_headers(headers: Mapping[str, str], secrets: Mapping[str, Secret], label: str) -> dict[str, str]:
@@ -28,7 +26,7 @@ def interpolate_headers(headers: Mapping[str, str], secrets: Mapping[str, Secret
             check_header_secret(revealed, key, f"{label}: headers.{name}")
             return revealed
 
-        out[name] = _VAR.sub(sub, value)
+        out[name] = SECRET_REF.sub(sub, value)
     return out
 
 

@@ -114,7 +114,7 @@ class _Listener(WSListener):
         self.writes_paused_since = None
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        if frame.msg_type == _TEXT and frame.fin:  # nearly every frame
+        if frame.msg_type == _TEXT and frame.fin and not self._fragments:  # nearly every frame
             if not self._read_ns:
                 self._read_ns = self._stamp()
             self._payloads.append(frame.get_payload_as_bytes())
@@ -126,6 +126,14 @@ class _Listener(WSListener):
     def _other(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind in (_BINARY, _TEXT):
+            if self._fragments:  # a new message before the fragmented one ended: a protocol error
+                self._fragments = []
+                self.stale_reason = (
+                    "protocol error from the peer: a new message began before a fragmented one was finished "
+                    "(the unfinished one is not stored; what arrived after it is); closed with 1002"
+                )
+                transport.send_close(WSCloseCode.PROTOCOL_ERROR, b"unfinished fragmented message")
+                transport.disconnect()
             if frame.fin:
                 self._message(frame.get_payload_as_bytes(), kind == _BINARY)
             else:
@@ -271,8 +279,9 @@ class WebSocketConnection:
         try:
             await transport.wait_disconnected()
         except WSError as exc:  # the peer broke the protocol (an oversized frame, a bad opcode…)
+            too_big = "exceeding max allowed size" in str(exc)
             return f"closed on a protocol error: {_describe(exc)}" + (
-                f" (the limit is {self._max_frame_size:,} bytes: MAX_FRAME_BYTES)" if "size" in str(exc) else ""
+                f" (the limit is {self._max_frame_size:,} bytes: MAX_FRAME_BYTES)" if too_big else ""
             )
         # Anything else was raised by our own callback — a bug: picows closed the connection and
         # re-raises it here, for the runner to report as an internal error (traceback, /health).

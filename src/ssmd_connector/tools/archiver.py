@@ -18,7 +18,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -26,9 +25,9 @@ from nats.js.errors import NotFoundError
 
 from ..app import make_uploader
 from ..config import load
-from ..errors import ConfigError
+from ..errors import ConfigError, SsmdError
 from ..keys import resolve_all
-from ..message import ArchivedLines, Message
+from ..message import ArchivedLines, Message, json_object
 from ..natsconn import NatsConnection
 from ..writers.jsonl import JsonlWriter
 from ..writers.segments import atomic_write, ts_ns
@@ -60,9 +59,15 @@ def archived_message(line: bytes, subject: str, feed: str, kind_at: int) -> Mess
 class Checkpoint:
     def __init__(self, path: Path) -> None:
         self.path = path
-        data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-        self.stream_seq: int = int(data.get("stream_seq", 0))
-        self.sizes: dict[Path, int] = {Path(p): int(n) for p, n in data.get("sizes", {}).items()}
+        data = json_object(path.read_bytes()) if path.exists() else {}
+        try:
+            self.stream_seq: int = int((data or {})["stream_seq"] if path.exists() else 0)
+            self.sizes: dict[Path, int] = {Path(p): int(n) for p, n in (data or {}).get("sizes", {}).items()}
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            raise SsmdError(
+                f"{path}: the archiver's checkpoint is not readable ({exc}); it is written atomically, so it was "
+                "changed by hand: restore it, or remove it to archive the stream again from its start"
+            ) from None
 
     def save(self, stream_seq: int, sizes: dict[Path, int]) -> None:
         self.stream_seq = stream_seq

@@ -7,7 +7,7 @@ whose fields are not what Kalshi documents.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def book(path: Path, ticker: str, at: str | None, strict: bool = False) -> int:
                 if problem:
                     problems += 1
                     print(f"{obj['ts']}: {problem} at seq {data.get('seq')}")
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+        except (KeyError, TypeError, ValueError, DecimalException) as exc:
             problems += 1
             print(f"{obj['ts']}: malformed {kind} message ({type(exc).__name__}: {exc}) at seq {data.get('seq')}")
         last_ts = obj["ts"]
@@ -57,8 +57,18 @@ def book(path: Path, ticker: str, at: str | None, strict: bool = False) -> int:
     return 1 if problems else outcome(reader, strict)
 
 
+def _dec(text: object) -> Decimal:
+    """An exact price or size; ``NaN``, infinities and non-strings are not."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a decimal string, got {text!r}")
+    value = Decimal(text)
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
 def _snapshot(msg: dict[str, Any]) -> Book:
-    return {s: {Decimal(p): Decimal(q) for p, q in msg.get(f"{s}_dollars_fp") or []} for s in ("yes", "no")}
+    return {s: {_dec(p): _dec(q) for p, q in msg.get(f"{s}_dollars_fp") or []} for s in ("yes", "no")}
 
 
 def _apply(sides: Book, msg: dict[str, Any]) -> str | None:
@@ -67,8 +77,8 @@ def _apply(sides: Book, msg: dict[str, Any]) -> str | None:
     if side not in sides:
         raise ValueError(f"side {side!r}")
     level = sides[side]
-    price = Decimal(msg["price_dollars"])
-    size = level.get(price, Decimal(0)) + Decimal(msg["delta_fp"])
+    price = _dec(msg["price_dollars"])
+    size = level.get(price, Decimal(0)) + _dec(msg["delta_fp"])
     if size:
         level[price] = size
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -160,7 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup("ERROR")
         return validate(args.config_dir, args.env)
     if args.command in ("verify", "cat", "stats", "book"):
-        return _archive_command(args)
+        try:
+            return _archive_command(args)
+        except BrokenPipeError:  # e.g. `ssmd stats … | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     if args.command == "sim":
         from .sim import load_keys, run_sim  # noqa: PLC0415
 

@@ -21,7 +21,10 @@ def normalize_ts(text: str | None) -> str | None:
     if text is None:
         return None
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    try:
+        dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"time out of range: {text!r}") from None
     ns = int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
     return TimestampFormatter().format(ns).decode()
 

@@ -5,44 +5,54 @@ frame decompressed to its end, so a frame cut short is caught (``zstandard``'s s
 DuckDB would silently read less) — and must match its entry: size, SHA-256, every line an archive
 line, line count, first/last ``ts``, counts by type. Also problems: segment files the manifest
 does not list, an ``.open`` segment older than its interval plus the sealing grace (a crashed
-run's leftovers: the next recorder start seals them), and duplicated lines: byte-identical lines
-(same receive time to the microsecond, same frame) carrying a sequence number, within a segment
-and its numbered parts — a sequenced frame is unique, so it was stored twice. (Identical lines
-without a sequence number are listed but not problems: the exchange does repeat, say, a ticker
-update within one socket read.) Lists the day's recorded gaps. Exit 1 on any problem.
+run's leftovers: the next recorder start seals them; days without a manifest are looked at too),
+and duplicated lines: byte-identical lines (same receive time to the microsecond, same frame)
+carrying a sequence number, within a segment and its numbered parts — a sequenced frame is
+unique, so it was stored twice. (Identical lines without a sequence number are listed but not
+problems: the exchange does repeat, say, a ticker update within one socket read.) Lists the
+day's recorded gaps. Exit 1 on any problem. Read-only: nothing is repaired or moved.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..archive import Problem, Reader, compression_of
+from ..archive import Problem, Reader
 from ..message import json_object, parse_line
 from ..writers.jsonl import SEAL_GRACE_NS
-from ..writers.segments import time_order, ts_ns
+from ..writers.segments import segment_files, segment_of, time_order, ts_ns
 
-_OPEN = re.compile(r"^\.(?P<feed>.+)-(?P<hhmm>\d{4})(?:\.\d+)?\.jsonl(?:\.zst|\.gz)?\.open$")
+DAY_NS = 86_400 * 1_000_000_000
 
 
 def verify(path: Path, now_ns: int | None = None) -> int:
     if not path.exists():
         print(f"ssmd verify: {path}: no such file or directory", file=sys.stderr)
         return 2
+    if not path.is_dir():
+        print(f"ssmd verify: {path}: expected the storage root or a day directory", file=sys.stderr)
+        return 2
     manifests = sorted(path.glob("*.manifest.json")) + sorted(path.glob("*/*.manifest.json"))
-    if not manifests:
-        print(f"ssmd verify: {path}: no manifest found (is storage.rotation set?)", file=sys.stderr)
-        return 1
     now = time.time_ns() if now_ns is None else now_ns
     problems = 0
     for mpath in manifests:
         problems += _verify_day(mpath, now)
+    # Days (or feeds) without a manifest can still hold segments a crash left open.
+    covered = {(m.parent, m.name.removesuffix(".manifest.json")) for m in manifests}
+    for day in [path, *sorted(p for p in path.iterdir() if p.is_dir())]:
+        for f in sorted(day.glob(".*.open")):
+            segment = segment_of(f.name)
+            if segment is not None and (day, segment[0]) not in covered:
+                problems += _check_open(f, DAY_NS, now)
+    if not manifests:
+        print(f"ssmd verify: {path}: no manifest found (is storage.rotation set?)", file=sys.stderr)
+        return 1
     print(f"{problems} problem(s)")
     return 1 if problems else 0
 
@@ -53,13 +63,13 @@ def _verify_day(mpath: Path, now: int) -> int:
     if manifest is None or not isinstance(manifest.get("segments"), list):
         print(f"{day.name}/{mpath.name}: FAILED: not a manifest (corrupt JSON or no segment list)")
         return 1
-    feed = str(manifest.get("feed") or mpath.name.removesuffix(".manifest.json"))
+    feed = mpath.name.removesuffix(".manifest.json")
     problems = 0
     listed = set()
     groups: dict[str, list[Path]] = {}
     for entry in manifest["segments"]:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or "/" in name:
+        if not isinstance(entry, dict) or not isinstance(name, str) or segment_of(name) is None:
             print(f"{day.name}/{mpath.name}: FAILED: a segment entry without a proper name: {entry!r}")
             problems += 1
             continue
@@ -70,16 +80,17 @@ def _verify_day(mpath: Path, now: int) -> int:
         problems += bool(issues)
         if (day / name).is_file():
             groups.setdefault(time_order(name)[1], []).append(day / name)
-    for p in sorted(day.iterdir()):
-        if p.name.startswith(f"{feed}-") and compression_of(p) is not None and p.name not in listed:
+    for p in segment_files(day, feed):
+        if p.name not in listed:
             print(f"{day.name}/{p.name}: FAILED: not in the manifest")
             problems += 1
-        m = _OPEN.match(p.name)
-        if m and m["feed"] == feed:
-            problems += _check_open(p, m["hhmm"], _rotation_ns(manifest), now)
+    rotation = _rotation_ns(manifest)
+    for p in segment_files(day, feed, open_files=True):
+        problems += _check_open(p, rotation, now)
     for files in groups.values():
         problems += _duplicates(sorted(files, key=lambda p: time_order(p.name)))
-    for gap in manifest.get("gaps") or []:
+    gaps = manifest.get("gaps")
+    for gap in gaps if isinstance(gaps, list) else []:
         if isinstance(gap, dict):
             print(
                 f"{day.name}: gap at {gap.get('ts')} on {gap.get('shard')} sid {gap.get('sid')} "
@@ -132,21 +143,23 @@ def _rotation_ns(manifest: dict[str, Any]) -> int:
     """The segment length: recorded in the manifest; for manifests written before it was, the
     smallest step between segment start times, else a day (which flags only earlier days)."""
     seconds = manifest.get("rotation_seconds")
-    if isinstance(seconds, int) and seconds > 0:
+    if type(seconds) is int and seconds > 0:
         return seconds * 1_000_000_000
+    names = [s.get("name") for s in manifest["segments"] if isinstance(s, dict)]
     starts = sorted(
-        {int(h[:2]) * 60 + int(h[2:]) for h in (time_order(str(s.get("name")))[1] for s in manifest["segments"]) if h}
+        {int(h[:2]) * 60 + int(h[2:]) for h in (time_order(n)[1] for n in names if isinstance(n, str)) if h}
     )
     steps = [b - a for a, b in itertools.pairwise(starts)]
-    return (min(steps) * 60 if steps else 86_400) * 1_000_000_000
+    return min(steps) * 60 * 1_000_000_000 if steps else DAY_NS
 
 
-def _check_open(path: Path, hhmm: str, rotation_ns: int, now: int) -> int:
+def _check_open(path: Path, rotation_ns: int, now: int) -> int:
     day = path.parent.name
+    hhmm = time_order(path.name.lstrip("."))[1]
     try:
         start = ts_ns(f"{day}T{hhmm[:2]}:{hhmm[2:]}:00")
     except ValueError:
-        start = 0
+        start = 0  # (not in a day directory: its time is unknown, so it is old)
     where = f"{day}/{path.name}"
     if now < start + rotation_ns + SEAL_GRACE_NS:
         print(f"{where}: open (being written: its interval has not ended)")
@@ -159,23 +172,30 @@ def _check_open(path: Path, hhmm: str, rotation_ns: int, now: int) -> int:
 
 
 def _duplicates(files: list[Path]) -> int:
-    """Byte-identical lines within one time slot's segment and its parts (two passes: hashes,
-    then the candidate lines themselves, so a hash collision is never reported)."""
-    seen: set[int] = set()
+    """Byte-identical lines within one time slot's segment and its parts, in bounded memory: a
+    first pass sets two bits per line in a bitmap of 32 bits a line (a Bloom filter) and keeps the
+    hashes of the lines whose bits were all set already — every duplicate, and ~0.5 % of lines
+    falsely; a second pass compares those lines themselves, so nothing is reported falsely."""
+    expected = sum(1 for f in files for _ in Reader(on_problem=_ignore).lines(f))
+    bits = max(1 << 16, 1 << (32 * max(expected, 1) - 1).bit_length())
+    bitmap = bytearray(bits // 8)
+    mask = bits - 1
     candidates: set[int] = set()
     for path in files:
-        for _, line in Reader(on_problem=lambda p: None).lines(path):
+        for _, line in Reader(on_problem=_ignore).lines(path):
             h = hash(line)
-            if h in seen:
+            a, b = h & mask, (h >> 32) & mask
+            if bitmap[a >> 3] & (1 << (a & 7)) and bitmap[b >> 3] & (1 << (b & 7)):
                 candidates.add(h)
-            seen.add(h)
+            bitmap[a >> 3] |= 1 << (a & 7)
+            bitmap[b >> 3] |= 1 << (b & 7)
     if not candidates:
         return 0
     seen_lines: dict[bytes, tuple[Path, int]] = {}
     duplicates = repeats = 0
     example = ""
     for path in files:
-        for number, line in Reader(on_problem=lambda p: None).lines(path):
+        for number, line in Reader(on_problem=_ignore).lines(path):
             if hash(line) not in candidates:
                 continue
             if line not in seen_lines:
@@ -200,3 +220,7 @@ def _duplicates(files: list[Path]) -> int:
         return 0
     print(f"{where}: FAILED: {duplicates} duplicated line(s) of sequenced data, e.g. {example}")
     return 1
+
+
+def _ignore(_: Problem) -> None:
+    """(Unreadable lines are reported once, by the segment check.)"""

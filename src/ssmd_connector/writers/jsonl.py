@@ -35,7 +35,7 @@ from ..clock import NowNs, TimestampFormatter, day_bounds, day_of, wall_clock_ns
 from ..errors import WriteFailed
 from ..message import ArchivedLines, LineEncoder, Message, parse_line
 from .compression import Codec, codec
-from .segments import Segment, reconcile, scan_lines, seal
+from .segments import Segment, reconcile, scan_lines, seal, segment_files
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +222,9 @@ class JsonlWriter:
             self._to_seal.append(seg)
             self._segment, self._path, self._day_end = None, None, -1
         if not self._pending and not self._to_seal:
+            if self._files:  # a quiet feed: its open file must still be noticed if it goes away
+                await asyncio.to_thread(self._check_open_files, [])
+                self._report_lost()
             return
         chunks = self._pending
         self._pending = []
@@ -250,8 +253,8 @@ class JsonlWriter:
     def _write_chunks(self, chunks: list[_Chunk]) -> None:
         """Runs in a worker thread. Records progress so a failure can resume exactly."""
         if self._rotation_ns and not self._recovered:
+            self._recovered = True  # (once, even if it fails: what failed is reported)
             self._recover_open_segments()
-            self._recovered = True
         self._check_open_files(chunks)
         for chunk in chunks:
             if chunk.done == len(chunk.parts):
@@ -296,7 +299,7 @@ class JsonlWriter:
             try:
                 st = os.stat(path)
                 same = (st.st_dev, st.st_ino) == f.ino and os.fstat(f.fd).st_nlink > 0
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # (its directory gone, or now a file)
                 same = False
             except OSError:
                 continue  # (unreadable now: the write itself will fail and be retried, loudly)
@@ -305,6 +308,9 @@ class JsonlWriter:
             size = self.sizes.pop(path, 0)
             del self._files[path]
             os.close(f.fd)
+            for chunk in chunks:  # a chunk partly written into the lost file is written again, whole
+                if chunk.path == path:
+                    chunk.done = chunk.offset = 0
             segments = [c.segment for c in chunks] + self._to_seal + [self._segment]
             for seg in {id(s): s for s in segments if s is not None and s.open_path == path}.values():
                 seg.forget_contents()
@@ -340,7 +346,7 @@ class JsonlWriter:
         """Durable mode, at start-up: cut ``feed``'s open files back to a checkpoint — what came
         after it was never acknowledged and will be delivered again; an open file the checkpoint
         does not know holds only such data. Call before the first write."""
-        for path in self.root.glob(f"*/.{feed}-*.open"):
+        for path in self._open_segments(feed):
             size = sizes.get(path, 0)
             if path.stat().st_size > size:
                 fd = os.open(path, os.O_RDWR)
@@ -349,34 +355,59 @@ class JsonlWriter:
                 finally:
                     os.close(fd)
 
+    def _days(self) -> list[Path]:
+        return sorted(p for p in self.root.glob("????-??-??") if p.is_dir())
+
+    def _open_segments(self, feed: str) -> list[Path]:
+        """``feed``'s segments left open (by a crash, or being written): this feed's only, never
+        another's whose name starts the same (``kalshi`` and ``kalshi-b``)."""
+        return [p for day in self._days() for p in segment_files(day, feed, open_files=True)]
+
     def _recover_open_segments(self) -> None:
         """Repair and seal what a crashed run left open, and complete the manifests a crash may
-        have left behind a seal (runs once, before anything is written)."""
-        suffix = f".jsonl{self._codec.suffix}"
-        days = {p.parent for p in self.root.glob(f"*/.{self._feed}-*.open")}
-        days |= set(sorted(p for p in self.root.glob("????-??-??") if p.is_dir())[-2:])
-        for day in sorted(days):
-            for name in reconcile(day, self._feed, self._codec):
-                log.warning("%s/%s: sealed but missing from the manifest (unclean shutdown): added", day.name, name)
-        for open_path in sorted(self.root.glob(f"*/.{self._feed}-*.open")):  # ours only: others may be live
-            name = open_path.name[1 : -len(".open")]
-            if not name.endswith(suffix):
-                log.warning("%s: left by a run with another compression setting; not touched", open_path)
-                continue
-            fd = os.open(open_path, os.O_RDWR)
+        have left behind a seal (runs once, before anything is written). A file that cannot be
+        recovered is reported and left as it is (``ssmd verify`` lists it); recording goes on."""
+        feed = self._feed
+        left_open = self._open_segments(feed)
+        for day in sorted({p.parent for p in left_open} | set(self._days()[-2:])):
             try:
-                repair(fd, open_path, self._codec)
-                size = os.fstat(fd).st_size
-                lines, first, last, types = scan_lines(fd, self._codec, size)
-                seg = Segment(open_path.parent, name[: -len(suffix)], suffix, 0, 0, lines, first, last, types)
-                seg.sha256.update(os.pread(fd, size, 0))
-                seg.size = size
-            except BaseException:
-                os.close(fd)
-                raise
-            feed = seg.stem.rsplit("-", 1)[0]
-            self.sealed.append(seal(seg, fd, feed))
-            log.warning("%s: sealed a segment left open by an unclean shutdown (%d lines)", open_path.name, lines)
+                for name in reconcile(day, feed, self._codec):
+                    log.warning("%s/%s: sealed but missing from the manifest (unclean shutdown): added", day.name, name)
+            except Exception as exc:
+                self._problem(day, f"{day}: cannot complete the manifest of {feed} ({exc!r}); recording goes on")
+        for open_path in left_open:
+            try:
+                self._seal_left_open(open_path)
+            except Exception as exc:
+                self._problem(
+                    open_path,
+                    f"{open_path}: a segment left open by an unclean shutdown cannot be sealed ({exc!r}); "
+                    "it is left as it is (ssmd verify lists it) and recording goes on",
+                )
+
+    def _seal_left_open(self, open_path: Path) -> None:
+        suffix = f".jsonl{self._codec.suffix}"
+        name = open_path.name[1 : -len(".open")]
+        if not name.endswith(suffix):
+            log.warning("%s: left by a run with another compression setting; not touched", open_path)
+            return
+        fd = os.open(open_path, os.O_RDWR)
+        try:
+            repair(fd, open_path, self._codec)
+            size = os.fstat(fd).st_size
+            lines, first, last, types = scan_lines(fd, self._codec, size)
+            seg = Segment(open_path.parent, name[: -len(suffix)], suffix, 0, 0, lines, first, last, types)
+            seg.sha256.update(os.pread(fd, size, 0))
+            seg.size = size
+        except BaseException:
+            os.close(fd)
+            raise
+        self.sealed.append(seal(seg, fd, self._feed))
+        log.warning("%s: sealed a segment left open by an unclean shutdown (%d lines)", open_path.name, lines)
+
+    def _problem(self, path: Path, message: str) -> None:
+        """A file this writer could not repair or recover: said loudly, recording goes on."""
+        self._lost.append((message, {"path": str(path), "lines": 0, "bytes": 0}))
 
     def _write_all(self, fd: int, chunk: _Chunk, data: bytes) -> None:
         view = memoryview(data)
@@ -393,8 +424,8 @@ class JsonlWriter:
         f = self._files.get(path)
         if f is None:
             if self._feed not in self._repaired_feeds:
+                self._repaired_feeds.add(self._feed)  # (once, even if it fails: reported)
                 self._repair_newest(path)
-                self._repaired_feeds.add(self._feed)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
@@ -416,11 +447,18 @@ class JsonlWriter:
             newest = days[0] / f"{feed}{suffix}" if days else None
             if newest is None or newest == opening:
                 continue
-            fd = os.open(newest, os.O_RDWR)
             try:
-                repair(fd, newest, codec(comp))
-            finally:
-                os.close(fd)
+                fd = os.open(newest, os.O_RDWR)
+                try:
+                    repair(fd, newest, codec(comp))
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                self._problem(
+                    newest,
+                    f"{newest}: cannot check its tail for a torn last line ({exc.strerror or exc}); readers skip "
+                    "a torn line with a warning, and recording goes on",
+                )
 
     def _close_fd(self, path: Path) -> None:
         f = self._files.pop(path)

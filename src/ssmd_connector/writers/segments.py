@@ -20,8 +20,10 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,8 @@ from typing import Any
 from ..clock import TimestampFormatter
 from ..message import json_object, parse_line
 from .compression import Codec
+
+log = logging.getLogger(__name__)
 
 _ROTATION = re.compile(r"^(\d+)([mh])$")
 
@@ -111,6 +115,31 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 _SEGMENT_NAME = re.compile(r"^(?P<feed>.+)-(?P<hhmm>\d{4})(?:\.(?P<part>\d+))?\.jsonl")
+_SEGMENT_FILE = re.compile(
+    r"^(?P<open>\.)?(?P<feed>.+)-(?P<hhmm>\d{4})(?:\.(?P<part>\d+))?(?P<suffix>\.jsonl(?:\.zst|\.gz)?)(?(open)\.open)$"
+)
+
+
+def segment_of(name: str) -> tuple[str, str, bool] | None:
+    """``(feed, suffix, open)`` when ``name`` is a segment file (sealed, or ``.<name>.open``).
+
+    The feed is everything before the last ``-HHMM``, compared whole by callers: feed ``kalshi``
+    must not claim ``kalshi-b-1000.jsonl`` (feed ``kalshi-b``), nor ``kalshi-b.events.jsonl``."""
+    m = _SEGMENT_FILE.match(name)
+    if m is None:
+        return None
+    return m["feed"], m["suffix"], m["open"] is not None
+
+
+def segment_files(directory: Path, feed: str, *, open_files: bool = False) -> list[Path]:
+    """This feed's sealed segments (or, with ``open_files``, its ``.open`` ones) in ``directory``,
+    in time order."""
+    out = []
+    for p in directory.glob(f".{feed}-*.open" if open_files else f"{feed}-*.jsonl*"):
+        seg = segment_of(p.name)
+        if seg is not None and seg[0] == feed and seg[2] == open_files:
+            out.append(p)
+    return sorted(out, key=lambda p: time_order(p.name.lstrip(".")))
 
 
 def time_order(name: str) -> tuple[str, str, int, str]:
@@ -127,10 +156,21 @@ def manifest_path(directory: Path, feed: str) -> Path:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest at ``path`` (``{}`` when there is none). One that is not readable (a bad edit,
+    a disk error) is moved aside as ``<name>.corrupt-<ns>`` with a warning, and ``{}`` returned:
+    the writer then lists the day's sealed segments again from the files themselves."""
     try:
-        data: dict[str, Any] = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
+    data = json_object(raw)
+    segments = data.get("segments") if data is not None else None
+    if data is None or not isinstance(segments, list):
+        aside = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
+        os.replace(path, aside)
+        log.warning("%s: not a readable manifest; moved to %s and rebuilt from the segment files", path, aside.name)
+        return {}
+    data["segments"] = [e for e in segments if isinstance(e, dict) and isinstance(e.get("name"), str)]
     return data
 
 
@@ -161,8 +201,8 @@ def reconcile(directory: Path, feed: str, codec: Codec) -> list[str]:
     listed = {s["name"] for s in manifest["segments"]}
     suffix = f".jsonl{codec.suffix}"
     added = []
-    for path in sorted(directory.glob(f"{feed}-*{suffix}"), key=lambda p: time_order(p.name)):
-        if path.name in listed or ".torn-" in path.name:
+    for path in segment_files(directory, feed):
+        if path.name in listed or not path.name.endswith(suffix):
             continue
         raw = path.read_bytes()
         lines, first, last, types = scan_lines(path, codec)

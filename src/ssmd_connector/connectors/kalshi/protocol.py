@@ -19,6 +19,7 @@ It never decides anything about the archive: every frame is archived by the call
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -186,7 +187,12 @@ def parse(frame: bytes) -> Envelope | None:
         return None
 
 
+_OBJECT_START = re.compile(rb"[ \t\r\n]*\{")
+
+
 def _loose_envelope(frame: bytes) -> Envelope | None:
+    if _OBJECT_START.match(frame) is None:  # (never build a big array or string just to drop it)
+        return None
     try:
         body = _any.decode(frame)
     except msgspec.DecodeError:
