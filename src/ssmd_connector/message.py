@@ -54,6 +54,9 @@ the connection with close code 1009 and a reason naming the size; the connection
 re-opened as after any disconnect (the ledger and ``ssmd_errors_total{kind="disconnect"}`` show
 it). Kalshi's largest messages, order-book snapshots of deep books, are well under a megabyte."""
 
+SHALLOW_BYTES = 2 * MAX_JSON_DEPTH
+"""A frame this short cannot be too deep (valid JSON ``d`` levels deep takes at least ``2d`` bytes)."""
+
 _STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from ..helpers import CLI, ScriptedServer, cli_env, free_port, write_config
+from ..kalshi_helpers import eventually
 
 SSMD = str(Path(sys.executable).parent / "ssmd")
 
@@ -45,11 +47,7 @@ RUNNING: list[asyncio.subprocess.Process] = []
 
 
 async def until(cond: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.02)
+    await eventually(cond, timeout, what)
 
 
 def streaming(frames: Callable[[int], bytes], per_ms: int = 2) -> Callable[..., Any]:
@@ -178,7 +176,66 @@ def unshare_available() -> str | None:
     return None
 
 
-def env_with(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(extra)
-    return env
+async def rejecting_server(port: int = 0) -> tuple[web.AppRunner, int]:
+    """An HTTP server answering every WebSocket upgrade with 401 (a handshake rejected)."""
+
+    async def reject(_request: web.Request) -> web.Response:
+        return web.Response(status=401)
+
+    app = web.Application()
+    app.router.add_get("/ws", reject)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, port or site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+RawScript = Callable[[asyncio.StreamWriter, int], Awaitable[None]]
+
+
+async def raw_websocket_server(script: RawScript) -> tuple[asyncio.Server, list[int], str]:
+    """A WebSocket server that writes raw frames — what a library would refuse to send (frames
+    over the limit, broken fragmentation). ``script(writer, n)`` runs on the n-th connection after
+    the handshake; returns the server, the connection numbers seen so far, and its URL."""
+    accepted: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in request.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+        writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        n = len(accepted)
+        accepted.append(n)
+        try:
+            await script(writer, n)
+            while first := await reader.read(1):  # (client frames are masked; only the opcode matters)
+                if first == b"\x88":  # a close frame: answer it, as a peer should
+                    writer.write(b"\x88\x00")
+                    break
+                await reader.read(1 << 16)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, accepted, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+
+
+def ws_frame(first: int, payload: bytes) -> bytes:
+    """A server-to-client WebSocket frame: ``first`` is the FIN bit and opcode (0x81 a whole text
+    message, 0x01 its first fragment, 0x00 a continuation)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + n.to_bytes(8, "big")
+    return head + payload

@@ -16,7 +16,7 @@ from ssmd_connector.sim import SimConfig, SimServer
 
 from ..helpers import ScriptedServer, cli_env, write_config
 from ..kalshi_helpers import KEY, KEY_ID
-from .harness import recorder_cli, ssmd, start_recording, until
+from .harness import recorder_cli, rejecting_server, ssmd, start_recording, until
 
 FEED = "name: testfeed\ntype: websocket\nversions:\n  - {{version: '1', endpoint: '{endpoint}', active: true}}\n"
 
@@ -154,16 +154,7 @@ async def test_a_rejected_kalshi_key_is_named_alike_in_log_ready_and_ledger(tmp_
 async def test_a_generic_feeds_401_names_its_own_credentials(tmp_path: Path) -> None:
     """Row 12: a generic feed's 401 asked about a Kalshi "API key id / private key"."""
 
-    async def reject(_request: web.Request) -> web.Response:
-        return web.Response(status=401)
-
-    app = web.Application()
-    app.router.add_get("/ws", reject)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await rejecting_server()
     rec = await start_recording(tmp_path, f"ws://127.0.0.1:{port}/ws")
     await until(lambda: "HTTP 401" in rec.stderr, what="a rejected handshake")
     assert await rec.stop() == 0

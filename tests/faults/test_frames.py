@@ -4,9 +4,7 @@ and the maximum message size."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from aiohttp import web
 from ssmd_connector.message import MAX_FRAME_BYTES, MAX_JSON_DEPTH, decode_frame
 
 from ..helpers import ScriptedServer, frame, read_lines
-from .harness import ssmd, start_recording, streaming, until
+from .harness import raw_websocket_server, ssmd, start_recording, streaming, until, ws_frame
 
 KALSHI_FEED = """\
 name: testfeed
@@ -118,29 +116,18 @@ async def test_a_fragmented_message_over_the_limit_closes_the_connection_with_a_
     """Above MAX_FRAME_BYTES a message is not stored: the connection is closed (1009) with a
     reason naming the limit, counted as a disconnect, and recording resumes on a new connection.
     (picows bounds single frames; a message sent in many fragments was unbounded.)"""
-    accepted: list[int] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _handshake(reader, writer)
-        n = len(accepted)
-        accepted.append(n)
-        writer.write(_ws_frame(0x81, b'{"ok":%d}' % n))
+    async def script(writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(ws_frame(0x81, b'{"ok":%d}' % n))
         if n == 0:  # a text message in 1 MiB fragments that goes on past the limit
             part = b"x" * (1 << 20)
-            writer.write(_ws_frame(0x01, part))
+            writer.write(ws_frame(0x01, part))
             for _ in range(MAX_FRAME_BYTES // len(part) + 1):
-                writer.write(_ws_frame(0x00, part))
+                writer.write(ws_frame(0x00, part))
                 await writer.drain()
-        try:
-            await reader.read()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    rec = await start_recording(tmp_path, f"ws://127.0.0.1:{port}/ws")
+    server, accepted, url = await raw_websocket_server(script)
+    rec = await start_recording(tmp_path, url)
     await until(lambda: len(accepted) >= 2, timeout=60, what="a second connection")
     await asyncio.sleep(0.5)
     assert await rec.metric("ssmd_errors_total", kind="disconnect") >= 1
@@ -151,54 +138,22 @@ async def test_a_fragmented_message_over_the_limit_closes_the_connection_with_a_
     assert frames[:2] == [b'{"ok":0}', b'{"ok":1}']  # both connections recorded, nothing oversized
 
 
-def _ws_frame(first: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        head = bytes((first, n))
-    elif n < 65536:
-        head = bytes((first, 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((first, 127)) + n.to_bytes(8, "big")
-    return head + payload
-
-
 async def test_a_new_message_inside_a_fragmented_one_is_a_protocol_error_said_loudly(tmp_path: Path) -> None:
     """A peer that starts a new message before finishing a fragmented one breaks the protocol:
     the unfinished message cannot be stored, and the connection is closed saying why (it was
     dropped without a word); every complete message that arrived is kept."""
-    accepted: list[int] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _handshake(reader, writer)
-        n = len(accepted)
-        accepted.append(n)
-        if n == 0:
-            writer.write(_ws_frame(0x01, b'{"part":') + _ws_frame(0x81, b'{"whole":1}'))
-        writer.write(_ws_frame(0x81, b'{"ok":%d}' % n))
-        try:
-            await reader.read()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+    async def script(writer: asyncio.StreamWriter, n: int) -> None:
+        broken = ws_frame(0x01, b'{"part":') + ws_frame(0x81, b'{"whole":1}') if n == 0 else b""
+        writer.write(broken + ws_frame(0x81, b'{"ok":%d}' % n))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    rec = await start_recording(tmp_path, f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws")
+    server, accepted, url = await raw_websocket_server(script)
+    rec = await start_recording(tmp_path, url)
     await until(lambda: len(accepted) >= 2, what="a second connection")
     await asyncio.sleep(0.3)
     assert await rec.stop() == 0
     server.close()
     assert "a new message began before a fragmented one was finished" in rec.stderr
-    assert [decode_frame(x) for x in read_lines(rec.data)] == [b'{"whole":1}', b'{"ok":0}', b'{"ok":1}']
-
-
-async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    request = await reader.readuntil(b"\r\n\r\n")
-    key = next(
-        line.split(b":", 1)[1].strip()
-        for line in request.split(b"\r\n")
-        if line.lower().startswith(b"sec-websocket-key")
-    )
-    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-    writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
-    writer.write(b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    recorded = [decode_frame(x) for x in read_lines(rec.data)]
+    # What came in the read that broke the protocol is kept; after our close, nothing more is read.
+    assert recorded[0] == b'{"whole":1}' and recorded[-1] == b'{"ok":1}' and len(recorded) <= 3

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from aiohttp import web
-
 from ssmd_connector.backoff import Backoff
 from ssmd_connector.connectors.websocket import WebSocketConnector
 from ssmd_connector.metrics import FeedStats
@@ -15,7 +13,7 @@ from ssmd_connector.runner import Runner
 from ssmd_connector.writers.jsonl import JsonlWriter
 
 from ..helpers import free_port
-from .harness import until
+from .harness import rejecting_server, until
 
 
 async def test_a_rejected_handshake_after_a_refused_connection_is_counted_as_its_own_incident(
@@ -35,14 +33,7 @@ async def test_a_rejected_handshake_after_a_refused_connection_is_counted_as_its
     task = asyncio.create_task(runner.run())
     await until(lambda: stats.reconnects >= 3, what="connection attempts refused")
 
-    async def reject(_request: web.Request) -> web.Response:
-        return web.Response(status=401)
-
-    app = web.Application()
-    app.router.add_get("/ws", reject)
-    app_runner = web.AppRunner(app)
-    await app_runner.setup()
-    await web.TCPSite(app_runner, "127.0.0.1", port).start()
+    app_runner, _ = await rejecting_server(port)
     attempts = stats.reconnects
     await until(lambda: stats.reconnects >= attempts + 3, what="handshakes rejected")
     runner.stop()

@@ -25,7 +25,7 @@ from ...config import Environment, Feed
 from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
 from ...interfaces import Connector, FrameSink
 from ...ledger import Ledger
-from ...message import Message, within_depth
+from ...message import SHALLOW_BYTES, Message, within_depth
 from ...metrics import FeedStats, ShardStats
 from ...secrets import Secret
 from ..headers import check_header_secret
@@ -184,13 +184,16 @@ class KalshiShard:
         append = out.append
         on_envelope = session.on_envelope
         binary_at = set(binary) if binary else None
+        # Frames this short cannot be nested too deep to decode (within_depth's first test, once
+        # per read in C instead of once per frame).
+        shallow = max(map(len, payloads)) <= SHALLOW_BYTES
         try:
             for data in payloads:
                 if binary_at is not None and len(out) in binary_at:
                     append(Message(received_ns, feed, data, True))
                     continue
                 try:  # one msgspec pass validates the JSON, after the non-recursive depth check
-                    env: Envelope | None = decode_envelope(data) if within_depth(data) else None
+                    env: Envelope | None = decode_envelope(data) if shallow or within_depth(data) else None
                 except ValueError:  # msgspec's DecodeError and ValidationError
                     env = parse(data)  # the careful path: odd field types, or not JSON at all
                 if env is None:
