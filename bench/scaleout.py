@@ -25,7 +25,8 @@ from typing import Any
 
 import zstandard
 
-from ssmd_connector.message import LineEncoder, Message
+from ssmd_connector.archive.line import LineEncoder
+from ssmd_connector.message import Message
 from ssmd_connector.sim.market import MarketModel
 from ssmd_connector.writers.nats import PublishMode
 

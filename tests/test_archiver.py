@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ssmd_connector.archive import archive_files, read_lines
-from ssmd_connector.message import ArchivedLines, LineEncoder, Message
+from ssmd_connector.archive.line import ArchivedLines, LineEncoder
+from ssmd_connector.message import Message
 from ssmd_connector.tools.archiver import archive, archived_message
 from ssmd_connector.tools.jetstream_pull import stream_sequence
 from ssmd_connector.writers.nats import NatsWriter

@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from ssmd_connector.archive.line import decode_frame
 from ssmd_connector.connectors.kalshi.auth import generate_key_pair
-from ssmd_connector.message import decode_frame
 from ssmd_connector.secrets import Secret
 from ssmd_connector.sim import SimConfig, SimServer
 

@@ -10,8 +10,9 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ssmd_connector.archive.line import LineEncoder, decode_frame, is_verbatim_json
 from ssmd_connector.clock import TimestampFormatter, day_of
-from ssmd_connector.message import LineEncoder, Message, decode_frame, is_verbatim_json
+from ssmd_connector.message import Message
 
 NS = int(datetime(2026, 11, 24, 10, 30, 0, 123456, tzinfo=UTC).timestamp()) * 1_000_000_000 + 123_456_789
 
@@ -143,7 +144,7 @@ def test_batch_encoding_stops_at_day_bound_and_feed_change() -> None:
 def _json_texts() -> st.SearchStrategy[bytes]:
     """Frames a feed could send, weighted towards the edges of the verbatim rule: huge numbers,
     deep nesting around the limit, odd escapes and code points, almost-JSON."""
-    from ssmd_connector.message import MAX_JSON_DEPTH  # noqa: PLC0415
+    from ssmd_connector.archive.line import MAX_JSON_DEPTH  # noqa: PLC0415
 
     scalars = st.one_of(
         st.integers(1, 6000).map(lambda n: b"9" * n),  # beyond what msgspec builds past ~4,300 digits
@@ -164,7 +165,7 @@ def _json_texts() -> st.SearchStrategy[bytes]:
 @given(_json_texts(), st.booleans())
 def test_a_line_written_is_always_read_back(frame: bytes, binary: bool) -> None:
     """The writer's rule and the readers' are one: every line parses, and returns its frame."""
-    from ssmd_connector.message import parse_line  # noqa: PLC0415
+    from ssmd_connector.archive.line import parse_line  # noqa: PLC0415
 
     out = line(frame, binary)
     assert parse_line(out.rstrip(b"\n")) is not None

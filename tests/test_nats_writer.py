@@ -15,8 +15,9 @@ from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 from nats.protocol.command import hpub_cmd
 
+from ssmd_connector.archive.line import LineEncoder
 from ssmd_connector.errors import WriteFailed
-from ssmd_connector.message import LineEncoder, Message
+from ssmd_connector.message import Message
 from ssmd_connector.sim import SimConfig, SimServer
 from ssmd_connector.writers.fast_batch import FastBatch
 from ssmd_connector.writers.nats import NatsWriter, PublishMode, subject_token, ticker_of

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ssmd_connector.archive.line import decode_frame
 from ssmd_connector.backoff import Backoff
 from ssmd_connector.connectors.websocket import WebSocketConnector
-from ssmd_connector.message import Message, decode_frame
+from ssmd_connector.message import Message
 from ssmd_connector.runner import Runner
 from ssmd_connector.writers.jsonl import JsonlWriter
 

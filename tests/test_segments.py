@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from ssmd_connector.archive.compression import codec, decompress
+from ssmd_connector.archive.layout import parse_rotation, time_order
+from ssmd_connector.archive.segments import SEAL_GRACE_NS
 from ssmd_connector.message import Message
-from ssmd_connector.writers.compression import codec
-from ssmd_connector.writers.jsonl import SEAL_GRACE_NS, JsonlWriter
-from ssmd_connector.writers.segments import decompress_all, parse_rotation, time_order
+from ssmd_connector.writers.jsonl import JsonlWriter
 
 
 def ns(h: int, m: int, s: int, us: int = 0) -> int:
@@ -25,7 +26,7 @@ def msg(t: int, i: int, kind: str = "orderbook_delta") -> Message:
 
 
 def lines_of(path: Path, compression: str) -> list[dict[str, object]]:
-    return [json.loads(x) for x in decompress_all(path.read_bytes(), compression).splitlines()]
+    return [json.loads(x) for x in decompress(path.read_bytes(), compression).splitlines()]
 
 
 def test_rotation_parsing() -> None:

@@ -2,10 +2,11 @@
 
 Data flow: config → keys → connector (frames enter in ``connectors/``, are stamped in
 ``pipeline.Intake``) → runner (bounded queue, reconnects) → writers (lines built in
-``message.LineEncoder``, landing in ``writers/``) → server (health and metrics).
+``archive.line.LineEncoder``, landing in ``writers/``) → server (health and metrics).
 """
 
 from ._version import __version__
+from .archive.line import LineEncoder, decode_frame
 from .errors import (
     AuthenticationFailed,
     ConfigError,
@@ -17,7 +18,7 @@ from .errors import (
     WriteFailed,
 )
 from .interfaces import Connector, FrameSink, KeyResolver, Writer
-from .message import LineEncoder, Message, decode_frame
+from .message import Message
 from .secrets import Secret
 
 __all__ = [

@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .archive.layout import parse_rotation
 from .connectors.kalshi.protocol import DEFAULT_CHANNELS, ORDERBOOK_DELTA, RECORDABLE_CHANNELS
 from .connectors.websocket import DEFAULT_RECEIVE_BUFFER
 from .errors import ConfigError
 from .keys import SUPPORTED_SCHEMES
-from .writers.segments import parse_rotation
 
 log = logging.getLogger(__name__)
 

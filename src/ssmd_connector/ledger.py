@@ -27,13 +27,10 @@ from typing import Any
 
 import msgspec
 
+from .archive.layout import ledger_path
+from .archive.ledger import is_event
+from .archive.repair import repair_tail
 from .clock import NowNs, TimestampFormatter, day_of, wall_clock_ns
-from .message import json_object
-from .writers.jsonl import repair_tail
-
-
-def _is_event(line: bytes) -> bool:
-    return json_object(line) is not None
 
 
 class Ledger:
@@ -51,7 +48,7 @@ class Ledger:
         """Counts by event kind (used by the demo's summary and by tests)."""
 
     def path_for(self, ns: int) -> Path:
-        return self.root / day_of(ns) / f"{self.feed}.events.jsonl"
+        return ledger_path(self.root / day_of(ns), self.feed)
 
     def record(self, event: str, shard: str, fields: dict[str, Any] | None = None) -> None:
         ns = self._now()
@@ -95,7 +92,7 @@ class Ledger:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 if path not in self._repaired:
-                    repair_tail(fd, path, _is_event)
+                    repair_tail(fd, path, is_event)
                     self._repaired.add(path)
                 data = memoryview(b"".join(lines))
                 while data:

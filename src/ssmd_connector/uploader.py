@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from .archive import compression_of
-from .message import json_object
+from .archive.layout import UPLOAD_LEDGER
+from .archive.line import json_object
 from .secrets import Secret
 
 log = logging.getLogger(__name__)
 
-LEDGER = ".uploads.jsonl"
+LEDGER = UPLOAD_LEDGER
 
 
 class Uploader:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ssmd_connector.message import MAX_FRAME_BYTES, MAX_JSON_DEPTH, decode_frame
+from ssmd_connector.archive.line import MAX_JSON_DEPTH, decode_frame
+from ssmd_connector.connectors.websocket import MAX_FRAME_BYTES
 
 from ..helpers import ScriptedServer, frame, read_lines
 from .harness import raw_websocket_server, ssmd, start_recording, streaming, until, ws_frame

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ssmd_connector.message import decode_frame
+from ssmd_connector.archive.line import decode_frame
 from ssmd_connector.metrics import FeedStats, make_registry
 from ssmd_connector.runner import Runner
 from ssmd_connector.server import CONNECTION_SECONDS, MAX_CONNECTIONS, ConnectionGuard, HealthServer

@@ -12,11 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ssmd_connector.archive.line import decode_frame
 from ssmd_connector.backoff import Backoff
 from ssmd_connector.connectors.kalshi import protocol
 from ssmd_connector.connectors.websocket import WebSocketConnector
 from ssmd_connector.interfaces import FrameSink
-from ssmd_connector.message import Message, decode_frame
+from ssmd_connector.message import Message
 from ssmd_connector.metrics import FeedStats, make_registry
 from ssmd_connector.runner import Runner
 from ssmd_connector.server import HealthServer

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ssmd_connector.message import decode_frame
+from ssmd_connector.archive.line import decode_frame
 
 from ..helpers import CLI, ScriptedServer, cli_env, frame, read_lines, write_config
 from .harness import recorder_cli, ssmd, start_recording, streaming, unshare_available, until

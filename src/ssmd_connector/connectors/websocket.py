@@ -36,7 +36,7 @@ from picows import (
 
 from ..errors import AuthenticationFailed, ConnectionFailed, Disconnected
 from ..interfaces import FrameSink
-from ..message import MAX_FRAME_BYTES, Message
+from ..message import Message
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ class Liveness:
     def stale_after(cls, seconds: float) -> Liveness:
         return cls(idle=seconds / 2, reply=seconds / 2)
 
+
+MAX_FRAME_BYTES = 64 << 20
+"""The largest message (after reassembly of fragments) a connection accepts. A larger one closes
+the connection with close code 1009 and a reason naming the size; the connection is then
+re-opened as after any disconnect (the ledger and ``ssmd_errors_total{kind="disconnect"}`` show
+it). Kalshi's largest messages, order-book snapshots of deep books, are well under a megabyte."""
 
 DEFAULT_RECEIVE_BUFFER = 1 << 20
 """SO_RCVBUF for recording sockets (Linux doubles it). It caps how much one socket read returns,

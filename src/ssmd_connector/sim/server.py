@@ -29,9 +29,9 @@ import msgspec
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ..archive.line import within_depth
 from ..connectors.kalshi import protocol as P
 from ..connectors.kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
-from ..message import within_depth
 from .faults import Fault
 from .market import MarketModel
 

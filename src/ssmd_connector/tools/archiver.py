@@ -24,13 +24,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from ..app import make_uploader
+from ..archive.layout import checkpoint_path
+from ..archive.line import ArchivedLines, json_object, ts_ns
+from ..archive.segments import atomic_write
 from ..config import load
 from ..errors import ConfigError, SsmdError
 from ..keys import resolve_all
-from ..message import ArchivedLines, Message, json_object
+from ..message import Message
 from ..natsconn import NatsConnection
 from ..writers.jsonl import JsonlWriter
-from ..writers.segments import atomic_write, ts_ns
 from .jetstream_pull import Puller, stream_sequence
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
         encoder=ArchivedLines(),
     )
     storage.path.mkdir(parents=True, exist_ok=True)
-    ckpt = Checkpoint(storage.path / f".archiver-{feed}.json")
+    ckpt = Checkpoint(checkpoint_path(storage.path, feed))
     await asyncio.to_thread(writer.truncate_to, ckpt.sizes, feed)
     conn = NatsConnection(env.nats.url)
     nc = await conn.wait(stop)

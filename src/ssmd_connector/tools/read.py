@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..archive import Reader, archive_files
+from ..archive.line import frame_of, json_object
 from ..clock import TimestampFormatter
-from ..message import frame_of, json_object
 
 
 def normalize_ts(text: str | None) -> str | None:

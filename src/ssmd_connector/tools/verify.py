@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ..archive import Problem, Reader
-from ..message import json_object, parse_line
-from ..writers.jsonl import SEAL_GRACE_NS
-from ..writers.segments import segment_files, segment_of, time_order, ts_ns
+from ..archive.layout import segment_files, segment_of, time_order
+from ..archive.line import json_object, parse_line, ts_ns
+from ..archive.segments import SEAL_GRACE_NS
 
 DAY_NS = 86_400 * 1_000_000_000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..archive.layout import SPILL_DIR
 from ..config import Environment
 from ..interfaces import Writer
 from .jsonl import JsonlWriter, StorageLost
@@ -34,7 +35,7 @@ def build_writers(env: Environment, on_storage_lost: StorageLost | None = None) 
                 max_pending=n.max_pending,
                 publish=n.publish,
                 max_backlog_bytes=n.max_backlog_mb << 20,
-                spill_dir=storage.path / ".nats-spill",
+                spill_dir=storage.path / SPILL_DIR,
                 max_spill_bytes=n.spill_mb << 20,
             )
         )

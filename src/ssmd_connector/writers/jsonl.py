@@ -24,18 +24,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
+from ..archive.compression import codec
+from ..archive.layout import day_file, segment_files, segment_stem
+from ..archive.line import ArchivedLines, LineEncoder
+from ..archive.repair import quarantine, repair
+from ..archive.segments import SEAL_GRACE_NS, Segment, reconcile, scan_lines, seal
 from ..clock import NowNs, TimestampFormatter, day_bounds, day_of, wall_clock_ns
 from ..errors import WriteFailed
-from ..message import ArchivedLines, LineEncoder, Message, parse_line
-from .compression import Codec, codec
-from .segments import Segment, reconcile, scan_lines, seal, segment_files
+from ..message import Message
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ FLUSH_BYTES = 1 << 20
 
 MAX_BACKLOG = 256 << 20
 """While writes fail (disk full, read-only), buffer at most this much before reading pauses."""
-
-_TAIL_CHUNK = 1 << 16
-
-SEAL_GRACE_NS = 10 * 1_000_000_000
-"""A segment is sealed on time this long after its end, leaving frames stamped before the
-boundary but still queued the time to land in it."""
 
 
 @dataclass
@@ -144,7 +139,7 @@ class JsonlWriter:
         """The day file (no rotation), or the open segment's temporary path."""
         if self._rotation_ns:
             return self._segment_for(feed, ns).open_path
-        return self.root / day_of(ns) / f"{feed}.jsonl{self._codec.suffix}"
+        return day_file(self.root, feed, ns, f".jsonl{self._codec.suffix}")
 
     def _segment_for(self, feed: str, ns: int) -> Segment:
         """The segment for ``ns``: ``<feed>-<HHMM>``, or its next free part ``<feed>-<HHMM>.<n>``.
@@ -153,14 +148,12 @@ class JsonlWriter:
         so an open file always holds one segment's data and a checkpoint can name it.
         """
         start = ns - ns % self._rotation_ns
-        hhmm = datetime.fromtimestamp(start // 1_000_000_000, UTC).strftime("%H%M")
-        seg = Segment(
-            self.root / day_of(ns), f"{feed}-{hhmm}", f".jsonl{self._codec.suffix}", start, start + self._rotation_ns
-        )
+        suffix = f".jsonl{self._codec.suffix}"
+        seg = Segment(self.root / day_of(ns), segment_stem(feed, start), suffix, start, start + self._rotation_ns)
         part = 0
         while seg.final_path.exists() or seg.open_path.exists() or seg.open_path in self._used:
             part += 1
-            seg.stem = f"{feed}-{hhmm}.{part}"
+            seg.stem = segment_stem(feed, start, part)
         self._used.add(seg.open_path)
         return seg
 
@@ -351,7 +344,7 @@ class JsonlWriter:
             if path.stat().st_size > size:
                 fd = os.open(path, os.O_RDWR)
                 try:
-                    _quarantine(fd, path, size, os.fstat(fd).st_size)
+                    quarantine(fd, path, size, os.fstat(fd).st_size)
                 finally:
                     os.close(fd)
 
@@ -479,65 +472,3 @@ class JsonlWriter:
     def _close_all(self) -> None:
         for path in list(self._files):
             self._close_fd(path)
-
-
-def _is_archive_line(line: bytes) -> bool:
-    return parse_line(line) is not None
-
-
-def repair(fd: int, path: Path, file_codec: Codec) -> int:
-    """Cut a torn tail off an archive file (plain or compressed), keeping it in a side file."""
-    if file_codec.name == "none":
-        return repair_tail(fd, path)
-    return repair_compressed(fd, path, file_codec)
-
-
-def repair_tail(fd: int, path: Path, valid: Callable[[bytes], bool] = _is_archive_line) -> int:
-    """Cut a torn or unparsable last line off a JSON-lines file, keeping it in a side file.
-
-    A last line is kept when it ends with a newline and ``valid`` accepts it — for archive files,
-    the readers' own rule. Returns the number of bytes moved aside (0 when the file was clean).
-    """
-    size = os.fstat(fd).st_size
-    cut = size
-    while cut > 0:
-        start = _last_line_start(fd, cut)
-        line = os.pread(fd, cut - start, start)
-        if line.endswith(b"\n") and valid(line):
-            break
-        cut = start
-    if cut == size:
-        return 0
-    return _quarantine(fd, path, cut, size)
-
-
-def repair_compressed(fd: int, path: Path, codec: Codec) -> int:
-    """Cut a compressed file back to its last complete member, keeping the torn tail aside."""
-    size = os.fstat(fd).st_size
-    cut = codec.complete_prefix(fd, size) if size else 0
-    if cut == size:
-        return 0
-    return _quarantine(fd, path, cut, size)
-
-
-def _quarantine(fd: int, path: Path, cut: int, size: int) -> int:
-    torn = os.pread(fd, size - cut, cut)
-    side = path.with_name(f"{path.name}.torn-{time.time_ns()}")
-    side.write_bytes(torn)
-    os.ftruncate(fd, cut)
-    os.fsync(fd)
-    log.warning("%s: repaired a torn tail after an unclean shutdown: %d bytes moved to %s", path, len(torn), side.name)
-    return len(torn)
-
-
-def _last_line_start(fd: int, end: int) -> int:
-    """Offset where the line ending at ``end`` (exclusive, maybe without newline) begins."""
-    pos = end - 1  # skip the line's own terminator, if any
-    while pos > 0:
-        lo = max(0, pos - _TAIL_CHUNK)
-        chunk = os.pread(fd, pos - lo, lo)
-        nl = chunk.rfind(b"\n")
-        if nl != -1:
-            return lo + nl + 1
-        pos = lo
-    return 0

@@ -47,8 +47,9 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
+from ..archive.line import LineEncoder
 from ..errors import WriteFailed
-from ..message import LineEncoder, Message
+from ..message import Message
 from ..natsconn import NatsConnection
 from .fast_batch import FastBatch
 from .nats_spill import Spill

@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...archive.line import SHALLOW_BYTES, within_depth
 from ...config import Environment, Feed
 from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
 from ...interfaces import Connector, FrameSink
 from ...ledger import Ledger
-from ...message import SHALLOW_BYTES, Message, within_depth
+from ...message import Message
 from ...metrics import FeedStats, ShardStats
 from ...secrets import Secret
 from ..headers import check_header_secret

@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ...message import within_depth
+from ...archive.line import within_depth
 
 WS_PATH: Final = "/trade-api/ws/v2"
 REST_PREFIX: Final = "/trade-api/v2"

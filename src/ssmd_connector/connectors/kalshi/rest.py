@@ -10,8 +10,8 @@ from urllib.parse import urlparse, urlunparse
 import aiohttp
 import msgspec
 
+from ...archive.line import within_depth
 from ...errors import AuthenticationFailed, ConnectionFailed
-from ...message import within_depth
 from .auth import Signer
 from .protocol import REST_PREFIX
 

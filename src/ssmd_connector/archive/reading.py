@@ -16,23 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .message import parse_line
-from .writers.compression import CorruptMember, codec
-from .writers.segments import segment_of, time_order
-
-SUFFIXES = {".jsonl": "none", ".jsonl.zst": "zstd", ".jsonl.gz": "gzip"}
-
-
-def compression_of(path: Path) -> str | None:
-    """The compression of an archive file by its name; ``None`` for files that are not archives
-    (ledgers, manifests, open segments, quarantined tails)."""
-    name = path.name
-    if name.startswith(".") or ".torn-" in name or name.endswith(".events.jsonl"):
-        return None
-    for suffix, compression in SUFFIXES.items():
-        if name.endswith(suffix):
-            return compression
-    return None
+from .compression import CorruptMember, codec
+from .layout import SUFFIXES, compression_of, segment_of, time_order
+from .line import parse_line
 
 
 def archive_files(path: Path, feed: str | None = None) -> list[Path]:
@@ -43,7 +29,7 @@ def archive_files(path: Path, feed: str | None = None) -> list[Path]:
     if not path.is_dir():
         return [path]  # a file (or a pipe, a device): read as an archive file
     # The files directly here (a day directory), then each day directory below (the root).
-    days = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]  # (.nats-spill)
+    days = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]  # (SPILL_DIR)
     out = []
     for day in days:
         for p in sorted(day.iterdir(), key=lambda p: time_order(p.name)):

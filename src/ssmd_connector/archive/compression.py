@@ -1,4 +1,4 @@
-"""Compression for archive files: each flush becomes one complete, independent member.
+"""Compression of archive files, for writers and readers alike: each flush one complete member.
 
 A zstd file is then a sequence of zstd frames, a gzip file a sequence of gzip members — both
 valid streams for ``zstdcat`` / ``zcat``, DuckDB and polars. Because members are complete, a
@@ -10,6 +10,7 @@ the first frame.)
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import zlib
 from collections.abc import Iterator
@@ -131,3 +132,9 @@ def codec(name: str, level: int | None = None) -> Codec:
     if name == "gzip":
         return Codec("gzip", ".gz", 6 if level is None else level)
     return Codec("none", "", 0)
+
+
+def decompress(raw: bytes, compression: str) -> bytes:
+    """Every member of a (possibly multi-member) compressed file held in memory; raises
+    :class:`CorruptMember` at a corrupt or truncated member (unlike ``zstandard``'s stream reader)."""
+    return b"".join(codec(compression).stream(io.BytesIO(raw)))

@@ -16,13 +16,10 @@ gaps and disconnects from the coverage ledger.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import json
 import logging
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,23 +27,16 @@ from pathlib import Path
 from typing import Any
 
 from ..clock import TimestampFormatter
-from ..message import json_object, parse_line
-from .compression import Codec
+from .compression import Codec, decompress
+from .layout import aside, manifest_path, segment_files, time_order
+from .ledger import summary as ledger_summary
+from .line import json_object, parse_line, ts_ns
 
 log = logging.getLogger(__name__)
 
-_ROTATION = re.compile(r"^(\d+)([mh])$")
-
-
-def parse_rotation(text: str) -> int:
-    """``15m`` / ``1h`` → seconds; must divide a day, at least a minute."""
-    m = _ROTATION.match(text.strip())
-    if not m:
-        raise ValueError(f"expected a duration like 15m or 1h, got {text!r}")
-    seconds = int(m.group(1)) * (60 if m.group(2) == "m" else 3600)
-    if seconds < 60 or 86_400 % seconds:
-        raise ValueError(f"rotation must be at least 1m and divide 24h evenly, got {text!r}")
-    return seconds
+SEAL_GRACE_NS = 10 * 1_000_000_000
+"""A segment is sealed on time this long after its end, leaving frames stamped before the
+boundary but still queued the time to land in it."""
 
 
 @dataclass
@@ -114,47 +104,6 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-_SEGMENT_NAME = re.compile(r"^(?P<feed>.+)-(?P<hhmm>\d{4})(?:\.(?P<part>\d+))?\.jsonl")
-_SEGMENT_FILE = re.compile(
-    r"^(?P<open>\.)?(?P<feed>.+)-(?P<hhmm>\d{4})(?:\.(?P<part>\d+))?(?P<suffix>\.jsonl(?:\.zst|\.gz)?)(?(open)\.open)$"
-)
-
-
-def segment_of(name: str) -> tuple[str, str, bool] | None:
-    """``(feed, suffix, open)`` when ``name`` is a segment file (sealed, or ``.<name>.open``).
-
-    The feed is everything before the last ``-HHMM``, compared whole by callers: feed ``kalshi``
-    must not claim ``kalshi-b-1000.jsonl`` (feed ``kalshi-b``), nor ``kalshi-b.events.jsonl``."""
-    m = _SEGMENT_FILE.match(name)
-    if m is None:
-        return None
-    return m["feed"], m["suffix"], m["open"] is not None
-
-
-def segment_files(directory: Path, feed: str, *, open_files: bool = False) -> list[Path]:
-    """This feed's sealed segments (or, with ``open_files``, its ``.open`` ones) in ``directory``,
-    in time order."""
-    out = []
-    for p in directory.glob(f".{feed}-*.open" if open_files else f"{feed}-*.jsonl*"):
-        seg = segment_of(p.name)
-        if seg is not None and seg[0] == feed and seg[2] == open_files:
-            out.append(p)
-    return sorted(out, key=lambda p: time_order(p.name.lstrip(".")))
-
-
-def time_order(name: str) -> tuple[str, str, int, str]:
-    """Sort key putting archive files of a day in time order: ``kalshi-1000`` < ``kalshi-1000.1``
-    < ``kalshi-1000.2`` < ``kalshi-1000.10`` < ``kalshi-1100`` (plain string order would not)."""
-    m = _SEGMENT_NAME.match(name)
-    if m is None:
-        return (name, "", 0, name)
-    return (m["feed"], m["hhmm"], int(m["part"] or 0), name)
-
-
-def manifest_path(directory: Path, feed: str) -> Path:
-    return directory / f"{feed}.manifest.json"
-
-
 def read_manifest(path: Path) -> dict[str, Any]:
     """The manifest at ``path`` (``{}`` when there is none). One that is not readable (a bad edit,
     a disk error) is moved aside as ``<name>.corrupt-<ns>`` with a warning, and ``{}`` returned:
@@ -166,31 +115,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
     data = json_object(raw)
     segments = data.get("segments") if data is not None else None
     if data is None or not isinstance(segments, list):
-        aside = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
-        os.replace(path, aside)
-        log.warning("%s: not a readable manifest; moved to %s and rebuilt from the segment files", path, aside.name)
+        kept = aside(path, "corrupt", time.time_ns())
+        os.replace(path, kept)
+        log.warning("%s: not a readable manifest; moved to %s and rebuilt from the segment files", path, kept.name)
         return {}
     data["segments"] = [e for e in segments if isinstance(e, dict) and isinstance(e.get("name"), str)]
     return data
-
-
-def ledger_summary(directory: Path, feed: str) -> dict[str, Any]:
-    """Gaps and disconnects of the day, from the coverage ledger beside the data."""
-    gaps: list[dict[str, Any]] = []
-    disconnects = 0
-    try:
-        text = (directory / f"{feed}.events.jsonl").read_bytes()
-    except FileNotFoundError:
-        return {"gaps": gaps, "disconnects": disconnects}
-    for line in text.splitlines():
-        ev = json_object(line)
-        if ev is None:
-            continue  # (a torn line: the ledger repairs it when it next writes that file)
-        if ev.get("event") == "gap":
-            gaps.append({k: ev.get(k) for k in ("ts", "shard", "sid", "channel", "expected", "got", "missing")})
-        elif ev.get("event") == "disconnect" and not ev.get("requested"):
-            disconnects += 1
-    return {"gaps": gaps, "disconnects": disconnects}
 
 
 def reconcile(directory: Path, feed: str, codec: Codec) -> list[str]:
@@ -243,7 +173,7 @@ def seal(segment: Segment, fd: int, feed: str) -> Path:
 def _next_part(segment: Segment) -> Path:
     base = segment.stem.split(".")[0]
     n = 1
-    while (segment.directory / f"{base}.{n}{segment.suffix}").exists():
+    while (segment.directory / f"{base}.{n}{segment.suffix}").exists():  # (segment_stem's parts)
         n += 1
     return segment.directory / f"{base}.{n}{segment.suffix}"
 
@@ -257,7 +187,7 @@ def scan_lines(path_or_fd: Path | int, codec: Codec, size: int | None = None) ->
         raw = os.pread(path_or_fd, size or os.fstat(path_or_fd).st_size, 0)
     else:
         raw = path_or_fd.read_bytes()
-    text = decompress_all(raw, codec.name)
+    text = decompress(raw, codec.name)
     lines = 0
     first = last = 0
     types: Counter[str] = Counter()
@@ -276,30 +206,3 @@ def scan_lines(path_or_fd: Path | int, codec: Codec, size: int | None = None) ->
         if isinstance(data, dict) and isinstance(data.get("type"), str) and "enc" not in obj:
             types[data["type"]] += 1
     return lines, first, last, types
-
-
-def decompress_all(raw: bytes, compression: str) -> bytes:
-    """Every member of a (possibly multi-member) compressed file."""
-    if compression == "zstd":
-        import zstandard  # noqa: PLC0415
-
-        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw), read_across_frames=True).read()
-    if compression == "gzip":
-        import gzip  # noqa: PLC0415
-
-        return gzip.decompress(raw)
-    return raw
-
-
-def ts_ns(ts: str) -> int:
-    """``2026-11-24T10:30:00.123456Z`` → ns since the epoch (exact, no float)."""
-    whole, _, frac = ts.rstrip("Z").partition(".")
-    return _seconds(whole) * 1_000_000_000 + int((frac or "0").ljust(6, "0")[:6]) * 1000
-
-
-@functools.lru_cache(maxsize=4096)
-def _seconds(whole: str) -> int:
-    """Parsing a date is slow; lines of one second share it."""
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    return int(datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
