@@ -27,11 +27,10 @@ from array import array
 import msgspec
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
-from ssmd_connector.connectors.kalshi.protocol import render
+from ssmd_connector.kalshi.wire import SEQUENCED_CHANNELS, render
 from ssmd_connector.sim.market import MarketModel
 
 SIDS = {"orderbook_delta": 1, "trade": 2, "ticker": 3, "market_lifecycle_v2": 4}
-SEQUENCED = {"orderbook_delta", "trade", "market_lifecycle_v2"}
 CHANNELS = list(SIDS)
 
 
@@ -60,7 +59,7 @@ def render_stream(frames: int, markets: int = 200, seed: int = 7) -> tuple[bytea
     for i in range(frames):
         channel, kind, body = pool[i % len(pool)]
         sid = SIDS[channel]
-        if channel in SEQUENCED:
+        if channel in SEQUENCED_CHANNELS:
             seq[channel] += 1
             payload = render(kind, body, sid=sid, seq=seq[channel])
         else:

@@ -40,7 +40,7 @@ def sample_lines(n: int) -> bytes:
     """Archive lines of simulator output (realistic, not a repeated pool)."""
     import msgspec  # noqa: PLC0415
 
-    from ssmd_connector.connectors.kalshi.protocol import render  # noqa: PLC0415
+    from ssmd_connector.kalshi.wire import render  # noqa: PLC0415
 
     model = MarketModel(200, 11, now=1_795_000_000.0)
     enc = LineEncoder()

@@ -12,7 +12,7 @@ from typing import Any
 
 from ssmd_connector.app import Recorder
 from ssmd_connector.config import load
-from ssmd_connector.connectors.kalshi.auth import generate_key_pair
+from ssmd_connector.kalshi.auth import generate_key_pair
 from ssmd_connector.secrets import Secret
 from ssmd_connector.sim import SimServer
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from ssmd_connector.connectors.kalshi.auth import Signer
+from ssmd_connector.kalshi.auth import Signer
 from ssmd_connector.sim import SimServer
 
 

@@ -11,7 +11,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from ssmd_connector.archive.line import decode_frame
-from ssmd_connector.connectors.kalshi.auth import generate_key_pair
+from ssmd_connector.kalshi.auth import generate_key_pair
 from ssmd_connector.secrets import Secret
 from ssmd_connector.sim import SimConfig, SimServer
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from ssmd_connector.connectors.kalshi.auth import Signer, generate_key_pair
+from ssmd_connector.kalshi.auth import Signer, generate_key_pair
 from ssmd_connector.sim import SimConfig, SimServer, parse_fault
 
 from .simclient import SimClient, reply_to

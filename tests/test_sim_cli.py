@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from ssmd_connector.connectors.kalshi.auth import generate_key_pair
+from ssmd_connector.kalshi.auth import generate_key_pair
 
 from .helpers import free_port, write_config
 

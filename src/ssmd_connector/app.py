@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from .config import Environment, LoadedConfig
 from .connectors.build import build_connectors
-from .connectors.kalshi.auth import KEY_ID_VAR
 from .incidents import Incidents
+from .kalshi.auth import KEY_ID_VAR
 from .ledger import Ledger
 from .metrics import FeedStats, make_registry
 from .runner import Runner

@@ -27,9 +27,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .archive.layout import parse_rotation
-from .connectors.kalshi.protocol import DEFAULT_CHANNELS, ORDERBOOK_DELTA, RECORDABLE_CHANNELS
 from .connectors.websocket import DEFAULT_RECEIVE_BUFFER
 from .errors import ConfigError
+from .kalshi.wire import DEFAULT_CHANNELS, RECORDABLE_CHANNELS, needs_markets
 from .keys import SUPPORTED_SCHEMES
 
 log = logging.getLogger(__name__)
@@ -440,7 +440,7 @@ def load_environment(config_dir: Path, env_name: str) -> tuple[Environment, Path
     if env.storage.upload is not None and env.storage.rotation is None:
         problems.append(f"{label}: storage.upload: uploads sealed segments, so storage.rotation must be set")
     sub = env.subscription
-    if ORDERBOOK_DELTA in sub.channels and not sub.markets and sub.discover is None:
+    if any(needs_markets(c) for c in sub.channels) and not sub.markets and sub.discover is None:
         problems.append(
             f"{label}: subscription: orderbook_delta needs markets (subscription.markets or subscription.discover)"
         )

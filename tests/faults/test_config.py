@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from ssmd_connector.connectors.kalshi.auth import generate_key_pair
+from ssmd_connector.kalshi.auth import generate_key_pair
 from ssmd_connector.sim import SimConfig, SimServer
 
 from ..helpers import ScriptedServer, cli_env, write_config

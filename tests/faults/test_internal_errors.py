@@ -14,9 +14,9 @@ import pytest
 
 from ssmd_connector.archive.line import decode_frame
 from ssmd_connector.backoff import Backoff
-from ssmd_connector.connectors.kalshi import protocol
 from ssmd_connector.connectors.websocket import WebSocketConnector
 from ssmd_connector.interfaces import FrameSink
+from ssmd_connector.kalshi import client, wire
 from ssmd_connector.message import Message
 from ssmd_connector.metrics import FeedStats, make_registry
 from ssmd_connector.runner import Runner
@@ -153,17 +153,17 @@ async def test_a_bug_while_handling_a_kalshi_frame_keeps_the_frame_and_reconnect
     the connection inside picows; it used to be a quiet disconnect. The frame is archived first."""
     sim = SimServer(SimConfig(port=0, markets=6, rate=800, public_keys={KEY_ID: KEY.public_key()}))
     await sim.start()
-    original = protocol.ClientSession.on_envelope
+    original = client.ClientSession.receive
     calls = 0
 
-    def buggy(self: protocol.ClientSession, env: protocol.Envelope, frame: bytes, received_ns: int) -> object:
+    def buggy(self: client.ClientSession, frame: bytes, env: wire.Envelope | None, now: float) -> object:
         nonlocal calls
         calls += 1
         if calls == 100:
             raise ZeroDivisionError("a bug while handling a frame")
-        return original(self, env, frame, received_ns)
+        return original(self, frame, env, now)
 
-    monkeypatch.setattr(protocol.ClientSession, "on_envelope", buggy)
+    monkeypatch.setattr(client.ClientSession, "receive", buggy)
     s = await record(
         tmp_path, sim, "  channels: [ticker, trade]\n  markets: [" + ", ".join(sim.model.open_tickers) + "]\n"
     )

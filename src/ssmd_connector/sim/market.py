@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..connectors.kalshi.protocol import MARKET_LIFECYCLE_V2, ORDERBOOK_DELTA, TICKER, TRADE
+from ..kalshi.wire import MARKET_LIFECYCLE_V2, ORDERBOOK_DELTA, TICKER, TRADE
 
 ONE = 10_000  # $1.00 in price units
 CENT = 100
@@ -75,7 +75,7 @@ def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-Event = tuple[str, str, str, dict[str, Any]]
+MarketEvent = tuple[str, str, str, dict[str, Any]]
 """(channel, market ticker, message type, msg payload)."""
 
 
@@ -114,6 +114,10 @@ class MarketModel:
         self.open_tickers = [t for t, m in self.markets.items() if m.status == "open"]
 
     # -- messages -----------------------------------------------------------------------------
+    def snapshot_for(self, ticker: str) -> dict[str, Any] | None:
+        """The snapshot of a market's book, or ``None`` for a market this model does not have."""
+        return self.snapshot_msg(ticker) if ticker in self.markets else None
+
     def snapshot_msg(self, ticker: str) -> dict[str, Any]:
         m = self.markets[ticker]
         msg: dict[str, Any] = {"market_ticker": m.ticker, "market_id": m.market_id}
@@ -173,7 +177,7 @@ class MarketModel:
         }
 
     # -- dynamics -----------------------------------------------------------------------------
-    def step(self, ts: float) -> list[Event]:
+    def step(self, ts: float) -> list[MarketEvent]:
         """One exchange event (a trade also moves the book, so it yields two)."""
         rng = self.rng
         if not self.open_tickers:
@@ -197,7 +201,7 @@ class MarketModel:
         side: str | None = None,
         price: int | None = None,
         delta: int | None = None,
-    ) -> Event:
+    ) -> MarketEvent:
         rng = self.rng
         side = side or rng.choice(("yes", "no"))
         book = m.side(side)
@@ -228,7 +232,7 @@ class MarketModel:
         }
         return (ORDERBOOK_DELTA, m.ticker, "orderbook_delta", msg)
 
-    def _trade(self, m: Market, ts: float) -> list[Event]:
+    def _trade(self, m: Market, ts: float) -> list[MarketEvent]:
         rng = self.rng
         taker = rng.choice(("yes", "no"))
         maker_side = "no" if taker == "yes" else "yes"
@@ -258,7 +262,7 @@ class MarketModel:
         consumed = self._delta(m, ts, side=maker_side, price=best, delta=-count)
         return [(TRADE, m.ticker, "trade", trade), consumed]
 
-    def _lifecycle(self, m: Market, ts: float) -> list[Event]:
+    def _lifecycle(self, m: Market, ts: float) -> list[MarketEvent]:
         rng = self.rng
         if not m.paused and rng.random() < 0.7:
             m.close_ts += 3600

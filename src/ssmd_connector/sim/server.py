@@ -6,10 +6,11 @@
 * ``GET /trade-api/v2/markets`` (cursor pagination; ``status``, ``series_ticker``,
   ``event_ticker``, ``tickers`` filters) and ``GET /trade-api/v2/markets/{ticker}``.
 
-Messages are built with the same vocabulary as the recorder's client
-(:mod:`ssmd_connector.connectors.kalshi.protocol`). Each connection has an outbound buffer of
-``buffer_limit`` frames; a reader too slow to drain it gets Kalshi's terminal error 25 on the
-subscription that overflowed, as a real slow reader would.
+The protocol is :mod:`ssmd_connector.kalshi.server` — the server session, in the same vocabulary
+as the recorder's client (:mod:`ssmd_connector.kalshi.wire`); this module is its I/O: aiohttp,
+the market model's clock, faults. Each connection has an outbound buffer of ``buffer_limit``
+frames; a reader too slow to drain it gets Kalshi's terminal error 25 on the subscription that
+overflowed, as a real slow reader would.
 """
 
 from __future__ import annotations
@@ -29,18 +30,15 @@ import msgspec
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..archive.line import within_depth
-from ..connectors.kalshi import protocol as P
-from ..connectors.kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
+from ..kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
+from ..kalshi.server import ServerSession, Subscription
+from ..kalshi.wire import REST_PREFIX, WS_PATH, ErrorCode
 from .faults import Fault
 from .market import MarketModel
 
 log = logging.getLogger(__name__)
 
-SEQUENCED_CHANNELS = frozenset({P.ORDERBOOK_DELTA, P.TRADE, P.MARKET_LIFECYCLE_V2, P.MULTIVARIATE_MARKET_LIFECYCLE})
-"""Channels whose messages carry ``seq`` (ticker does not)."""
 _encode = msgspec.json.encode
-_decode = msgspec.json.decode
 
 
 @dataclass
@@ -64,35 +62,17 @@ class SimConfig:
     """Largest page REST returns whatever ``limit`` asks (small values exercise pagination)."""
 
 
-@dataclass
-class ServerSub:
-    sid: int
-    channel: str
-    tickers: set[str] | None
-    """None = every market (channels that allow no filter)."""
-    order: list[str] = field(default_factory=list)
-    seq: int = 0
-    skip: int = 0
-
-    def next_seq(self) -> int:
-        self.seq += 1 + self.skip
-        self.skip = 0
-        return self.seq
-
-
-class _InvalidParameter(Exception):
-    """A command parameter is malformed (error 11)."""
-
-
 class SimConnection:
+    """One client connection's I/O: its outbound buffer (bounded: a slow reader gets error 25 on
+    the subscription that overflowed), the sender and pinger tasks, and the faults that act on
+    the connection. What the connection says is :class:`~ssmd_connector.kalshi.server.ServerSession`'s."""
+
     def __init__(self, server: SimServer, ws: web.WebSocketResponse, index: int, transport: Any) -> None:
         self.server = server
         self.ws = ws
         self.index = index
         self.transport = transport
-        self.subs: dict[int, ServerSub] = {}
-        self.by_channel: dict[str, list[ServerSub]] = {}
-        self._next_sid = 1
+        self.session = ServerSession(self.enqueue, server.model.snapshot_for)
         self.out: deque[tuple[float, bytes]] = deque()
         self._wake = asyncio.Event()
         self.silent_until = 0.0
@@ -103,20 +83,12 @@ class SimConnection:
         self.closed = False
 
     # -- outbound --------------------------------------------------------------------------
-    def enqueue(self, frame: bytes, sub: ServerSub | None = None) -> None:
+    def enqueue(self, frame: bytes, sub: Subscription | None = None) -> None:
         if sub is not None and len(self.out) >= self.server.config.buffer_limit:
-            self._overflow(sub)
+            self.server.overflows += sub.sid in self.session.subs
+            self.session.overflow(sub)
             return
         self.out.append((time.monotonic(), frame))
-        self._wake.set()
-
-    def _overflow(self, sub: ServerSub) -> None:
-        if sub.sid not in self.subs:
-            return
-        seq = sub.next_seq() if sub.channel in SEQUENCED_CHANNELS else None
-        self.drop_sub(sub.sid)
-        self.out.append((time.monotonic(), P.error_frame(P.ErrorCode.BUFFER_OVERFLOW, sid=sub.sid, seq=seq)))
-        self.server.overflows += 1
         self._wake.set()
 
     async def sender(self) -> None:
@@ -147,185 +119,12 @@ class SimConnection:
             if time.monotonic() >= self.silent_until and not self.ws.closed:
                 await self.ws.ping(b"heartbeat")
 
-    # -- subscriptions ---------------------------------------------------------------------
-    def add_sub(self, channel: str, tickers: list[str] | None) -> ServerSub:
-        sub = ServerSub(self._next_sid, channel, None if tickers is None else set(tickers), list(tickers or []))
-        self._next_sid += 1
-        self.subs[sub.sid] = sub
-        self.by_channel.setdefault(channel, []).append(sub)
-        return sub
-
-    def drop_sub(self, sid: int) -> None:
-        sub = self.subs.pop(sid, None)
-        if sub is not None:
-            self.by_channel[sub.channel].remove(sub)
-
-    def send(self, kind: str, msg: Any, sub: ServerSub | None = None, cmd_id: int | None = None) -> None:
-        """A reply or data message; consumes a seq when the sub's channel is sequenced."""
-        seq = sub.next_seq() if sub is not None and sub.channel in SEQUENCED_CHANNELS else None
-        sid = sub.sid if sub is not None else None
-        self.enqueue(P.message(kind, msg, sid=sid, seq=seq, cmd_id=cmd_id))
-
-    def error(self, code: int, cmd_id: int | None, **extra: Any) -> None:
-        self.enqueue(P.error_frame(code, cmd_id, **extra))
-
-    def snapshot(self, sub: ServerSub, ticker: str, cmd_id: int | None = None) -> None:
-        model = self.server.model
-        if ticker in model.markets:
-            self.send(P.ORDERBOOK_SNAPSHOT, model.snapshot_msg(ticker), sub, cmd_id)
-
-    # -- commands --------------------------------------------------------------------------
     def command(self, raw: str) -> None:
         if time.monotonic() < self.deaf_until:
             return  # fault: commands go unanswered
-        try:
-            body = _decode(raw) if within_depth(raw.encode()) else None
-        except msgspec.DecodeError:
-            self.error(P.ErrorCode.UNABLE_TO_PROCESS, None)
-            return
-        if not isinstance(body, dict):
-            self.error(P.ErrorCode.UNABLE_TO_PROCESS, None)
-            return
-        cmd_id = body.get("id") if isinstance(body.get("id"), int) else None
-        cmd = body.get("cmd")
-        params = body.get("params")
-        handler = {
-            P.SUBSCRIBE: self._subscribe,
-            P.UNSUBSCRIBE: self._unsubscribe,
-            P.UPDATE_SUBSCRIPTION: self._update,
-            P.LIST_SUBSCRIPTIONS: self._list,
-        }.get(cmd if isinstance(cmd, str) else "")
-        if handler is None:
-            self.error(P.ErrorCode.UNKNOWN_COMMAND, cmd_id)
-            return
-        if cmd != P.LIST_SUBSCRIPTIONS and not isinstance(params, dict):
-            self.error(P.ErrorCode.PARAMS_REQUIRED, cmd_id)
-            return
-        handler(cmd_id, params if isinstance(params, dict) else {})
-
-    def _market_filter(self, cmd_id: int | None, params: dict[str, Any]) -> tuple[bool, list[str] | None]:
-        """The command's market filter; ``(False, None)`` after answering error 11 when malformed."""
-        try:
-            return True, self._tickers(params)
-        except _InvalidParameter:
-            self.error(P.ErrorCode.INVALID_PARAMETER, cmd_id)
-            return False, None
-
-    @staticmethod
-    def _tickers(params: dict[str, Any]) -> list[str] | None:
-        """The market filter (``None`` when absent); raises :class:`_InvalidParameter` when malformed."""
-        one, many = params.get("market_ticker"), params.get("market_tickers")
-        if one is not None and many is not None:
-            raise _InvalidParameter
-        if one is not None:
-            if not isinstance(one, str) or not one:
-                raise _InvalidParameter
-            return [one]
-        if many is not None:
-            if not isinstance(many, list) or not many or not all(isinstance(t, str) for t in many):
-                raise _InvalidParameter
-            return list(dict.fromkeys(many))
-        return None
-
-    def _subscribe(self, cmd_id: int | None, params: dict[str, Any]) -> None:
-        channels = params.get("channels")
-        if not channels:
-            self.error(P.ErrorCode.CHANNELS_REQUIRED, cmd_id)
-            return
-        if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-            self.error(P.ErrorCode.INVALID_PARAMETER, cmd_id)
-            return
-        unknown = [c for c in channels if c not in P.KNOWN_CHANNELS]
-        if unknown:
-            self.error(P.ErrorCode.UNKNOWN_CHANNEL, cmd_id)
-            return
-        ok, tickers = self._market_filter(cmd_id, params)
-        if not ok:
-            return
-        if P.ORDERBOOK_DELTA in channels and not tickers:
-            self.error(P.ErrorCode.MARKET_TICKER_REQUIRED, cmd_id)
-            return
-        for channel in channels:
-            sub = self.add_sub(channel, None if channel in P.GLOBAL_CHANNELS else tickers)
-            self.enqueue(P.message(P.SUBSCRIBED, {"channel": channel, "sid": sub.sid}, cmd_id=cmd_id))
-            if channel == P.ORDERBOOK_DELTA:
-                for ticker in sub.order:
-                    self.snapshot(sub, ticker)
-
-    def _unsubscribe(self, cmd_id: int | None, params: dict[str, Any]) -> None:
-        sids = params.get("sids")
-        if not sids or not isinstance(sids, list):
-            self.error(P.ErrorCode.SIDS_REQUIRED, cmd_id)
-            return
-        for sid in sids:
-            sub = self.subs.get(sid) if isinstance(sid, int) else None
-            if sub is None:
-                self.error(P.ErrorCode.UNKNOWN_SID, cmd_id)
-                continue
-            seq = sub.next_seq()
-            self.drop_sub(sub.sid)
-            self.enqueue(P.message(P.UNSUBSCRIBED, None, sid=sub.sid, seq=seq, cmd_id=cmd_id))
-
-    def _update(self, cmd_id: int | None, params: dict[str, Any]) -> None:
-        action = params.get("action")
-        if action is None:
-            self.error(P.ErrorCode.ACTION_REQUIRED, cmd_id)
-            return
-        if action not in (P.ADD_MARKETS, P.DELETE_MARKETS, P.GET_SNAPSHOT):
-            self.error(P.ErrorCode.UNSUPPORTED_ACTION, cmd_id)
-            return
-        sid, sids = params.get("sid"), params.get("sids")
-        if (sid is None) == (sids is None) or (sids is not None and (not isinstance(sids, list) or len(sids) != 1)):
-            self.error(P.ErrorCode.EXACTLY_ONE_SID, cmd_id)
-            return
-        sid = sid if sid is not None else sids[0]  # type: ignore[index]
-        sub = self.subs.get(sid) if isinstance(sid, int) else None
-        if sub is None:
-            self.error(P.ErrorCode.UNKNOWN_SID, cmd_id)
-            return
-        if sub.channel in P.GLOBAL_CHANNELS or sub.channel not in (P.ORDERBOOK_DELTA, P.TICKER, P.TRADE):
-            self.error(P.ErrorCode.UNSUPPORTED_ACTION, cmd_id)
-            return
-        ok, tickers = self._market_filter(cmd_id, params)
-        if not ok:
-            return
-        if action == P.GET_SNAPSHOT:
-            if sub.channel != P.ORDERBOOK_DELTA:
-                self.error(P.ErrorCode.UNSUPPORTED_ACTION, cmd_id)
-                return
-            for ticker in tickers or list(sub.order):
-                self.snapshot(sub, ticker, cmd_id)
-            return
-        if not tickers:
-            self.error(P.ErrorCode.MARKET_TICKER_REQUIRED, cmd_id)
-            return
-        if sub.tickers is None:
-            sub.tickers, sub.order = set(), []
-        added = []
-        for ticker in tickers:
-            if action == P.ADD_MARKETS and ticker not in sub.tickers:
-                sub.tickers.add(ticker)
-                sub.order.append(ticker)
-                added.append(ticker)
-            elif action == P.DELETE_MARKETS and ticker in sub.tickers:
-                sub.tickers.discard(ticker)
-                sub.order.remove(ticker)
-        self.send(P.OK, {"market_tickers": list(sub.order)}, sub, cmd_id)
-        if sub.channel == P.ORDERBOOK_DELTA:
-            for ticker in added:
-                self.snapshot(sub, ticker)
-
-    def _list(self, cmd_id: int | None, _params: dict[str, Any]) -> None:
-        listing = [{"channel": s.channel, "sid": s.sid} for s in self.subs.values()]
-        self.enqueue(P.message(P.OK, listing, cmd_id=cmd_id))
+        self.session.command(raw.encode())
 
     # -- faults ----------------------------------------------------------------------------
-    def pick_sub(self) -> ServerSub | None:
-        for channel in (P.ORDERBOOK_DELTA, P.TRADE, P.MARKET_LIFECYCLE_V2, P.TICKER):
-            if self.by_channel.get(channel):
-                return self.by_channel[channel][0]
-        return None
-
     def reset(self) -> None:
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         if sock is not None:
@@ -355,9 +154,9 @@ class SimServer:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_get(P.WS_PATH, self._ws_handler)
-        app.router.add_get(P.REST_PREFIX + "/markets", self._markets)
-        app.router.add_get(P.REST_PREFIX + "/markets/{ticker}", self._market)
+        app.router.add_get(WS_PATH, self._ws_handler)
+        app.router.add_get(REST_PREFIX + "/markets", self._markets)
+        app.router.add_get(REST_PREFIX + "/markets/{ticker}", self._market)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
@@ -384,11 +183,11 @@ class SimServer:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}{P.WS_PATH}"
+        return f"ws://{self.config.host}:{self.port}{WS_PATH}"
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}{P.REST_PREFIX}"
+        return f"http://{self.config.host}:{self.port}{REST_PREFIX}"
 
     def sent_frames(self) -> list[bytes]:
         return [f for c in self.connections for f in c.sent]
@@ -415,15 +214,10 @@ class SimServer:
 
     def _publish(self, channel: str, ticker: str, kind: str, msg: dict[str, Any]) -> None:
         payload: bytes | None = None
-        sequenced = channel in SEQUENCED_CHANNELS
         for conn in self.connections:
-            for sub in conn.by_channel.get(channel, ()):
-                if sub.tickers is not None and ticker not in sub.tickers:
-                    continue
-                if payload is None:
-                    payload = _encode(msg)
-                seq = sub.next_seq() if sequenced else None
-                conn.enqueue(P.render(kind, payload, sid=sub.sid, seq=seq), sub)
+            if channel in conn.session.by_channel:
+                payload = payload or _encode(msg)  # (encoded once, for every subscriber)
+                conn.session.deliver(channel, ticker, kind, payload)
 
     # -- faults ----------------------------------------------------------------------------
     async def _scheduled(self, fault: Fault) -> None:
@@ -452,16 +246,14 @@ class SimServer:
             elif kind == "nonjson":
                 conn.enqueue(b"simulated garbage: this frame is not JSON {")
             elif kind == "gap":
-                sub = conn.pick_sub()
+                sub = conn.session.pick()
                 if sub is not None:
                     sub.skip += 1
             elif kind in ("error25", "error10"):
-                sub = conn.pick_sub()
+                sub = conn.session.pick()
                 if sub is not None:
-                    code = P.ErrorCode.BUFFER_OVERFLOW if kind == "error25" else P.ErrorCode.CHANNEL_ERROR
-                    seq = sub.next_seq() if sub.channel in SEQUENCED_CHANNELS else None
-                    conn.drop_sub(sub.sid)
-                    conn.enqueue(P.error_frame(code, sid=sub.sid, seq=seq))
+                    code = ErrorCode.BUFFER_OVERFLOW if kind == "error25" else ErrorCode.CHANNEL_ERROR
+                    conn.session.terminate(sub, code)
 
     # -- auth ------------------------------------------------------------------------------
     def _auth_problem(self, request: web.Request) -> str | None:

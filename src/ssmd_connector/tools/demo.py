@@ -20,9 +20,9 @@ from ..app import Recorder
 from ..archive import archive_files, read_lines
 from ..cli import parse_addr
 from ..config import load
-from ..connectors.kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, generate_key_pair, load_private_key
-from ..connectors.kalshi.protocol import UNPARSED
 from ..errors import ConfigError, KeySourceError
+from ..kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, generate_key_pair, load_private_key
+from ..kalshi.wire import UNPARSED
 from ..keys import resolve_all
 from ..secrets import Secret
 from ..sim import Fault, SimConfig, SimServer

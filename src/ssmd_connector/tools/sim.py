@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..connectors.kalshi.auth import load_public_key
+from ..kalshi.auth import load_public_key
 from ..sim import SimConfig, SimServer
 
 

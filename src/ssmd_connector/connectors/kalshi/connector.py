@@ -1,4 +1,4 @@
-"""The Kalshi connector: the thin I/O around :mod:`.protocol`.
+"""The Kalshi connector: the thin I/O around :mod:`ssmd_connector.kalshi.client`.
 
 One :class:`KalshiShard` per connection. It signs the handshake (fresh signature on every
 connect), subscribes its shard's plan, archives every frame it receives *before* the protocol
@@ -25,37 +25,29 @@ from ...archive.line import SHALLOW_BYTES, within_depth
 from ...config import Environment, Feed
 from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
 from ...interfaces import Connector, FrameSink
+from ...kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
+from ...kalshi.client import ClientSession, Effect, Event, Reconnect, Send, ShardPlan, plan_shards
+from ...kalshi.wire import (
+    CONTROL_TYPES,
+    RECOVERY_OUTCOMES,
+    UNPARSED,
+    WS_PATH,
+    Envelope,
+    Ev,
+    data_head,
+    decode_envelope,
+    needs_markets,
+    parse,
+)
 from ...ledger import Ledger
 from ...message import Message
 from ...metrics import FeedStats, ShardStats
 from ...secrets import Secret
 from ..headers import check_header_secret
 from ..websocket import DEFAULT_RECEIVE_BUFFER, Liveness, WebSocketConnection
-from .auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
-from .protocol import (
-    WS_PATH,
-    ClientSession,
-    Effect,
-    Envelope,
-    Event,
-    Reconnect,
-    Send,
-    ShardPlan,
-    decode_envelope,
-    parse,
-    plan_shards,
-)
 from .rest import discover_markets, rest_base_from_ws
 
 log = logging.getLogger(__name__)
-
-_RECOVERY_OUTCOME = {
-    "recovery_requested": "requested",
-    "recovery_completed": "completed",
-    "recovery_failed": "failed",
-    "resubscribe_requested": "resubscribed",
-    "recovery_unavailable": "unavailable",
-}
 
 
 @dataclass(frozen=True)
@@ -119,12 +111,7 @@ class KalshiShard:
         headers = await asyncio.to_thread(self._signer.headers, "GET", WS_PATH) if self._signer else {}
         self._sink = sink
         self._reconnect_reason = None
-        self._session = ClientSession(
-            self.plan,
-            command_timeout=settings.command_timeout,
-            type_counts=self._stats.frames_by_type,
-            observe_age=self._stats.age.observe,
-        )
+        self._session = ClientSession(self.plan, command_timeout=settings.command_timeout)
         conn = WebSocketConnection(
             settings.endpoint,
             headers=headers,
@@ -137,13 +124,13 @@ class KalshiShard:
         except AuthenticationFailed as exc:
             self._stats.auth_failures += 1
             key_id = self._signer.key_id if self._signer else None
-            self._record("auth_failed", {"endpoint": settings.endpoint, "key_id": key_id, "error": str(exc)})
+            self._record(Ev.AUTH_FAILED, {"endpoint": settings.endpoint, "key_id": key_id, "error": str(exc)})
             raise AuthenticationFailed(f"{exc} [key id {key_id}]") from None
         except ConnectionFailed as exc:
-            self._record("connect_failed", {"endpoint": settings.endpoint, "error": str(exc)})
+            self._record(Ev.CONNECT_FAILED, {"endpoint": settings.endpoint, "error": str(exc)})
             raise
         self._conn = conn
-        self._record("connect", {"endpoint": settings.endpoint, "markets": len(self.plan.tickers)})
+        self._record(Ev.CONNECT, {"endpoint": settings.endpoint, "markets": len(self.plan.tickers)})
         log.info("%s: connected to %s (%d markets)", self._label, settings.endpoint, len(self.plan.tickers))
         if self._stopping:
             await conn.close()
@@ -153,14 +140,14 @@ class KalshiShard:
         try:
             reason = await conn.wait_closed()
         except Exception as exc:  # a bug in handling a frame (the frames were archived first)
-            self._record("disconnect", {"reason": f"internal error: {exc!r}", "requested": False})
+            self._record(Ev.DISCONNECT, {"reason": f"internal error: {exc!r}", "requested": False})
             raise
         finally:
             ticker.cancel()
             self._stats.markets = 0
         if self._reconnect_reason:
             reason = f"{self._reconnect_reason} ({reason})"
-        self._record("disconnect", {"reason": reason, "requested": self._stopping})
+        self._record(Ev.DISCONNECT, {"reason": reason, "requested": self._stopping})
         if self._stopping:
             return
         raise Disconnected(reason)
@@ -183,7 +170,10 @@ class KalshiShard:
         feed = sink.feed
         out: list[Message] = []
         append = out.append
-        on_envelope = session.on_envelope
+        receive = session.receive
+        counts = self._stats.frames_by_type
+        now = time.monotonic()  # (once per read: the session's clock for timeouts and recovery)
+        age_due = True  # message age is sampled once per read (its frames share one receive stamp)
         binary_at = set(binary) if binary else None
         # Frames this short cannot be nested too deep to decode (within_depth's first test, once
         # per read in C instead of once per frame).
@@ -199,10 +189,14 @@ class KalshiShard:
                     env = parse(data)  # the careful path: odd field types, or not JSON at all
                 if env is None:
                     append(Message(received_ns, feed, data))
-                    effects = session.unparsable(data)
+                    counts[UNPARSED] = counts.get(UNPARSED, 0) + 1
                 else:
-                    append(Message(received_ns, feed, data, False, True, env.type))
-                    effects = on_envelope(env, data, received_ns)
+                    kind = env.type
+                    append(Message(received_ns, feed, data, json_valid=True, kind=kind))
+                    counts[kind] = counts.get(kind, 0) + 1
+                    if age_due and kind not in CONTROL_TYPES:
+                        age_due = not self._observe_age(data, received_ns)
+                effects = receive(data, env, now)
                 if effects:
                     self._apply(effects)
         finally:
@@ -210,6 +204,14 @@ class KalshiShard:
                 at = binary_at or set()
                 out += [Message(received_ns, feed, p, i in at) for i, p in enumerate(payloads) if i >= len(out)]
             sink.put(out)
+
+    def _observe_age(self, frame: bytes, received_ns: int) -> bool:
+        """Receive time minus the exchange's ``ts_ms``, when the message has one (then True)."""
+        head = data_head(frame)
+        if head is None or not head.ts_ms:
+            return False
+        self._stats.age.observe(received_ns / 1e9 - head.ts_ms / 1e3)
+        return True
 
     def _apply(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
@@ -223,10 +225,10 @@ class KalshiShard:
     def _event(self, ev: Event) -> None:
         self._record(ev.kind, ev.fields)
         stats = self._stats
-        outcome = _RECOVERY_OUTCOME.get(ev.kind)
+        outcome = RECOVERY_OUTCOMES.get(ev.kind)
         if outcome is not None:
             stats.recoveries[outcome] += 1
-        if ev.kind == "gap":
+        if ev.kind == Ev.GAP:
             stats.gaps += 1
             f = ev.fields
             log.warning(
@@ -237,15 +239,15 @@ class KalshiShard:
                 f["expected"],
                 f["got"],
             )
-        elif ev.kind in ("subscribed", "unsubscribed", "command_ok") and self._session is not None:
+        elif ev.kind in (Ev.SUBSCRIBED, Ev.UNSUBSCRIBED, Ev.COMMAND_OK) and self._session is not None:
             stats.markets = self._session.markets_subscribed
-        elif ev.kind == "error":
+        elif ev.kind == Ev.ERROR:
             log.warning("%s: error reply %s", self._label, ev.fields)
-        elif ev.kind in ("recovery_completed", "resubscribe_requested", "recovery_failed"):
+        elif ev.kind in (Ev.RECOVERY_COMPLETED, Ev.RESUBSCRIBE_REQUESTED, Ev.RECOVERY_FAILED):
             log.info("%s: %s %s", self._label, ev.kind, ev.fields)
 
     def _send(self, send: Send) -> None:
-        self._record("command", {"id": send.id, "cmd": send.cmd, "params": send.params, "purpose": send.purpose})
+        self._record(Ev.COMMAND, {"id": send.id, "cmd": send.cmd, "params": send.params, "purpose": send.purpose})
         if self._conn is None or not self._conn.is_open:
             return  # the connection is going away; the next one starts a fresh session
         self._conn.send_text(send.encode())
@@ -255,7 +257,7 @@ class KalshiShard:
             return
         self._reconnect_reason = reason
         log.warning("%s: reconnecting: %s", self._label, reason)
-        self._record("reconnect_requested", {"reason": reason})
+        self._record(Ev.RECONNECT_REQUESTED, {"reason": reason})
         if self._conn is not None:
             self._conn.abort()
 
@@ -308,7 +310,7 @@ class KalshiFeed:
                 self.rest_base, self.signer, status=sub.discover.status, series=sub.discover.series
             )
             self.ledger.record(
-                "discovered",
+                Ev.DISCOVERED,
                 "rest",
                 {
                     "base": self.rest_base,
@@ -323,7 +325,7 @@ class KalshiFeed:
     async def connectors(self) -> list[Connector]:
         sub = self.env.subscription
         tickers = await self.tickers()
-        if sub.discover is not None and not tickers and "orderbook_delta" in sub.channels:
+        if sub.discover is not None and not tickers and any(needs_markets(c) for c in sub.channels):
             raise ConnectionFailed(f"{self.rest_base}: discovery found no markets to subscribe")
         plans = plan_shards(sub.channels, tickers, sub.max_markets_per_connection)
         shards: list[Connector] = []

@@ -12,8 +12,8 @@ import msgspec
 
 from ...archive.line import within_depth
 from ...errors import AuthenticationFailed, ConnectionFailed
-from .auth import Signer
-from .protocol import REST_PREFIX
+from ...kalshi.auth import Signer
+from ...kalshi.wire import REST_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The sans-I/O Kalshi core on its own: commands, sharding, sequence tracking, recovery decisions."""
+"""The client session on its own, without sockets: commands, sharding, sequence tracking, recovery."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ssmd_connector.connectors.kalshi import protocol as P
-from ssmd_connector.connectors.kalshi.protocol import ClientSession, Event, Reconnect, Send, ShardPlan, plan_shards
+from ssmd_connector.kalshi import wire as P
+from ssmd_connector.kalshi.client import ClientSession, Event, Pending, Reconnect, Send, ShardPlan, plan_shards
 
 OB = ("orderbook_delta",)
 TICKERS = ("A-1", "B-2.5")
@@ -28,12 +28,17 @@ def events(effects: Any, kind: str | None = None) -> list[Event]:
     return [e for e in effects if isinstance(e, Event) and (kind is None or e.kind == kind)]
 
 
+def rx(s: ClientSession, raw: bytes, now: float = 0.0) -> Any:
+    """A frame as the connector hands it on: with its envelope (``None``: not a JSON object)."""
+    return s.receive(raw, P.parse(raw), now)
+
+
 def subscribed_session(channels: tuple[str, ...] = OB, tickers: tuple[str, ...] = TICKERS) -> ClientSession:
     s = ClientSession(ShardPlan(channels, tickers))
     start = s.start(0.0)
     assert len(start) == 1
     for sid, ch in enumerate(channels, start=1):
-        s.receive(frame(id=1, type="subscribed", msg={"channel": ch, "sid": sid}), 0.0)
+        rx(s, frame(id=1, type="subscribed", msg={"channel": ch, "sid": sid}), 0.0)
     return s
 
 
@@ -75,10 +80,10 @@ def test_subscribed_replies_map_sids_to_channels_and_tickers() -> None:
         {"channels": ["orderbook_delta", "trade"], "market_tickers": list(TICKERS)},
         {"channels": ["market_lifecycle_v2"]},
     ]
-    s.receive(frame(id=1, type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}), 0)
+    rx(s, frame(id=1, type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}), 0)
     assert 1 in s.pending  # still owed the trade reply
-    s.receive(frame(id=1, type="subscribed", msg={"channel": "trade", "sid": 2}), 0)
-    s.receive(frame(id=2, type="subscribed", msg={"channel": "market_lifecycle_v2", "sid": 3}), 0)
+    rx(s, frame(id=1, type="subscribed", msg={"channel": "trade", "sid": 2}), 0)
+    rx(s, frame(id=2, type="subscribed", msg={"channel": "market_lifecycle_v2", "sid": 3}), 0)
     assert not s.pending
     assert {sid: (x.channel, x.tickers) for sid, x in s.subs.items()} == {
         1: ("orderbook_delta", TICKERS),
@@ -91,19 +96,19 @@ def test_subscribed_replies_map_sids_to_channels_and_tickers() -> None:
 def test_in_order_sequence_is_silent_and_ok_replies_consume_numbers() -> None:
     s = subscribed_session()
     for seq in (1, 2, 3):
-        assert not s.receive(frame(type="orderbook_delta", sid=1, seq=seq, msg={}), 0)
-    s.pending[9] = P.Pending(9, "update_subscription", {}, 0.0, "update")
-    out = s.receive(frame(id=9, type="ok", sid=1, seq=4, msg={"market_tickers": ["A-1"]}), 0)
+        assert not rx(s, frame(type="orderbook_delta", sid=1, seq=seq, msg={}), 0)
+    s.pending[9] = Pending(9, "update_subscription", {}, 0.0, "update")
+    out = rx(s, frame(id=9, type="ok", sid=1, seq=4, msg={"market_tickers": ["A-1"]}), 0)
     assert not events(out, "gap")
     assert s.subs[1].tickers == ("A-1",)  # ok carries the full post-update list
-    assert not s.receive(frame(type="orderbook_delta", sid=1, seq=5, msg={}), 0)
+    assert not rx(s, frame(type="orderbook_delta", sid=1, seq=5, msg={}), 0)
     assert s.gaps == 0
 
 
 def test_gap_requests_a_snapshot_for_the_sids_markets() -> None:
     s = subscribed_session()
-    s.receive(frame(type="orderbook_snapshot", sid=1, seq=1, msg={"market_ticker": "A-1"}), 0)
-    out = s.receive(frame(type="orderbook_delta", sid=1, seq=4, msg={}), 5.0)
+    rx(s, frame(type="orderbook_snapshot", sid=1, seq=1, msg={"market_ticker": "A-1"}), 0)
+    out = rx(s, frame(type="orderbook_delta", sid=1, seq=4, msg={}), 5.0)
     gap = events(out, "gap")
     assert gap and gap[0].fields | {"tickers": None} == {
         "sid": 1,
@@ -116,15 +121,15 @@ def test_gap_requests_a_snapshot_for_the_sids_markets() -> None:
     (req,) = sends(out)
     assert json.loads(req.encode())["params"] == {"sid": 1, "action": "get_snapshot", "market_tickers": list(TICKERS)}
     # A second gap while recovering is recorded but does not send another request.
-    out2 = s.receive(frame(type="orderbook_delta", sid=1, seq=9, msg={}), 5.1)
+    out2 = rx(s, frame(type="orderbook_delta", sid=1, seq=9, msg={}), 5.1)
     assert events(out2, "gap") and not sends(out2)
     # Snapshots answering the command (by id) complete the recovery once every market is in.
     assert not events(
-        s.receive(frame(type="orderbook_snapshot", id=req.id, sid=1, seq=10, msg={"market_ticker": "A-1"}), 5.2),
+        rx(s, frame(type="orderbook_snapshot", id=req.id, sid=1, seq=10, msg={"market_ticker": "A-1"}), 5.2),
         "recovery_completed",
     )
     done = events(
-        s.receive(frame(type="orderbook_snapshot", id=req.id, sid=1, seq=11, msg={"market_ticker": "B-2.5"}), 5.3),
+        rx(s, frame(type="orderbook_snapshot", id=req.id, sid=1, seq=11, msg={"market_ticker": "B-2.5"}), 5.3),
         "recovery_completed",
     )
     assert done and done[0].fields["sid"] == 1
@@ -133,21 +138,21 @@ def test_gap_requests_a_snapshot_for_the_sids_markets() -> None:
 
 def test_failed_snapshot_escalates_to_resubscribe_then_reconnect() -> None:
     s = subscribed_session()
-    s.receive(frame(type="orderbook_delta", sid=1, seq=1, msg={}), 0)
-    (req,) = sends(s.receive(frame(type="orderbook_delta", sid=1, seq=3, msg={}), 0))
-    out = s.receive(frame(id=req.id, type="error", msg={"code": 27, "msg": "Too many requests"}), 1)
+    rx(s, frame(type="orderbook_delta", sid=1, seq=1, msg={}), 0)
+    (req,) = sends(rx(s, frame(type="orderbook_delta", sid=1, seq=3, msg={}), 0))
+    out = rx(s, frame(id=req.id, type="error", msg={"code": 27, "msg": "Too many requests"}), 1)
     (resub,) = sends(out)
     assert json.loads(resub.encode())["params"] == {"channels": ["orderbook_delta"], "market_tickers": list(TICKERS)}
     assert 1 not in s.subs  # the old sid is abandoned
     assert events(out, "recovery_failed") and events(out, "resubscribe_requested")
-    out = s.receive(frame(id=resub.id, type="error", msg={"code": 26, "msg": "limit"}), 2)
+    out = rx(s, frame(id=resub.id, type="error", msg={"code": 26, "msg": "limit"}), 2)
     assert any(isinstance(e, Reconnect) for e in out)
 
 
 def test_resubscribe_success_is_a_completed_recovery() -> None:
     s = subscribed_session()
-    (resub,) = sends(s.receive(frame(type="error", sid=1, seq=1, msg={"code": 25, "msg": "overflow"}), 0))
-    out = s.receive(frame(id=resub.id, type="subscribed", msg={"channel": "orderbook_delta", "sid": 2}), 1)
+    (resub,) = sends(rx(s, frame(type="error", sid=1, seq=1, msg={"code": 25, "msg": "overflow"}), 0))
+    out = rx(s, frame(id=resub.id, type="subscribed", msg={"channel": "orderbook_delta", "sid": 2}), 1)
     completed = events(out, "recovery_completed")
     assert completed and completed[0].fields == {"sid": 1, "new_sid": 2, "action": "resubscribe", "id": resub.id}
     assert s.subs[2].tickers == TICKERS
@@ -156,8 +161,8 @@ def test_resubscribe_success_is_a_completed_recovery() -> None:
 @pytest.mark.parametrize("code", [10, 25])
 def test_terminal_errors_resubscribe_only_that_sid(code: int) -> None:
     s = subscribed_session(("orderbook_delta", "trade"))
-    s.receive(frame(type="trade", sid=2, seq=1, msg={}), 0)
-    out = s.receive(frame(type="error", sid=2, seq=2, msg={"code": code, "msg": "x"}), 1)
+    rx(s, frame(type="trade", sid=2, seq=1, msg={}), 0)
+    out = rx(s, frame(type="error", sid=2, seq=2, msg={"code": code, "msg": "x"}), 1)
     (resub,) = sends(out)
     assert json.loads(resub.encode())["params"]["channels"] == ["trade"]
     assert set(s.subs) == {1}
@@ -165,14 +170,14 @@ def test_terminal_errors_resubscribe_only_that_sid(code: int) -> None:
 
 def test_non_terminal_unsolicited_error_is_only_recorded() -> None:
     s = subscribed_session()
-    out = s.receive(frame(type="error", msg={"code": 1, "msg": "Unable to process message"}), 0)
+    out = rx(s, frame(type="error", msg={"code": 1, "msg": "Unable to process message"}), 0)
     assert events(out, "error") and not sends(out)
 
 
 def test_gap_on_a_trade_channel_is_recorded_as_unrecoverable() -> None:
     s = subscribed_session(("trade",))
-    s.receive(frame(type="trade", sid=1, seq=1, msg={}), 0)
-    out = s.receive(frame(type="trade", sid=1, seq=3, msg={}), 0)
+    rx(s, frame(type="trade", sid=1, seq=1, msg={}), 0)
+    out = rx(s, frame(type="trade", sid=1, seq=3, msg={}), 0)
     assert events(out, "gap") and events(out, "recovery_unavailable") and not sends(out)
 
 
@@ -187,19 +192,9 @@ def test_unanswered_commands_time_out_and_escalate() -> None:
 
 def test_unparsable_frames_are_reported_not_fatal() -> None:
     s = subscribed_session()
-    assert events(s.receive(b"not json", 0), "unparsed_frame")
-    assert events(s.receive(b"[1,2]", 0), "unparsed_frame")
+    assert events(rx(s, b"not json", 0), "unparsed_frame")
+    assert events(rx(s, b"[1,2]", 0), "unparsed_frame")
     assert s.unparsed == 2
-
-
-def test_counts_types_and_observes_message_age() -> None:
-    ages: list[float] = []
-    counts: dict[str, int] = {}
-    s = ClientSession(ShardPlan(("ticker",), TICKERS), type_counts=counts, observe_age=ages.append)
-    s.receive(frame(type="ticker", sid=1, msg={"market_ticker": "A-1", "ts_ms": 1_000_000}), 0, 1_000_250_000_000)
-    s.receive(frame(type="ticker", sid=1, msg={"market_ticker": "A-1"}), 0, 1_000_250_000_000)
-    assert counts == {"ticker": 2}
-    assert ages == [pytest.approx(0.25)]
 
 
 @given(st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60))
@@ -209,7 +204,7 @@ def test_gaps_counted_exactly(steps: list[int]) -> None:
     seq, expected_missing = 0, []
     for step in steps:
         seq += step
-        out = s.receive(frame(type="trade", sid=1, seq=seq, msg={}), 0)
+        out = rx(s, frame(type="trade", sid=1, seq=seq, msg={}), 0)
         gaps = events(out, "gap")
         if step > 1:
             expected_missing.append(step - 1)
@@ -217,11 +212,3 @@ def test_gaps_counted_exactly(steps: list[int]) -> None:
         else:
             assert not gaps
     assert s.gaps == len(expected_missing)
-
-
-def test_parse_tolerates_odd_field_types_but_not_non_objects() -> None:
-    env = P.parse(b'{"type":"orderbook_delta","sid":"1","seq":5,"msg":{"ts_ms":"soon"}}')
-    assert env is not None and (env.type, env.sid, env.seq) == ("orderbook_delta", None, 5)
-    assert P.parse(b"[1,2]") is None and P.parse(b"nope") is None
-    head = P.data_head(b'{"type":"ticker","msg":{"market_ticker":"A-1.5","ts_ms":1700000000000}}')
-    assert head is not None and head.market_ticker == "A-1.5" and head.ts_ms == 1_700_000_000_000

@@ -9,14 +9,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from ssmd_connector.connectors.kalshi.auth import (
-    Signer,
-    generate_key_pair,
-    load_private_key,
-    signing_message,
-    verify,
-)
 from ssmd_connector.errors import ConfigError
+from ssmd_connector.kalshi.auth import Signer, generate_key_pair, load_private_key, signing_message, verify
 from ssmd_connector.secrets import Secret
 
 KEY, PKCS1 = generate_key_pair()

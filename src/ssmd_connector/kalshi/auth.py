@@ -15,8 +15,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ...errors import ConfigError
-from ...secrets import Secret
+from ..errors import ConfigError
+from ..secrets import Secret
 
 KEY_ID_VAR = "KALSHI_API_KEY"
 PRIVATE_KEY_VAR = "KALSHI_PRIVATE_KEY"
