@@ -3,7 +3,7 @@
 * ``bare``     — receive and discard: the ceiling for this WebSocket library on this machine.
 * ``minimal``  — receive, stamp, wrap verbatim, buffered append to a file: the least a recorder
                  can do (no sequence tracking, no metrics, no queue, no crash safety).
-* ``recorder`` — the real thing: ``ssmd_connector.app.Recorder`` with the Kalshi connector
+* ``recorder`` — the real thing: ``ssmd_connector.assembly.recorder.Recorder`` with the Kalshi connector
                  (sequence tracking, ledger, metrics), the bounded queue and the JSONL writer.
 
 Each prints one JSON object: frames, seconds from the first frame to the last line handed to the
@@ -31,7 +31,7 @@ from typing import Any
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from ssmd_connector.app import Recorder
+from ssmd_connector.assembly.recorder import Recorder
 from ssmd_connector.clock import TimestampFormatter
 from ssmd_connector.config import load
 from ssmd_connector.message import Message

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssmd_connector.app import Recorder
+from ssmd_connector.assembly.recorder import Recorder
 from ssmd_connector.config import load
 from ssmd_connector.kalshi.auth import generate_key_pair
 from ssmd_connector.secrets import Secret

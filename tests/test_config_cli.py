@@ -1,8 +1,10 @@
-"""Every configuration mistake, through the real CLI: one readable line, exit code 2, no traceback."""
+"""Every configuration mistake, through the real CLI: one readable line, exit code 2, no traceback,
+no secret. One table: each row is a config directory (or command line) and what stderr must say."""
 
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,135 +20,151 @@ versions:
     active: true
 """
 
+KALSHI_FEED = """\
+name: kalshi
+type: websocket
+versions:
+  - {version: sim, endpoint: "ws://127.0.0.1:9/trade-api/ws/v2", active: true}
+"""
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=env or cli_env(), check=False)
+STORAGE = "storage: {type: local, path: d}\n"
+BOGUS_KEY = "-----BEGIN RSA PRIVATE KEY-----\nTOPSECRETMATERIAL1234567890\n-----END RSA PRIVATE KEY-----"
 
 
-def assert_config_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def env(body: str) -> str:
+    return f"name: test\nfeed: testfeed\n{body}"
+
+
+def kalshi_env(extra: str, keys: str = "keys: []\n") -> str:
+    return f"name: test\nfeed: kalshi\n{keys}{STORAGE}{extra}"
+
+
+@dataclass(frozen=True)
+class Mistake:
+    says: tuple[str, ...]
+    """What stderr must contain (each)."""
+    env: str | None = None
+    """The text of environments/test.yaml (None: a working one)."""
+    feed: str | None = None
+    feed_name: str = "testfeed"
+    args: tuple[str, ...] = ("--env", "test")
+    config_dir: str = "."
+    """Relative to the written directory (a missing one is a mistake too)."""
+    variables: dict[str, str] = field(default_factory=dict)
+    secret: str = ""
+    """Must appear nowhere in the output."""
+
+
+MISTAKES = {
+    "missing config dir": Mistake(("--config-dir: directory not found",), config_dir="nope"),
+    "missing environment file": Mistake(("environments/prod.yaml: file not found",), args=("--env", "prod")),
+    "missing feed file": Mistake(("feeds/other.yaml: file not found",), env=f"name: test\nfeed: other\n{STORAGE}"),
+    "yaml syntax error names the line": Mistake(
+        ("environments/test.yaml: YAML syntax error at line 4",), env=env("storage: [unclosed\nkeys: []\n")
+    ),
+    "missing field": Mistake(("environments/test.yaml: storage: missing required field",), env=env("keys: []\n")),
+    "missing nested field": Mistake(
+        ("environments/test.yaml: storage.path: missing required field",), env=env("storage:\n  type: local\n")
+    ),
+    "wrong type": Mistake(("environments/test.yaml: keys: ", "valid list"), env=env(f"keys: nope\n{STORAGE}")),
+    "wrong type in feed": Mistake(
+        ("feeds/testfeed.yaml: versions[0].active: ", "boolean"),
+        feed=GOOD_FEED.replace("active: true", "active: sometimes"),
+    ),
+    "no active version": Mistake(
+        ("feeds/testfeed.yaml: versions: no version has 'active: true'",),
+        feed=GOOD_FEED.replace("active: true", "active: false"),
+    ),
+    "more than one active version": Mistake(
+        ("more than one active version (versions[0], versions[1])",),
+        feed=GOOD_FEED + '  - version: "2"\n    endpoint: ws://127.0.0.1:9/ws\n    active: true\n',
+    ),
+    "unknown storage type": Mistake(
+        ("storage.type: unknown storage type 's3' (expected one of: local)",), env=env("storage: {type: s3, path: d}\n")
+    ),
+    "bad endpoint scheme": Mistake(
+        ("versions[0].endpoint: expected a ws:// or wss:// URL",),
+        feed=GOOD_FEED.replace("ws://127.0.0.1:9/ws", "http://example/x"),
+    ),
+    **{
+        f"unsafe environment name {name}": Mistake(
+            ("--env: environment name must be a safe file name",), args=(f"--env={name}",)
+        )
+        for name in ["../x", "a/b", ".hidden", "..", "-rf"]
+    },
+    "unsafe feed name": Mistake(
+        ("environments/test.yaml: feed: must be a safe file name", "'../etc'"),
+        env=f"name: test\nfeed: ../etc\n{STORAGE}",
+    ),
+    "missing key variable named without its neighbour's value": Mistake(
+        ("keys[0] ('k'): environment variable SSMD_T_B is not set",),
+        env=env(f"keys:\n  - {{name: k, source: 'env:SSMD_T_A,SSMD_T_B'}}\n{STORAGE}"),
+        variables={"SSMD_T_A": "hunter2-very-secret"},
+        secret="hunter2-very-secret",
+    ),
+    "unsupported key source": Mistake(
+        ("unsupported key source 'vault'",), env=env(f"keys:\n  - {{name: k, source: 'vault:kv/x'}}\n{STORAGE}")
+    ),
+    "bad health address": Mistake(("expected HOST:PORT",), args=("--env", "test", "--health-addr", "nope")),
+    "orderbook without markets": Mistake(
+        ("subscription: orderbook_delta needs markets",),
+        env=kalshi_env("subscription:\n  channels: [orderbook_delta]\n"),
+        feed=KALSHI_FEED,
+        feed_name="kalshi",
+    ),
+    "unsupported channel": Mistake(
+        ("subscription.channels: unsupported channel(s) 'fill'",),
+        env=kalshi_env("subscription:\n  channels: [fill]\n  markets: [A]\n"),
+        feed=KALSHI_FEED,
+        feed_name="kalshi",
+    ),
+    "half of the kalshi credentials": Mistake(
+        ("keys: KALSHI_PRIVATE_KEY is required with KALSHI_API_KEY",),
+        env=kalshi_env(
+            "subscription:\n  markets: [A]\n", keys="keys:\n  - {name: kalshi, source: 'env:KALSHI_API_KEY'}\n"
+        ),
+        feed=KALSHI_FEED,
+        feed_name="kalshi",
+        variables={"KALSHI_API_KEY": "id-1"},
+    ),
+    "unreadable private key": Mistake(
+        ("KALSHI_PRIVATE_KEY: not a readable unencrypted RSA private key",),
+        env=kalshi_env(
+            "subscription:\n  markets: [A]\n",
+            keys="keys:\n  - {name: kalshi, source: 'env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY'}\n",
+        ),
+        feed=KALSHI_FEED,
+        feed_name="kalshi",
+        variables={"KALSHI_API_KEY": "id-1", "KALSHI_PRIVATE_KEY": BOGUS_KEY},
+        secret="TOPSECRETMATERIAL",
+    ),
+}
+
+
+def run_cli(*args: str, variables: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=60, env=cli_env(**(variables or {})), check=False
+    )
+
+
+@pytest.mark.parametrize("mistake", MISTAKES.values(), ids=MISTAKES.keys())
+def test_a_config_mistake_is_one_line_and_exit_code_2(tmp_path: Path, mistake: Mistake) -> None:
+    write_config(tmp_path, env=mistake.env, feed=mistake.feed, feed_name=mistake.feed_name)
+    proc = run_cli(*mistake.args, "--config-dir", str(tmp_path / mistake.config_dir), variables=mistake.variables)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    for needle in needles:
+    for needle in mistake.says:
         assert needle in proc.stderr, proc.stderr
+    if mistake.secret:
+        assert mistake.secret not in proc.stderr + proc.stdout
 
 
-def test_missing_config_dir(tmp_path: Path) -> None:
-    proc = run_cli("--env", "x", "--config-dir", str(tmp_path / "nope"))
-    assert_config_error(proc, "--config-dir: directory not found")
-
-
-def test_missing_environment_file(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    proc = run_cli("--env", "prod", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "environments/prod.yaml: file not found")
-
-
-def test_missing_feed_file(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    (tmp_path / "feeds" / "testfeed.yaml").unlink()
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "feeds/testfeed.yaml: file not found")
-
-
-def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
-    write_config(tmp_path, env="name: test\nfeed: testfeed\nstorage: [unclosed\nkeys: []\n")
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "environments/test.yaml: YAML syntax error at line 4")
-
-
-def test_missing_field(tmp_path: Path) -> None:
-    write_config(tmp_path, env="name: test\nfeed: testfeed\nkeys: []\n")
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "environments/test.yaml: storage: missing required field")
-
-
-def test_missing_nested_field(tmp_path: Path) -> None:
-    write_config(tmp_path, env="name: test\nfeed: testfeed\nstorage:\n  type: local\n")
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "environments/test.yaml: storage.path: missing required field")
-
-
-def test_wrong_type(tmp_path: Path) -> None:
-    write_config(tmp_path, env="name: test\nfeed: testfeed\nkeys: nope\nstorage: {type: local, path: d}\n")
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "environments/test.yaml: keys: ", "valid list")
-
-
-def test_wrong_type_in_feed(tmp_path: Path) -> None:
-    write_config(tmp_path, feed=GOOD_FEED.replace("active: true", "active: sometimes"))
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "feeds/testfeed.yaml: versions[0].active: ", "boolean")
-
-
-def test_no_active_version(tmp_path: Path) -> None:
-    write_config(tmp_path, feed=GOOD_FEED.replace("active: true", "active: false"))
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "feeds/testfeed.yaml: versions: no version has 'active: true'")
-
-
-def test_more_than_one_active_version(tmp_path: Path) -> None:
-    two = GOOD_FEED + '  - version: "2"\n    endpoint: ws://127.0.0.1:9/ws\n    active: true\n'
-    write_config(tmp_path, feed=two)
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "more than one active version (versions[0], versions[1])")
-
-
-def test_unknown_storage_type(tmp_path: Path) -> None:
-    write_config(tmp_path, env="name: test\nfeed: testfeed\nstorage: {type: s3, path: d}\n")
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "storage.type: unknown storage type 's3' (expected one of: local)")
-
-
-def test_bad_endpoint_scheme(tmp_path: Path) -> None:
-    write_config(tmp_path, feed=GOOD_FEED.replace("ws://127.0.0.1:9/ws", "http://example/x"))
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "versions[0].endpoint: expected a ws:// or wss:// URL")
-
-
-@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "..", "-rf"])
-def test_unsafe_environment_name(tmp_path: Path, name: str) -> None:
-    write_config(tmp_path)
-    proc = run_cli(f"--env={name}", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "--env: environment name must be a safe file name")
-
-
-def test_unsafe_feed_name(tmp_path: Path) -> None:
-    write_config(tmp_path, env="name: test\nfeed: ../etc\nstorage: {type: local, path: d}\n")
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "environments/test.yaml: feed: must be a safe file name", "'../etc'")
-
-
-def test_every_problem_reported_at_once(tmp_path: Path) -> None:
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     write_config(tmp_path, env="name: test\nfeed: 5\nstorage: {type: s3}\n")
     proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "storage.type: unknown storage type", "storage.path: missing required field")
+    assert proc.returncode == 2
+    assert "storage.type: unknown storage type" in proc.stderr and "storage.path: missing required field" in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if "config error" in line]) == 2
-
-
-def test_missing_key_variable_named_without_value(tmp_path: Path) -> None:
-    write_config(
-        tmp_path,
-        env="name: test\nfeed: testfeed\nkeys:\n  - {name: k, source: 'env:SSMD_T_A,SSMD_T_B'}\n"
-        "storage: {type: local, path: d}\n",
-    )
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path), env=cli_env(SSMD_T_A="hunter2-very-secret"))
-    assert_config_error(proc, "keys[0] ('k'): environment variable SSMD_T_B is not set")
-    assert "hunter2-very-secret" not in proc.stderr + proc.stdout
-
-
-def test_unsupported_key_source(tmp_path: Path) -> None:
-    write_config(
-        tmp_path,
-        env="name: test\nfeed: testfeed\nkeys:\n  - {name: k, source: 'vault:kv/x'}\nstorage: {type: local, path: d}\n",
-    )
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "unsupported key source 'vault'")
-
-
-def test_bad_health_addr_is_a_usage_error(tmp_path: Path) -> None:
-    write_config(tmp_path)
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path), "--health-addr", "nope")
-    assert_config_error(proc, "expected HOST:PORT")
 
 
 def test_help_explains_every_flag() -> None:
@@ -161,65 +179,3 @@ def test_version() -> None:
     proc = run_cli("--version")
     assert proc.returncode == 0
     assert proc.stdout.startswith("ssmd-connector ")
-
-
-KALSHI_FEED = """\
-name: kalshi
-type: websocket
-versions:
-  - {version: sim, endpoint: "ws://127.0.0.1:9/trade-api/ws/v2", active: true}
-"""
-
-
-def kalshi_env(extra: str, keys: str = "keys: []\n") -> str:
-    return f"name: test\nfeed: kalshi\n{keys}storage: {{type: local, path: d}}\n{extra}"
-
-
-def test_orderbook_without_markets_is_a_config_error(tmp_path: Path) -> None:
-    write_config(
-        tmp_path, feed_name="kalshi", feed=KALSHI_FEED, env=kalshi_env("subscription:\n  channels: [orderbook_delta]\n")
-    )
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "subscription: orderbook_delta needs markets")
-
-
-def test_unsupported_channel_is_a_config_error(tmp_path: Path) -> None:
-    write_config(
-        tmp_path,
-        feed_name="kalshi",
-        feed=KALSHI_FEED,
-        env=kalshi_env("subscription:\n  channels: [fill]\n  markets: [A]\n"),
-    )
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path))
-    assert_config_error(proc, "subscription.channels: unsupported channel(s) 'fill'")
-
-
-def test_half_of_the_kalshi_credentials_is_a_config_error(tmp_path: Path) -> None:
-    write_config(
-        tmp_path,
-        feed_name="kalshi",
-        feed=KALSHI_FEED,
-        env=kalshi_env(
-            "subscription:\n  markets: [A]\n", keys="keys:\n  - {name: kalshi, source: 'env:KALSHI_API_KEY'}\n"
-        ),
-    )
-    proc = run_cli("--env", "test", "--config-dir", str(tmp_path), env=cli_env(KALSHI_API_KEY="id-1"))
-    assert_config_error(proc, "keys: KALSHI_PRIVATE_KEY is required with KALSHI_API_KEY")
-
-
-def test_unreadable_private_key_is_a_config_error_without_the_key(tmp_path: Path) -> None:
-    write_config(
-        tmp_path,
-        feed_name="kalshi",
-        feed=KALSHI_FEED,
-        env=kalshi_env(
-            "subscription:\n  markets: [A]\n",
-            keys="keys:\n  - {name: kalshi, source: 'env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY'}\n",
-        ),
-    )
-    bogus = "-----BEGIN RSA PRIVATE KEY-----\nTOPSECRETMATERIAL1234567890\n-----END RSA PRIVATE KEY-----"
-    proc = run_cli(
-        "--env", "test", "--config-dir", str(tmp_path), env=cli_env(KALSHI_API_KEY="id-1", KALSHI_PRIVATE_KEY=bogus)
-    )
-    assert_config_error(proc, "KALSHI_PRIVATE_KEY: not a readable unencrypted RSA private key")
-    assert "TOPSECRETMATERIAL" not in proc.stderr

@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from ssmd_connector.app import Recorder
+from ssmd_connector.assembly.recorder import Recorder
 from ssmd_connector.config import load
 from ssmd_connector.connectors.websocket import WebSocketConnector
 from ssmd_connector.metrics import FeedStats, make_registry

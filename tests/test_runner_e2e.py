@@ -189,5 +189,4 @@ async def test_sigterm_to_the_cli_loses_nothing_the_server_sent(tmp_path: Path) 
     sent_before_close = server.sent[: server.client_closed[0]]
     recorded = [decode_frame(x) for x in read_lines(tmp_path / "data")]
     assert recorded[: len(sent_before_close)] == sent_before_close
-    assert len(recorded) >= len(sent_before_close)
     assert b"Traceback" not in err

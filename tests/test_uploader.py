@@ -54,7 +54,7 @@ async def make_segments(root: Path, hours: range) -> None:
     for h in hours:
         await w.write(
             [
-                Message(T0 + h * 3600 * 10**9 + i, "kalshi", b'{"type":"t","i":%d}' % i, False, True, "t")
+                Message(T0 + h * 3600 * 10**9 + i, "kalshi", b'{"type":"t","i":%d}' % i, json_valid=True, kind="t")
                 for i in range(50)
             ]
         )

@@ -14,17 +14,18 @@ from pathlib import Path
 
 from ._version import __version__
 from .errors import ConfigError, KeySourceError, SsmdError
+from .settings import parse_addr
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 log = logging.getLogger("ssmd_connector")
 
 
-def parse_addr(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. 127.0.0.1:8080), got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - documented default
+def _health_addr(value: str) -> tuple[str, int]:
+    try:
+        return parse_addr(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--health-addr",
-        type=parse_addr,
+        type=_health_addr,
         default=("0.0.0.0", 8080),  # noqa: S104 - a health endpoint is meant to be scraped
         metavar="HOST:PORT",
         help="where to serve /health, /ready and /metrics (default 0.0.0.0:8080; port 0 = any free port)",
@@ -74,7 +75,7 @@ def fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import logs  # noqa: PLC0415
-    from .app import Recorder, confidential  # noqa: PLC0415
+    from .assembly.recorder import Recorder, confidential  # noqa: PLC0415
     from .config import load  # noqa: PLC0415
     from .keys import resolve_all  # noqa: PLC0415
     from .server import AddressInUse  # noqa: PLC0415

@@ -27,10 +27,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .archive.layout import parse_rotation
-from .connectors.websocket import DEFAULT_RECEIVE_BUFFER
 from .errors import ConfigError
 from .kalshi.wire import DEFAULT_CHANNELS, RECORDABLE_CHANNELS, needs_markets
 from .keys import SUPPORTED_SCHEMES
+from .settings import DEFAULT_RECEIVE_BUFFER
 
 log = logging.getLogger(__name__)
 

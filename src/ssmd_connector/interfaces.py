@@ -7,7 +7,7 @@ methods below.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from .message import Message
@@ -92,3 +92,7 @@ class KeyResolver(Protocol):
     """Turns a key source string (e.g. ``env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY``) into secrets."""
 
     def resolve(self, source: str) -> Mapping[str, Secret]: ...
+
+
+ConnectorSetup = Callable[[], Awaitable[Sequence[Connector]]]
+"""Builds the connectors once the runner has started (e.g. after market discovery)."""

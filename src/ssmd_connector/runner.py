@@ -20,14 +20,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .backoff import Backoff
 from .clock import NowNs, wall_clock_ns
 from .errors import AuthenticationFailed, ConnectionFailed, Disconnected, WriteFailed
 from .incidents import Incidents
-from .interfaces import Connector, Writer
+from .interfaces import Connector, ConnectorSetup, Writer
 from .message import Message
 from .metrics import FeedStats
 from .pipeline import FrameQueue, Intake
@@ -44,9 +44,6 @@ at most instead of once per frame (measured: ~4 % of a core at 1,000 frames/s wi
 SETUP = "setup"
 """The pseudo-connection label under which connector setup (discovery) reports readiness."""
 
-ConnectorSetup = Callable[[], Awaitable[Sequence[Connector]]]
-"""Builds the connectors once the runner has started (e.g. after market discovery)."""
-
 
 @dataclass
 class ConnectionState:
@@ -56,6 +53,11 @@ class ConnectionState:
 
 
 class Runner:
+    """One feed's recording, from connection to writer: owns its connectors (or the setup that
+    makes them), the :class:`~ssmd_connector.pipeline.Intake` and bounded queue, the writers, the
+    per-connection readiness the health server reports, and the incidents; :meth:`run` supervises
+    them until :meth:`stop`, restarting whatever fails."""
+
     def __init__(
         self,
         feed: str,

@@ -53,6 +53,10 @@ class AddressInUse(SsmdError):
 
 
 class HealthServer:
+    """The health port of one recorder: answers ``/health``, ``/ready`` and ``/metrics`` from the
+    :class:`~ssmd_connector.runner.Runner`'s state and the metrics registry, behind its own
+    :class:`ConnectionGuard` (it owns the listening socket and every connection on it)."""
+
     def __init__(self, runner: Runner, registry: CollectorRegistry, *, stall_after: float = 10.0) -> None:
         self._runner = runner
         self._registry = registry

@@ -335,3 +335,67 @@ def test_a_file_deleted_while_a_write_to_it_was_cut_short_is_rewritten_whole(tmp
     assert result["problems"] == [], result["problems"]  # every line of the new file reads
     assert result["kept"] > 0 and result["kept_is_suffix"]
     assert len(result["reported"]) == 1  # and the deleted file was reported lost
+
+
+_LEDGER_ON_A_FULL_DISK = """
+import asyncio, json, os, sys
+from pathlib import Path
+from ssmd_connector.archive.ledger import is_event
+from ssmd_connector.ledger import Ledger
+
+root = Path(sys.argv[1])
+
+
+async def main() -> None:
+    (root / "filler").write_bytes(b"x" * (60 << 10))  # ~4 KiB left on a 64 KiB disk
+    ledger = Ledger(root, "kalshi", flush_delay=0.01)
+    said = []
+    ledger.on_trouble = said.append
+    for i in range(100):  # ~20 KiB of events: the write is cut short in the middle of a line
+        ledger.record("command", "kalshi-0", {"i": i, "pad": os.urandom(80).hex()})
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if said:
+            break
+    await asyncio.sleep(0.2)  # a few retries, still failing
+    failing = list(said)
+    (root / "filler").unlink()  # space is back
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if said[-1] is None:
+            break
+    await ledger.close()
+    day = next(p for p in root.iterdir() if p.is_dir())
+    raw = (day / "kalshi.events.jsonl").read_bytes().splitlines()
+    print(json.dumps({"failing": [m for m in failing if m], "said": [m is not None for m in said],
+                      "parse": all(is_event(x) for x in raw), "i": [json.loads(x)["i"] for x in raw]}))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(NO_UNSHARE is not None, reason=str(NO_UNSHARE))
+def test_the_ledger_on_a_full_disk_says_so_and_keeps_every_event_once(tmp_path: Path) -> None:
+    """A ledger write cut short by a full disk was retried whole: the lines already written were
+    written again, after a torn one, on every retry — and nothing said the ledger was failing.
+    Now: exactly the unwritten bytes are kept and retried, and the trouble is said (the recorder
+    turns it into a storage incident), then its end."""
+    root = tmp_path / "disk"
+    root.mkdir()
+    script = tmp_path / "ledger_full.py"
+    script.write_text(_LEDGER_ON_A_FULL_DISK)
+    mount = f'mount -t tmpfs -o size=64k tmpfs "{root}" && exec "$0" "$@"'
+    proc = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", mount, sys.executable, str(script), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["i"] == list(range(100)) and result["parse"]  # every event, once, in order, whole
+    assert result["failing"] and "No space left on device" in result["failing"][0]
+    assert "event line(s) kept, retrying" in result["failing"][0]
+    assert result["said"][-1] is False  # ... and then that it is written again

@@ -1,4 +1,4 @@
-"""Sources of frames: the generic WebSocket connector and the Kalshi connector.
-
-``build.build_connectors`` picks the implementation a feed asks for.
+"""Where frames enter: the WebSocket transport and generic connector (:mod:`.websocket`) and the
+Kalshi connector (:mod:`.kalshi`). :mod:`ssmd_connector.assembly.recorder` picks the one a feed
+asks for.
 """

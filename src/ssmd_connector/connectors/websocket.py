@@ -37,6 +37,7 @@ from picows import (
 from ..errors import AuthenticationFailed, ConnectionFailed, Disconnected
 from ..interfaces import FrameSink
 from ..message import Message
+from ..settings import DEFAULT_RECEIVE_BUFFER
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,6 @@ MAX_FRAME_BYTES = 64 << 20
 the connection with close code 1009 and a reason naming the size; the connection is then
 re-opened as after any disconnect (the ledger and ``ssmd_errors_total{kind="disconnect"}`` show
 it). Kalshi's largest messages, order-book snapshots of deep books, are well under a megabyte."""
-
-DEFAULT_RECEIVE_BUFFER = 1 << 20
-"""SO_RCVBUF for recording sockets (Linux doubles it). It caps how much one socket read returns,
-and so the size of a burst handled at once: on loopback, 2 MB reads measured ~25 % faster and use
-a third of the memory of the 32 MB reads OS autotuning allows here. It also caps the TCP window:
-1 MiB sustains ~25 MB/s (~80k Kalshi frames/s) at 80 ms round trip. 0 = leave it to the OS."""
 
 
 class _Listener(WSListener):
@@ -378,7 +373,7 @@ class WebSocketConnector:
         def on_read(payloads: list[bytes], received_ns: int, binary: list[int]) -> None:
             if binary:
                 at = set(binary)
-                sink.put([Message(received_ns, feed, p, i in at) for i, p in enumerate(payloads)])
+                sink.put([Message(received_ns, feed, p, binary=i in at) for i, p in enumerate(payloads)])
             else:
                 sink.put([Message(received_ns, feed, p) for p in payloads])
 

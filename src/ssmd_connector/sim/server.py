@@ -135,6 +135,10 @@ class SimConnection:
 
 
 class SimServer:
+    """One simulated exchange on one port: owns the market model (and the task that moves it),
+    every WebSocket connection with its server session, the REST handlers, the faults applied, and
+    the counters tests and the demo read (accepted, rejected, overflows, events)."""
+
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
         self.model = MarketModel(self.config.markets, self.config.seed)
@@ -178,8 +182,10 @@ class SimServer:
             conn.closed = True
             with contextlib.suppress(Exception):
                 await conn.ws.close()
+        self._tasks.clear()
         if self._runner is not None:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     @property
     def ws_url(self) -> str:

@@ -23,16 +23,16 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from ..app import make_uploader
 from ..archive.layout import checkpoint_path
-from ..archive.line import ArchivedLines, json_object, ts_ns
+from ..archive.line import json_object, ts_ns
 from ..archive.segments import atomic_write
+from ..assembly.recorder import make_uploader
+from ..assembly.writers import archive_writer
 from ..config import load
 from ..errors import ConfigError, SsmdError
 from ..keys import resolve_all
 from ..message import Message
 from ..natsconn import NatsConnection
-from ..writers.jsonl import JsonlWriter
 from .jetstream_pull import Puller, stream_sequence
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def archived_message(line: bytes, subject: str, feed: str, kind_at: int) -> Mess
         return None
     tokens = subject.split(".")
     kind = tokens[kind_at] if len(tokens) > kind_at else "_"
-    return Message(ns, feed, line, False, True, "" if kind == "_" else kind)
+    return Message(ns, feed, line, json_valid=True, kind="" if kind == "_" else kind)
 
 
 class Checkpoint:
@@ -83,14 +83,7 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
     if env.nats is None:
         raise ConfigError([f"environments/{env_name}.yaml: nats: the archiver needs a nats block"])
     storage = env.storage
-    writer = JsonlWriter(
-        storage.path,
-        compression=storage.compression,
-        level=storage.compression_level,
-        rotation=storage.rotation_seconds,
-        durable=True,
-        encoder=ArchivedLines(),
-    )
+    writer = archive_writer(storage, durable=True)
     storage.path.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpoint(checkpoint_path(storage.path, feed))
     await asyncio.to_thread(writer.truncate_to, ckpt.sizes, feed)

@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..app import Recorder
 from ..archive import archive_files, read_lines
-from ..cli import parse_addr
+from ..assembly.recorder import Recorder
 from ..config import load
 from ..errors import ConfigError, KeySourceError
 from ..kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, generate_key_pair, load_private_key
 from ..kalshi.wire import UNPARSED
 from ..keys import resolve_all
 from ..secrets import Secret
+from ..settings import parse_addr
 from ..sim import Fault, SimConfig, SimServer
 
 DEMO_FAULTS = [

@@ -1,4 +1,5 @@
-"""Destinations for messages: the JSONL archive (``jsonl``), its compression and sealed segments.
-
-``build.build_writers`` makes the writers an environment's ``storage`` block asks for.
+"""Where messages land: the date-partitioned JSONL archive (:mod:`.jsonl`: buffering, rotation,
+compression and sealing, and the I/O; the format itself is :mod:`ssmd_connector.archive`'s) and
+JetStream (:mod:`.nats`). :mod:`ssmd_connector.assembly.writers` builds the writers an
+environment asks for.
 """

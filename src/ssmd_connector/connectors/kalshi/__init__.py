@@ -1,2 +1,2 @@
-"""Kalshi: the sans-I/O protocol core (``protocol``), signing (``auth``), discovery (``rest``),
-and the thin I/O around them (``connector``)."""
+"""The Kalshi connector: the thin I/O around :mod:`ssmd_connector.kalshi` — shards over WebSocket
+(:mod:`.connector`) and market discovery over REST (:mod:`.rest`)."""

@@ -17,15 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...archive.line import SHALLOW_BYTES, within_depth
-from ...config import Environment, Feed
-from ...errors import AuthenticationFailed, ConfigError, ConnectionFailed, Disconnected
+from ...errors import AuthenticationFailed, ConnectionFailed, Disconnected
 from ...interfaces import Connector, FrameSink
-from ...kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
+from ...kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer
 from ...kalshi.client import ClientSession, Effect, Event, Reconnect, Send, ShardPlan, plan_shards
 from ...kalshi.wire import (
     CONTROL_TYPES,
@@ -42,10 +41,9 @@ from ...kalshi.wire import (
 from ...ledger import Ledger
 from ...message import Message
 from ...metrics import FeedStats, ShardStats
-from ...secrets import Secret
-from ..headers import check_header_secret
-from ..websocket import DEFAULT_RECEIVE_BUFFER, Liveness, WebSocketConnection
-from .rest import discover_markets, rest_base_from_ws
+from ...settings import DEFAULT_RECEIVE_BUFFER, KalshiSettings
+from ..websocket import Liveness, WebSocketConnection
+from .rest import discover_markets
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +179,7 @@ class KalshiShard:
         try:
             for data in payloads:
                 if binary_at is not None and len(out) in binary_at:
-                    append(Message(received_ns, feed, data, True))
+                    append(Message(received_ns, feed, data, binary=True))
                     continue
                 try:  # one msgspec pass validates the JSON, after the non-recursive depth check
                     env: Envelope | None = decode_envelope(data) if shallow or within_depth(data) else None
@@ -202,7 +200,7 @@ class KalshiShard:
         finally:
             if len(out) < len(payloads):  # reacting failed part-way: archive the rest untouched
                 at = binary_at or set()
-                out += [Message(received_ns, feed, p, i in at) for i, p in enumerate(payloads) if i >= len(out)]
+                out += [Message(received_ns, feed, p, binary=i in at) for i, p in enumerate(payloads) if i >= len(out)]
             sink.put(out)
 
     def _observe_age(self, frame: bytes, received_ns: int) -> bool:
@@ -277,90 +275,46 @@ class KalshiShard:
 
 
 class KalshiFeed:
-    """Everything a Kalshi environment needs, validated up front; shards built after discovery."""
+    """A Kalshi feed's connections: the markets (configured, and discovered over REST), then one
+    :class:`KalshiShard` per shard plan."""
 
-    def __init__(
-        self, env: Environment, feed: Feed, secrets: Mapping[str, Secret], ledger: Ledger, stats: FeedStats
-    ) -> None:
-        version = feed.active_version()
-        self.env, self.feed, self.ledger, self.stats = env, feed, ledger, stats
-        self.endpoint = version.endpoint
-        self.rest_base = version.rest_endpoint or rest_base_from_ws(version.endpoint)
-        self.signer = _signer(secrets, f"environments/{env.name}.yaml")
-        if self.signer is None:
-            log.warning(
-                "no Kalshi credentials (%s, %s) among the environment's keys: connecting without "
-                "authentication, which only a simulator started with --no-auth accepts",
-                KEY_ID_VAR,
-                PRIVATE_KEY_VAR,
-            )
-        sub = env.subscription
-        self.settings = ShardSettings(
-            self.endpoint,
-            stale_after=sub.stale_after,
-            command_timeout=sub.command_timeout,
-            receive_buffer=sub.receive_buffer,
+    def __init__(self, settings: KalshiSettings, signer: Signer | None, ledger: Ledger, stats: FeedStats) -> None:
+        self.settings, self.signer, self.ledger, self.stats = settings, signer, ledger, stats
+        self.shard_settings = ShardSettings(
+            settings.endpoint,
+            stale_after=settings.stale_after,
+            command_timeout=settings.command_timeout,
+            receive_buffer=settings.receive_buffer,
         )
 
     async def tickers(self) -> list[str]:
-        sub = self.env.subscription
-        tickers = list(dict.fromkeys(sub.markets))
-        if sub.discover is not None:
-            found = await discover_markets(
-                self.rest_base, self.signer, status=sub.discover.status, series=sub.discover.series
-            )
-            self.ledger.record(
-                Ev.DISCOVERED,
-                "rest",
-                {
-                    "base": self.rest_base,
-                    "markets": len(found),
-                    "status": sub.discover.status,
-                    "series": sub.discover.series,
-                },
-            )
+        s = self.settings
+        tickers = list(dict.fromkeys(s.markets))
+        if s.discover is not None:
+            found = await discover_markets(s.rest_base, self.signer, status=s.discover.status, series=s.discover.series)
+            fields = {
+                "base": s.rest_base,
+                "markets": len(found),
+                "status": s.discover.status,
+                "series": s.discover.series,
+            }
+            self.ledger.record(Ev.DISCOVERED, "rest", fields)
             tickers += [t for t in found if t not in set(tickers)]
         return tickers
 
     async def connectors(self) -> list[Connector]:
-        sub = self.env.subscription
+        s = self.settings
         tickers = await self.tickers()
-        if sub.discover is not None and not tickers and any(needs_markets(c) for c in sub.channels):
-            raise ConnectionFailed(f"{self.rest_base}: discovery found no markets to subscribe")
-        plans = plan_shards(sub.channels, tickers, sub.max_markets_per_connection)
+        if s.discover is not None and not tickers and any(needs_markets(c) for c in s.channels):
+            raise ConnectionFailed(f"{s.rest_base}: discovery found no markets to subscribe")
+        plans = plan_shards(s.channels, tickers, s.max_markets_per_connection)
         shards: list[Connector] = []
         for i, plan in enumerate(plans):
-            label = f"{self.feed.name}-{i}"
+            label = f"{s.feed}-{i}"
             stats = self.stats.shards.setdefault(label, ShardStats(label))
-            shards.append(
-                KalshiShard(
-                    label,
-                    plan,
-                    self.settings,
-                    self.signer,
-                    self.ledger,
-                    stats,
-                    start_delay=i * sub.connect_stagger,
-                )
+            shard = KalshiShard(
+                label, plan, self.shard_settings, self.signer, self.ledger, stats, start_delay=i * s.connect_stagger
             )
+            shards.append(shard)
         log.info("%d markets on %d connection(s)", len(tickers), len(shards))
         return shards
-
-
-def _signer(secrets: Mapping[str, Secret], label: str) -> Signer | None:
-    key_id, pem = secrets.get(KEY_ID_VAR), secrets.get(PRIVATE_KEY_VAR)
-    if key_id is None and pem is None:
-        return None
-    if key_id is None or pem is None:
-        missing = KEY_ID_VAR if key_id is None else PRIVATE_KEY_VAR
-        raise ConfigError(
-            [
-                f"{label}: keys: {missing} is required with "
-                f"{PRIVATE_KEY_VAR if key_id is None else KEY_ID_VAR} (add it to a keys source)"
-            ]
-        )
-    check_header_secret(key_id.reveal(), KEY_ID_VAR, f"{label}: keys")  # (it is sent as a header)
-    try:
-        return Signer(key_id.reveal(), load_private_key(pem))
-    except ConfigError as exc:
-        raise ConfigError([f"{label}: keys: {p}" for p in exc.problems]) from None

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ssmd_connector.kalshi.auth import generate_key_pair
 
-from .helpers import free_port, write_config
+from ..helpers import free_port, write_config
 
 BIN = Path(sys.executable).parent
 

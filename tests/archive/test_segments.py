@@ -22,7 +22,7 @@ def ns(h: int, m: int, s: int, us: int = 0) -> int:
 
 def msg(t: int, i: int, kind: str = "orderbook_delta") -> Message:
     frame = b'{"type":"%s","sid":1,"seq":%d,"msg":{}}' % (kind.encode(), i)
-    return Message(t, "kalshi", frame, False, True, kind)
+    return Message(t, "kalshi", frame, json_valid=True, kind=kind)
 
 
 def lines_of(path: Path, compression: str) -> list[dict[str, object]]:

@@ -19,9 +19,9 @@ from ssmd_connector.tools.archiver import archive, archived_message
 from ssmd_connector.tools.jetstream_pull import stream_sequence
 from ssmd_connector.writers.nats import NatsWriter
 
-from .helpers import write_config
-from .kalshi_helpers import eventually
-from .natsserver import NatsServer
+from ..helpers import write_config
+from ..kalshi_helpers import eventually
+from ..natsserver import NatsServer
 
 BIN = Path(sys.executable).parent
 T0 = 1_795_000_000 * 10**9
@@ -30,9 +30,9 @@ T0 = 1_795_000_000 * 10**9
 def test_archive_lines_are_written_back_byte_for_byte() -> None:
     enc = LineEncoder()
     originals = [
-        Message(T0 + 123_456_000, "kalshi", b'{"type":"trade","x":1.50}', False, True, "trade"),
+        Message(T0 + 123_456_000, "kalshi", b'{"type":"trade","x":1.50}', json_valid=True, kind="trade"),
         Message(T0 + 999_999_000, "kalshi", b"not json {"),
-        Message(T0, "kalshi", b"\x00\xff", True),
+        Message(T0, "kalshi", b"\x00\xff", binary=True),
         Message(T0 + 1_000, "kalshi", b'{\n "a":1}'),
     ]
     lines = [enc.encode(m)[:-1] for m in originals]

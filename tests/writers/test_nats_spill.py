@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ssmd_connector.errors import WriteFailed
 from ssmd_connector.writers.nats import NatsWriter
-from ssmd_connector.writers.nats_spill import Spill
+from ssmd_connector.writers.nats.spill import Spill
 
-from .natsserver import NatsServer
+from ..natsserver import NatsServer
 from .test_nats_writer import messages, stream_messages
 
 
@@ -78,7 +78,8 @@ async def test_outage_beyond_the_memory_bound_spills_then_publishes_everything_i
     for start in range(100, 5000, 500):
         with contextlib.suppress(WriteFailed):
             await w.write(messages(start, min(500, 5000 - start)))
-    assert w._accepted - w._bytes <= (64 << 10) + 500 * 200  # memory stayed at its bound (plus one batch)
+    in_memory = w._backlog.accepted - w._backlog.stored_bytes
+    assert in_memory <= (64 << 10) + 500 * 200  # memory stayed at its bound (plus one batch)
     assert list(spill_dir.glob("*.spill")) and w.backlog_bytes > 500_000 and not w.backlog_full
     server.start()
     for _ in range(100):
@@ -103,8 +104,7 @@ async def test_frames_spilled_by_a_crashed_run_are_published_by_the_next(server:
     for start in range(0, 2000, 250):
         with contextlib.suppress(WriteFailed):
             await crashed.write(messages(start, 250))
-    assert crashed._spill is not None
-    crashed._spill.close()  # the process dies here: no flush, no close
+    crashed._backlog.close()  # the process dies here: no flush, no close
     server.start()
     nxt = spilling_writer(server, spill_dir)
     await nxt.write(messages(2000, 10))  # behind the leftover spill

@@ -15,8 +15,9 @@ from ssmd_connector.kalshi.auth import generate_key_pair
 from ssmd_connector.secrets import Secret
 from ssmd_connector.sim import SimConfig, SimServer
 
-from .helpers import read_lines
-from .kalshi_helpers import KEY, KEY_ID, eventually, record
+from ..conftest import StartSim
+from ..helpers import read_lines
+from ..kalshi_helpers import KEY, KEY_ID, eventually, record
 
 FOUR = "  channels: [orderbook_delta, ticker, trade, market_lifecycle_v2]\n"
 
@@ -35,13 +36,11 @@ def ts(entry: dict[str, object]) -> float:
     return datetime.fromisoformat(str(entry["ts"]).replace("Z", "+00:00")).timestamp()
 
 
-async def test_every_frame_sent_is_archived_once_verbatim(tmp_path: Path) -> None:
-    sim = SimServer(sim_config(record_sent=True))
-    await sim.start()
+async def test_every_frame_sent_is_archived_once_verbatim(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config(record_sent=True))
     s = await record(tmp_path, sim, FOUR + markets(sim, 10))
     await eventually(lambda: s.recorder.runner.stats.messages > 3000, what="3000 frames")
     await s.stop()
-    await sim.stop()
     archived = [decode_frame(line) for line in read_lines(s.data, "kalshi")]
     sent = sim.sent_frames()
     assert len(sent) > 3000
@@ -54,16 +53,14 @@ async def test_every_frame_sent_is_archived_once_verbatim(tmp_path: Path) -> Non
     assert [e["event"] for e in ledger if e["event"] in ("connect", "disconnect")] == ["connect", "disconnect"]
 
 
-async def test_discovery_with_pagination_and_sharding(tmp_path: Path) -> None:
-    sim = SimServer(sim_config(markets=45, page_limit_max=7))
-    await sim.start()
+async def test_discovery_with_pagination_and_sharding(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config(markets=45, page_limit_max=7))
     sub = FOUR + "  discover: {status: open}\n  max_markets_per_connection: 15\n  connect_stagger: 0.05\n"
     s = await record(tmp_path, sim, sub)
     open_markets = sim.model.open_tickers
     await eventually(lambda: s.count("subscribed") == 3 * 3 + 1, what="every subscription")
     await eventually(lambda: s.recorder.runner.stats.connected, what="all shards connected")
     await s.stop()
-    await sim.stop()
     assert len(open_markets) == 41 and sim.accepted == 3
     ledger = s.ledger()
     (discovered,) = [e for e in ledger if e["event"] == "discovered"]
@@ -80,9 +77,8 @@ async def test_discovery_with_pagination_and_sharding(tmp_path: Path) -> None:
     assert lifecycle_shards == {"kalshi-0"}
 
 
-async def test_rejected_handshake_is_an_auth_failure_then_retried(tmp_path: Path) -> None:
-    sim = SimServer(sim_config())
-    await sim.start()
+async def test_rejected_handshake_is_an_auth_failure_then_retried(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config())
     await sim.inject("auth", 2)
     s = await record(tmp_path, sim, FOUR + markets(sim, 3))
     await eventually(lambda: s.recorder.runner.stats.connected, what="connected after rejections")
@@ -90,16 +86,14 @@ async def test_rejected_handshake_is_an_auth_failure_then_retried(tmp_path: Path
     # Two rejected handshakes, one incident (errors count outages, not attempts).
     assert stats.shards["kalshi-0"].auth_failures == 2 and stats.errors["auth"] == 1
     await s.stop()
-    await sim.stop()
     failures = [e for e in s.ledger() if e["event"] == "auth_failed"]
     assert len(failures) == 2
     assert failures[0]["key_id"] == KEY_ID and failures[0]["endpoint"] == sim.ws_url
     assert "HTTP 401" in failures[0]["error"]
 
 
-async def test_wrong_key_never_connects_and_never_leaks(tmp_path: Path) -> None:
-    sim = SimServer(sim_config())
-    await sim.start()
+async def test_wrong_key_never_connects_and_never_leaks(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config())
     _, other_pem = generate_key_pair()
     secrets = {"KALSHI_API_KEY": Secret(KEY_ID), "KALSHI_PRIVATE_KEY": Secret(other_pem)}
     s = await record(tmp_path, sim, FOUR + markets(sim, 3), secrets=secrets)
@@ -113,22 +107,19 @@ async def test_wrong_key_never_connects_and_never_leaks(tmp_path: Path) -> None:
     reason = body["reasons"][0]
     assert "authentication failed" in reason and KEY_ID in reason and "401" in reason
     await s.stop()
-    await sim.stop()
     everything = "".join(p.read_text() for p in s.data.rglob("*") if p.is_file())
     for line in other_pem.splitlines()[1:-1]:
         assert line not in everything and line not in str(body)
     assert sim.accepted == 0
 
 
-async def test_gap_is_detected_and_a_snapshot_requested_within_a_second(tmp_path: Path) -> None:
-    sim = SimServer(sim_config())
-    await sim.start()
+async def test_gap_is_detected_and_a_snapshot_requested_within_a_second(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config())
     s = await record(tmp_path, sim, FOUR + markets(sim, 6))
     await eventually(lambda: s.recorder.runner.stats.messages > 500)
     await sim.inject("gap")
     await eventually(lambda: s.count("recovery_completed") >= 1, what="recovery")
     await s.stop()
-    await sim.stop()
     ledger = s.ledger()
     (gap,) = [e for e in ledger if e["event"] == "gap"]
     (request,) = [e for e in ledger if e["event"] == "command" and e["purpose"] == "snapshot"]
@@ -145,9 +136,8 @@ async def test_gap_is_detected_and_a_snapshot_requested_within_a_second(tmp_path
     assert stats.gaps == 1 and stats.recoveries["requested"] == 1 and stats.recoveries["completed"] == 1
 
 
-async def test_dropped_connection_reconnects_with_backoff_and_resubscribes(tmp_path: Path) -> None:
-    sim = SimServer(sim_config())
-    await sim.start()
+async def test_dropped_connection_reconnects_with_backoff_and_resubscribes(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config())
     s = await record(tmp_path, sim, FOUR + markets(sim, 4))
     await eventually(lambda: s.count("subscribed") == 4)
     await sim.inject("reset")
@@ -155,7 +145,6 @@ async def test_dropped_connection_reconnects_with_backoff_and_resubscribes(tmp_p
     await sim.inject("close")
     await eventually(lambda: s.count("subscribed") == 12, what="resubscribed after close")
     await s.stop()
-    await sim.stop()
     ledger = s.ledger()
     disconnects = [e for e in ledger if e["event"] == "disconnect"]
     assert "without a close frame" in disconnects[0]["reason"]
@@ -168,15 +157,13 @@ async def test_dropped_connection_reconnects_with_backoff_and_resubscribes(tmp_p
     assert s.recorder.runner.stats.reconnects == 2
 
 
-async def test_silent_server_is_detected_within_stale_after(tmp_path: Path) -> None:
-    sim = SimServer(sim_config(ping_interval=60))
-    await sim.start()
+async def test_silent_server_is_detected_within_stale_after(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config(ping_interval=60))
     s = await record(tmp_path, sim, FOUR + markets(sim, 3) + "  stale_after: 2\n")
     await eventually(lambda: s.recorder.runner.stats.messages > 100)
     await sim.inject("silence")
     await eventually(lambda: s.count("connect") == 2, timeout=2 + 5, what="stale connection replaced")
     await s.stop()
-    await sim.stop()
     ledger = s.ledger()
     (disconnect, *_) = [e for e in ledger if e["event"] == "disconnect"]
     assert "has not replied to ping" in disconnect["reason"]
@@ -184,30 +171,26 @@ async def test_silent_server_is_detected_within_stale_after(tmp_path: Path) -> N
     assert silence_at.kind == "silence"
 
 
-async def test_non_json_frame_is_stored_as_a_string_and_counted(tmp_path: Path) -> None:
-    sim = SimServer(sim_config())
-    await sim.start()
+async def test_non_json_frame_is_stored_as_a_string_and_counted(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config())
     s = await record(tmp_path, sim, FOUR + markets(sim, 2))
     await eventually(lambda: s.recorder.runner.stats.messages > 50)
     await sim.inject("nonjson")
     await eventually(lambda: s.count("unparsed_frame") == 1)
     await s.stop()
-    await sim.stop()
     lines = [x for x in read_lines(s.data, "kalshi") if b'"enc":"text"' in x]
     assert len(lines) == 1 and b"this frame is not JSON {" in lines[0]
     assert s.recorder.runner.stats.shards["kalshi-0"].frames_by_type["_unparsed"] == 1
 
 
-async def test_error_25_resubscribes_only_that_sid(tmp_path: Path) -> None:
-    sim = SimServer(sim_config())
-    await sim.start()
+async def test_error_25_resubscribes_only_that_sid(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config())
     s = await record(tmp_path, sim, FOUR + markets(sim, 4))
     await eventually(lambda: s.count("subscribed") == 4)
     await sim.inject("error25")
     await eventually(lambda: s.count("subscribed") == 5, what="resubscription")
     await asyncio.sleep(0.3)
     await s.stop()
-    await sim.stop()
     ledger = s.ledger()
     (resub,) = [e for e in ledger if e["event"] == "resubscribe_requested"]
     assert resub["channel"] == "orderbook_delta" and "terminal error 25" in resub["why"]
@@ -219,9 +202,8 @@ async def test_error_25_resubscribes_only_that_sid(tmp_path: Path) -> None:
     assert [e for e in ledger if e["event"] == "connect"].__len__() == 1  # no reconnect needed
 
 
-async def test_kalshi_metrics_are_exposed(tmp_path: Path) -> None:
-    sim = SimServer(sim_config())
-    await sim.start()
+async def test_kalshi_metrics_are_exposed(tmp_path: Path, start_sim: StartSim) -> None:
+    sim = await start_sim(sim_config())
     s = await record(tmp_path, sim, FOUR + markets(sim, 5))
     await eventually(lambda: s.recorder.runner.stats.messages > 1000)
     await sim.inject("gap")
@@ -229,7 +211,6 @@ async def test_kalshi_metrics_are_exposed(tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{s.recorder.server.port}/metrics") as r:
         text = await r.text()
     await s.stop()
-    await sim.stop()
     samples = {
         (x.name, tuple(sorted(x.labels.items()))): x.value
         for fam in text_string_to_metric_families(text)
@@ -251,10 +232,9 @@ async def test_kalshi_metrics_are_exposed(tmp_path: Path) -> None:
     assert get("ssmd_message_age_seconds_bucket", le="1.0") > 0
 
 
-async def test_unanswered_recovery_escalates_to_resubscribe_then_reconnect(tmp_path: Path) -> None:
+async def test_unanswered_recovery_escalates_to_resubscribe_then_reconnect(tmp_path: Path, start_sim: StartSim) -> None:
     """get_snapshot unanswered → resubscribe; unanswered too → reconnect, which restores everything."""
-    sim = SimServer(sim_config())
-    await sim.start()
+    sim = await start_sim(sim_config())
     s = await record(tmp_path, sim, FOUR + markets(sim, 4) + "  command_timeout: 1\n")
     await eventually(lambda: s.count("subscribed") == 4)
     await sim.inject("deaf", 2.5)  # this connection stops answering commands for a while
@@ -262,7 +242,6 @@ async def test_unanswered_recovery_escalates_to_resubscribe_then_reconnect(tmp_p
     await eventually(lambda: s.count("reconnect_requested") == 1, timeout=10, what="escalation to reconnect")
     await eventually(lambda: s.count("subscribed") == 8, timeout=10, what="resubscribed after reconnect")
     await s.stop()
-    await sim.stop()
     ledger = s.ledger()
     kinds = [e["event"] for e in ledger]
     timeouts = [e for e in ledger if e["event"] == "command_timeout"]

@@ -20,27 +20,19 @@ import pytest
 from ssmd_connector.kalshi.auth import Signer, generate_key_pair
 from ssmd_connector.sim import SimConfig, SimServer, parse_fault
 
-from .simclient import SimClient, reply_to
+from ..conftest import StartSim
+from ..simclient import SimClient, reply_to
 
 KEY, _ = generate_key_pair()
 SIGNER = Signer("test-key", KEY)
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    server = SimServer(
-        SimConfig(
-            port=0,
-            markets=20,
-            rate=2000,
-            public_keys={"test-key": KEY.public_key()},
-            ping_interval=0.3,
-            page_limit_max=7,
-        )
+async def sim(start_sim: StartSim) -> SimServer:
+    config = SimConfig(
+        port=0, markets=20, rate=2000, public_keys={"test-key": KEY.public_key()}, ping_interval=0.3, page_limit_max=7
     )
-    await server.start()
-    yield server
-    await server.stop()
+    return await start_sim(config)
 
 
 @pytest.fixture

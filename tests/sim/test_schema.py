@@ -19,9 +19,9 @@ from referencing.jsonschema import DRAFT202012
 
 from ssmd_connector.sim import SimConfig, SimServer
 
-from .simclient import SimClient, reply_to
+from ..simclient import SimClient, reply_to
 
-SPEC = Path(__file__).parent / "data" / "kalshi-asyncapi.yaml"
+SPEC = Path(__file__).resolve().parents[1] / "data" / "kalshi-asyncapi.yaml"
 
 
 def validator_factory() -> Callable[[str], jsonschema.protocols.Validator]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssmd_connector.writers.fast_batch import FastBatch
+from ssmd_connector.writers.nats.fast_batch import FastBatch
 
 
 def test_reply_subjects_carry_batch_sequence_and_operation() -> None:

@@ -17,10 +17,10 @@ import pytest
 from ssmd_connector.archive import archive_files
 from ssmd_connector.sim import SimConfig, SimServer
 
-from .kalshi_helpers import KEY, KEY_ID, eventually, record
+from ..kalshi_helpers import KEY, KEY_ID, eventually, record
 
 SSMD = str(Path(sys.executable).parent / "ssmd")
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "config"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "config"
 
 
 def ssmd(*args: str) -> subprocess.CompletedProcess[str]:

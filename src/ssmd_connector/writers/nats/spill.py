@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import BinaryIO
 
-from ..archive.segments import atomic_write
+from ...archive.segments import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,14 @@ from ssmd_connector.archive.line import LineEncoder
 from ssmd_connector.errors import WriteFailed
 from ssmd_connector.message import Message
 from ssmd_connector.sim import SimConfig, SimServer
-from ssmd_connector.writers.fast_batch import FastBatch
 from ssmd_connector.writers.nats import NatsWriter, PublishMode, subject_token, ticker_of
-from ssmd_connector.writers.nats_wire import render
+from ssmd_connector.writers.nats.acks import BatchAcks
+from ssmd_connector.writers.nats.fast_batch import FastBatch
+from ssmd_connector.writers.nats.wire import render
 
-from .helpers import read_lines, write_config
-from .kalshi_helpers import KEY, KEY_ID, eventually, record
-from .natsserver import NatsServer
+from ..helpers import read_lines, write_config
+from ..kalshi_helpers import KEY, KEY_ID, eventually, record
+from ..natsserver import NatsServer
 
 T0 = 1_795_000_000 * 10**9
 
@@ -35,7 +36,7 @@ def messages(start: int, n: int) -> list[Message]:
     for i in range(start, start + n):
         ticker = b"KXHIGHNY-26NOV24-B53.5" if i % 2 else b"KXBTCD-26NOV24-T100000"
         frame = b'{"type":"orderbook_delta","sid":1,"seq":%d,"msg":{"market_ticker":"%s"}}' % (i, ticker)
-        out.append(Message(T0 + i * 1000, "kalshi", frame, False, True, "orderbook_delta"))
+        out.append(Message(T0 + i * 1000, "kalshi", frame, json_valid=True, kind="orderbook_delta"))
     return out
 
 
@@ -122,7 +123,8 @@ async def test_a_failed_batch_is_resent_without_duplicates(
     """The server abandons a batch that skips a sequence number; everything still lands once."""
     w = NatsWriter(server.url, "KALSHI", "ssmd", create_stream=True, max_pending=256)
     await w.write(messages(0, 300))
-    batch = w._batch
+    assert isinstance(w._acks, BatchAcks)
+    batch = w._acks.batch
     assert batch is not None
     batch.sent += 1  # a lost message, as the server sees it: the next publish leaves a gap
     await w.write(messages(300, 700))
@@ -163,7 +165,8 @@ async def test_the_block_path_is_in_use(server: NatsServer) -> None:
     """If nats-py ever loses the internals the block path needs, we fall back — and this fails."""
     w = NatsWriter(server.url, "KALSHI", "ssmd", create_stream=True)
     await w.write(messages(0, 1))
-    assert w._sender is not None and w._sender.fast
+    link = w._link.current
+    assert link is not None and link.sender.fast
     await w.close()
 
 
