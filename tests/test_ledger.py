@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,3 +200,46 @@ async def test_the_archive_reader_summarises_what_the_ledger_wrote(tmp_path: Pat
         "gaps": [{"ts": "2026-11-24T10:30:00.123456Z", "shard": "kalshi-0", **gap}],
         "disconnects": 1,
     }
+
+
+async def test_a_long_outage_drops_whole_old_lines_never_the_rest_of_a_cut_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound the oldest lines go — counted and said — but the unwritten rest of a line a
+    write cut short is kept and written first: the file never holds a torn line in its middle."""
+    import ssmd_connector.ledger as module  # noqa: PLC0415
+
+    real_write, calls = os.write, {"n": 0}
+
+    def cut_then_fail(fd: int, data: memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data[:10]))  # the disk fills in the middle of a line
+        if calls["n"] <= 4:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", cut_then_fail)
+    monkeypatch.setattr(module, "MAX_PENDING", 3)
+    said: list[str | None] = []
+    ledger = Ledger(tmp_path, "kalshi", now_ns=Clock(), flush_delay=0.01)
+    ledger.on_trouble = said.append
+    for i in range(3):
+        ledger.record("command", "kalshi-0", {"i": i})
+    await eventually(lambda: calls["n"] >= 2)
+    for i in range(3, 8):
+        ledger.record("command", "kalshi-0", {"i": i})
+    await eventually(lambda: said[-1:] == [None])
+    await ledger.close()
+    raw = (tmp_path / DAY / "kalshi.events.jsonl").read_bytes().splitlines()
+    assert all(is_event(x) for x in raw), raw
+    kept = [json.loads(x)["i"] for x in raw]
+    assert kept[0] == 0 and kept == sorted(kept) and len(kept) + ledger.lost == 8  # lost = dropped, said
+    assert ledger.lost > 0 and any(m and "dropped at the 3-line bound" in m for m in said)
+
+
+def test_fields_may_not_pass_for_what_every_line_has(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path, "kalshi", now_ns=Clock())
+    with pytest.raises(ValueError, match=r"may not be named \['event', 'shard'\]"):
+        ledger.record("gap", "kalshi-0", {"shard": "other", "event": "fake", "sid": 1})
+    assert ledger.events == {}

@@ -30,6 +30,7 @@ from .archive.layout import parse_rotation
 from .errors import ConfigError
 from .kalshi.wire import DEFAULT_CHANNELS, RECORDABLE_CHANNELS, needs_markets
 from .keys import SUPPORTED_SCHEMES
+from .secrets import HEADER_CONTROL, SECRET_REF
 from .settings import DEFAULT_RECEIVE_BUFFER
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,6 @@ CONNECTORS = ("websocket", "kalshi")
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 """An HTTP header name (RFC 9110 token)."""
-SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-"""``${VAR}`` in a header value: the resolved secret VAR goes there."""
-HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-"""Characters that may not appear in an HTTP header value (tab is allowed)."""
 
 
 def check_safe_name(value: str) -> str:
@@ -195,11 +192,31 @@ class Storage(_Model):
         return value
 
 
-class Discover(_Model):
-    """Tickers from REST ``GET /trade-api/v2/markets``, following the cursor."""
+DISCOVER_STATUSES = ("unopened", "open", "paused", "closed", "settled")
 
-    status: str | None = "open"
+
+class Discover(_Model):
+    """Markets from REST ``GET /trade-api/v2/markets`` (every page), followed while recording:
+    new ones added as Kalshi lists them, settled ones released."""
+
+    status: list[str] | None = Field(default_factory=lambda: ["unopened", "open"])
+    """One status or a list (``null``: every status)."""
     series: list[str] = Field(default_factory=list)
+    refresh: float = Field(default=300.0, gt=0, description="seconds between REST re-discoveries")
+    combos: bool = Field(default=False, description="include combo (multivariate) markets")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("status")
+    @classmethod
+    def _known_statuses(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [v for v in value or [] if v not in DISCOVER_STATUSES]
+        if unknown:
+            raise ValueError(f"unknown status {unknown[0]!r} (expected some of: {', '.join(DISCOVER_STATUSES)})")
+        return value
 
 
 class SubscriptionSpec(_Model):

@@ -94,5 +94,14 @@ class KeyResolver(Protocol):
     def resolve(self, source: str) -> Mapping[str, Secret]: ...
 
 
-ConnectorSetup = Callable[[], Awaitable[Sequence[Connector]]]
-"""Builds the connectors once the runner has started (e.g. after market discovery)."""
+class ConnectorPool(Protocol):
+    """Where connections opened or closed while recording go (the runner supervises them)."""
+
+    def add_connector(self, connector: Connector) -> None: ...
+
+    async def remove_connector(self, connector: Connector) -> None: ...
+
+
+ConnectorSetup = Callable[[ConnectorPool], Awaitable[Sequence[Connector]]]
+"""Builds the connectors once the runner has started (e.g. after market discovery); the pool
+takes the connections a changing market universe opens and closes later."""

@@ -99,6 +99,7 @@ class Runner:
         may not have kept them): given to it again before anything newer."""
         self._carry: list[Message] = []
         """The batch the drain loop is handing over, so a restarted loop hands it over again."""
+        self._supervisors: dict[str, asyncio.Task[None]] = {}
 
     # -- health ---------------------------------------------------------------------------
     def not_ready_reasons(self) -> list[str]:
@@ -138,7 +139,7 @@ class Runner:
         incidents = self.incidents
         while not self._stopping.is_set():
             try:
-                connectors = list(await setup())
+                connectors = list(await setup(self))
             except ConnectionFailed as exc:  # (AuthenticationFailed included)
                 state.reason = f"setup failed: {exc}"
                 self._cannot_connect(SETUP, exc, state.reason)
@@ -159,7 +160,6 @@ class Runner:
     async def run(self) -> None:
         """Run until :meth:`stop`; then shut down without losing received frames."""
         self.drain_task = asyncio.create_task(self._drain_supervised(), name="ssmd-drain")
-        supervisors: list[asyncio.Task[None]] = []
         stop_wait = asyncio.create_task(self._stopping.wait())
         try:
             if self._setup is not None:
@@ -169,14 +169,43 @@ class Runner:
                     prepare.cancel()
                 self.connectors = prepare.result() if prepare.done() and not prepare.cancelled() else []
                 self._register(self.connectors)
-            supervisors = [
-                asyncio.create_task(self._supervise(c), name=f"ssmd-conn-{c.label}") for c in self.connectors
-            ]
+            for c in self.connectors:
+                self._start_supervisor(c)
             await asyncio.wait([stop_wait, self.drain_task], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
             self._stopping.set()
-            await self._shutdown(supervisors)
+            await self._shutdown(list(self._supervisors.values()))
+
+    def _start_supervisor(self, connector: Connector) -> None:
+        self._supervisors[connector.label] = asyncio.create_task(
+            self._supervise(connector), name=f"ssmd-conn-{connector.label}"
+        )
+
+    def add_connector(self, connector: Connector) -> None:
+        """A connection opened while recording (the market universe grew): supervised like the
+        others from now on, and stopped with them."""
+        if self._stopping.is_set() or connector.label in self._supervisors:
+            return
+        self.connectors.append(connector)
+        self._register([connector])
+        self._start_supervisor(connector)
+
+    async def remove_connector(self, connector: Connector) -> None:
+        """A connection no longer needed (its markets were released): closed, and forgotten by
+        ``/ready`` and ``ssmd_connected``."""
+        if connector not in self.connectors:
+            return
+        self.connectors.remove(connector)
+        await self._stop_connector(connector)
+        task = self._supervisors.pop(connector.label, None)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(task, self._stop_timeout)
+        self.states.pop(connector.label, None)
+        self.stats.connections.pop(connector.label, None)
+        for key in ("connect", "auth", "internal"):
+            self.incidents.end(f"{key}:{connector.label}", "connection retired")
 
     async def _shutdown(self, supervisors: list[asyncio.Task[None]]) -> None:
         log.info("stopping: closing connections")

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 _MASK: Final = "********"
+
+SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""``${VAR}`` in a header value: the resolved secret VAR goes there."""
+HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Characters that may not appear in an HTTP header value (tab is allowed): a secret holding one
+could end the header and start another."""
 
 
 class Secret:

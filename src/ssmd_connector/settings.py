@@ -27,10 +27,14 @@ def parse_addr(value: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Discovery:
-    """Markets found through REST ``GET /markets`` (every page)."""
+    """Markets found through REST ``GET /markets`` (every page), then followed as Kalshi lists and
+    settles them (lifecycle messages, and a REST refresh every ``refresh`` seconds)."""
 
-    status: str | None = "open"
+    status: tuple[str, ...] | None = ("unopened", "open")
+    """``None``: every status."""
     series: tuple[str, ...] = ()
+    refresh: float = 300.0
+    combos: bool = False
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,17 @@ def test_a_read_is_archived_whole_with_types_counted_and_age_sampled_once() -> N
     assert stats.age.count == 1 and stats.age.total == pytest.approx(0.25)  # once per read
 
 
+def test_age_is_sampled_from_the_first_data_frame_that_carries_ts_ms() -> None:
+    s, _, stats = shard()
+    frames = [
+        json.dumps({"type": "ticker", "sid": 1, "msg": {"market_ticker": "A-1"}}).encode(),  # no ts_ms
+        json.dumps({"type": "ticker", "sid": 1, "msg": {"market_ticker": "A-1", "ts_ms": 1_000_000}}).encode(),
+        json.dumps({"type": "ticker", "sid": 1, "msg": {"market_ticker": "A-1", "ts_ms": 999_000}}).encode(),
+    ]
+    s._on_read(frames, 1_000_500_000_000, [])
+    assert stats.age.count == 1 and stats.age.total == pytest.approx(0.5)
+
+
 def test_a_bug_while_reacting_still_archives_the_whole_read(monkeypatch: pytest.MonkeyPatch) -> None:
     s, sink, _ = shard()
 

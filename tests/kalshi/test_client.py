@@ -67,7 +67,7 @@ def test_plan_shards_splits_markets_and_puts_global_channels_once() -> None:
 
 def test_plan_without_tickers_subscribes_all_markets_but_never_orderbook() -> None:
     assert plan_shards(["ticker", "market_lifecycle_v2"], [], 10) == [
-        ShardPlan(("ticker",), (), ("market_lifecycle_v2",))
+        ShardPlan(("ticker",), (), ("market_lifecycle_v2",), all_markets=True)
     ]
     with pytest.raises(ValueError, match="orderbook_delta needs market tickers"):
         plan_shards(["orderbook_delta"], [], 10)

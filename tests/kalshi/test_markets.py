@@ -61,6 +61,9 @@ def test_entries_without_a_usable_ticker_are_skipped() -> None:
         (b"<html>502</html>", "not JSON"),
         (b'{"error":"x"', "not JSON"),
         (b"[1,2]", "not a page of markets"),
+        (b'{"error":{"code":"x","message":"boom"}}', "not a page of markets"),
+        (b"{}", "not a page of markets"),
+        (b'{"markets":[],"cursor":0}', "cursor that is not a string (int)"),
         (b'{"markets":{"ticker":"A"}}', "not a page of markets"),
         (b'{"markets":[],"cursor":5}', "cursor that is not a string (int)"),
         (b'{"markets":' + b"[" * 300 + b"]" * 300 + b"}", "nested too deep"),
@@ -75,8 +78,15 @@ def test_a_cursor_that_never_ends_is_an_error_not_a_silent_truncation() -> None:
     listing = MarketListing(series=["KXA"], max_pages=3)
     for i in range(2):
         listing.receive(page([f"T{i}"], f"c{i}"))
-    with pytest.raises(BadPage, match="series 'KXA' did not end after 3 pages"):
+    with pytest.raises(BadPage, match=r"series 'KXA' \(status open\) did not end after 3 pages"):
         listing.receive(page(["T2"], "c2"))
+
+
+def test_a_cursor_that_comes_back_unchanged_is_an_error_at_once() -> None:
+    listing = MarketListing()
+    listing.receive(page(["A"], "same"))
+    with pytest.raises(BadPage, match="same cursor again"):
+        listing.receive(page(["B"], "same"))
 
 
 def test_no_page_is_taken_after_the_walk_ended() -> None:
@@ -86,9 +96,25 @@ def test_no_page_is_taken_after_the_walk_ended() -> None:
         listing.receive(page(["B"]))
 
 
+def test_every_status_of_every_series_is_walked_with_the_extra_filters() -> None:
+    listing = MarketListing(
+        status=["unopened", "open"], series=["KXA"], params={"min_created_ts": 1700}, mve_filter="exclude"
+    )
+    body = b'{"markets":[{"ticker":"KXA-1","status":"initialized","event_ticker":"KXA-E","x":1}],"cursor":""}'
+    asked = []
+    while (params := listing.next_request()) is not None:
+        asked.append(params)
+        listing.receive(body)
+    base = {"limit": "1000", "series_ticker": "KXA", "min_created_ts": "1700", "mve_filter": "exclude"}
+    assert asked == [{**base, "status": "unopened"}, {**base, "status": "open"}]
+    assert listing.markets == [{"ticker": "KXA-1", "status": "initialized", "event_ticker": "KXA-E"}]
+
+
 @pytest.mark.parametrize(
     ("endpoint", "base"),
     [
+        ("wss://external-api-ws.kalshi.com/trade-api/ws/v2", "https://external-api.kalshi.com/trade-api/v2"),
+        ("wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2", "https://external-api.demo.kalshi.co/trade-api/v2"),
         ("wss://api.elections.kalshi.com/trade-api/ws/v2", "https://api.elections.kalshi.com/trade-api/v2"),
         ("ws://127.0.0.1:8765/trade-api/ws/v2", "http://127.0.0.1:8765/trade-api/v2"),
     ],

@@ -60,6 +60,7 @@ def schema_for(frame: dict[str, Any]) -> str:
         "ticker": "tickerPayload",
         "trade": "tradePayload",
         "market_lifecycle_v2": "marketLifecycleV2Payload",
+        "event_lifecycle": "eventLifecyclePayload",
     }[kind]
 
 
@@ -121,3 +122,34 @@ async def test_every_message_type_validates_against_kalshis_schemas() -> None:
     }, seen
     assert lifecycle_kinds & {"close_date_updated", "deactivated"}, lifecycle_kinds
     assert any("." in t for t in sim.model.open_tickers)  # the relaxed pattern is exercised
+
+
+async def test_a_living_universes_lifecycle_validates_too() -> None:
+    """New events and markets, determinations and settlements, as the living simulator sends them."""
+    sim = SimServer(SimConfig(port=0, markets=5, rate=500, churn=40, lifetime=1.0))
+    await sim.start()
+    client = await SimClient.connect(sim)
+    kinds: set[str] = set()
+    try:
+        cid = await client.cmd("subscribe", {"channels": ["market_lifecycle_v2"]})
+        await client.until(reply_to(cid, "subscribed"))
+
+        def everything(frame: dict[str, Any]) -> bool:
+            if frame.get("type") == "market_lifecycle_v2":
+                kinds.add(frame["msg"]["event_type"])
+            return {"created", "determined", "settled"} <= kinds
+
+        await client.until(everything, timeout=15)
+    finally:
+        await client.close()
+        await sim.stop()
+    make = validator_factory()
+    checked: dict[str, int] = {}
+    for frame in client.frames:
+        if "_ping" in frame or frame["type"] == "subscribed":
+            continue
+        name = schema_for(frame)
+        errors = sorted(make(name).iter_errors(frame), key=str)
+        assert not errors, (name, frame, [e.message for e in errors[:3]])
+        checked[name] = checked.get(name, 0) + 1
+    assert checked.get("eventLifecyclePayload", 0) >= 1 and checked["marketLifecycleV2Payload"] >= 3, checked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,12 @@ def test_demo_records_the_simulator_with_faults_and_summarises(tmp_path: Path) -
     assert "shards 3/3" in out
     assert "sequence gaps detected: 3" in out  # the demo's gap fault, on each of 3 shards
     assert "frames that were not JSON (stored as strings): 3" in out
+    # The simulator's universe lives: markets were added as listed, released once settled, and the
+    # coverage report finds every matching market recorded.
+    universe = next(line for line in out.splitlines() if line.startswith("market universe:"))
+    added, released = (int(w) for w in re.findall(r"(\d+) (?:market\(s\) added|released)", universe))
+    assert added > 40 and released > 0, universe
+    assert re.search(r"coverage: (\d+) market\(s\) matched the discovery filter, \1 recorded, 0 never recorded", out)
     data = tmp_path / "data"
     (archive,) = data.glob("*/kalshi-sim.jsonl")
     lines = archive.read_bytes().splitlines()

@@ -4,6 +4,7 @@ as ``<name>.torn-<unix ns>`` — never deleted — so every line of the archive 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -61,7 +62,12 @@ def repair_compressed(fd: int, path: Path, codec: Codec) -> int:
 def quarantine(fd: int, path: Path, cut: int, size: int) -> int:
     torn = os.pread(fd, size - cut, cut)
     side = aside(path, "torn", time.time_ns())
-    side.write_bytes(torn)
+    try:
+        side.write_bytes(torn)
+    except OSError:  # (a full disk): no empty side file left behind for every retry
+        with contextlib.suppress(OSError):
+            side.unlink()
+        raise
     os.ftruncate(fd, cut)
     os.fsync(fd)
     log.warning("%s: repaired a torn tail after an unclean shutdown: %d bytes moved to %s", path, len(torn), side.name)

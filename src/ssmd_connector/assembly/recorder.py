@@ -14,12 +14,12 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import Environment, Feed, LoadedConfig
+from ..config import Discover, Environment, Feed, LoadedConfig
 from ..connectors.headers import check_header_secret, interpolate_headers
 from ..connectors.websocket import WebSocketConnector
 from ..errors import ConfigError
 from ..incidents import Incidents
-from ..interfaces import Connector, ConnectorSetup
+from ..interfaces import Connector, ConnectorPool, ConnectorSetup
 from ..kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
 from ..ledger import Ledger
 from ..metrics import FeedStats, make_registry
@@ -61,6 +61,11 @@ def make_uploader(env: Environment, secrets: Mapping[str, Secret]) -> Uploader |
     )
 
 
+def discovery(d: Discover) -> Discovery:
+    status = tuple(d.status) if d.status is not None else None
+    return Discovery(status, tuple(d.series), refresh=d.refresh, combos=d.combos)
+
+
 def kalshi_settings(env: Environment, feed: Feed) -> KalshiSettings:
     """The environment's ``subscription`` and the feed's active endpoints, as the connector takes them."""
     from ..kalshi.markets import rest_base_from_ws  # noqa: PLC0415 - only Kalshi feeds need it
@@ -72,7 +77,7 @@ def kalshi_settings(env: Environment, feed: Feed) -> KalshiSettings:
         rest_base=version.rest_endpoint or rest_base_from_ws(version.endpoint),
         channels=tuple(sub.channels),
         markets=tuple(sub.markets),
-        discover=Discovery(sub.discover.status, tuple(sub.discover.series)) if sub.discover is not None else None,
+        discover=discovery(sub.discover) if sub.discover is not None else None,
         max_markets_per_connection=sub.max_markets_per_connection,
         stale_after=sub.stale_after,
         connect_stagger=sub.connect_stagger,
@@ -106,7 +111,7 @@ def build_connectors(
     """Validate everything now (config errors surface before start-up) and return the setup
     the runner calls to create the connectors (Kalshi discovers markets there)."""
     if feed.connector_kind == "kalshi":
-        from ..connectors.kalshi.connector import KalshiFeed  # noqa: PLC0415 - only Kalshi feeds need it
+        from ..connectors.kalshi.feed import KalshiFeed  # noqa: PLC0415 - only Kalshi feeds need it
 
         signer = kalshi_signer(secrets, f"environments/{env.name}.yaml")
         if signer is None:
@@ -129,7 +134,7 @@ def build_connectors(
         WebSocketConnector(version.endpoint, label=feed.name, headers=headers, credentials_hint=hint)
     ]
 
-    async def ready() -> list[Connector]:
+    async def ready(_pool: ConnectorPool) -> list[Connector]:
         return connectors
 
     return ready

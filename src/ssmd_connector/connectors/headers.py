@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ..config import HEADER_CONTROL, SECRET_REF
 from ..errors import ConfigError
-from ..secrets import Secret
+from ..secrets import HEADER_CONTROL, SECRET_REF, Secret
 
 
 def interpolate_headers(headers: Mapping[str, str], secrets: Mapping[str, Secret], label: str) -> dict[str, str]:

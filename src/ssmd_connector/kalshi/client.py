@@ -12,7 +12,11 @@ counts the metrics (frames by type, message age), which are not protocol state.
 * the per-sid sequence counter — one counter per sid shared by all its markets; every frame that
   carries ``sid`` and ``seq`` consumes a number, ``ok``/``unsubscribed`` replies included;
 * recovery: on a gap in an order-book sid, ask for a snapshot (``get_snapshot``); if that fails,
-  resubscribe; if that fails, reconnect. Terminal errors 10 and 25 on a sid resubscribe that sid.
+  resubscribe; if that fails, reconnect. Terminal errors 10 and 25 on a sid resubscribe that sid;
+* the connection's markets as the universe changes (:meth:`ClientSession.add_markets`,
+  :meth:`ClientSession.remove_markets`): ``add_markets`` / ``delete_markets`` on sids whose
+  channel Kalshi documents it for, a subscription of their own for the others; lifecycle
+  messages are handed up (:class:`Lifecycle`) when the session follows the universe.
 
 It never decides anything about the archive: every frame is archived by the caller *before*
 :meth:`ClientSession.receive` sees it.
@@ -25,19 +29,25 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .wire import (
+    ADD_MARKETS,
     CONTROL_TYPES,
+    DELETE_MARKETS,
+    DOCUMENTED_UPDATABLE,
     ERROR,
     GET_SNAPSHOT,
     GLOBAL_CHANNELS,
+    LIFECYCLE_TYPES,
     OK,
     ORDERBOOK_DELTA,
     ORDERBOOK_SNAPSHOT,
     P_ACTION,
     P_MARKET_TICKERS,
     P_SID,
+    P_SIDS,
     SUBSCRIBE,
     SUBSCRIBED,
     TERMINAL_ERRORS,
+    UNSUBSCRIBE,
     UNSUBSCRIBED,
     UPDATE_SUBSCRIPTION,
     Envelope,
@@ -50,7 +60,6 @@ from .wire import (
 )
 
 
-# -- client side -------------------------------------------------------------------------------
 @dataclass(slots=True)
 class Subscription:
     sid: int
@@ -69,15 +78,14 @@ class Pending:
     params: dict[str, Any]
     sent_at: float
     purpose: str = "subscribe"
-    """subscribe | snapshot | resubscribe | unsubscribe | list"""
+    """subscribe | snapshot | resubscribe | add | remove"""
     sid: int | None = None
     """The subscription a recovery command is about."""
     expect: set[str] = field(default_factory=set)
     """Channels (subscribe) or tickers (snapshot) still owed a reply."""
 
 
-# Effects returned to the I/O layer -------------------------------------------------------------
-# Effects returned to the I/O layer -------------------------------------------------------------
+# -- effects returned to the I/O layer ---------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
     id: int
@@ -103,7 +111,15 @@ class Reconnect:
     reason: str
 
 
-Effect = Send | Event | Reconnect
+@dataclass(frozen=True)
+class Lifecycle:
+    """A lifecycle message (``kind``: its type) for the market universe to act on."""
+
+    kind: str
+    msg: dict[str, Any]
+
+
+Effect = Send | Event | Reconnect | Lifecycle
 
 
 @dataclass(frozen=True)
@@ -113,11 +129,13 @@ class ShardPlan:
     market_channels: tuple[str, ...]
     tickers: tuple[str, ...]
     global_channels: tuple[str, ...] = ()
+    all_markets: bool = False
+    """No tickers means every market (a fixed subscription without a market list), not none."""
 
     @property
     def groups(self) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
         out = []
-        if self.market_channels:
+        if self.market_channels and (self.tickers or self.all_markets):
             out.append((self.market_channels, self.tickers))
         if self.global_channels:
             out.append((self.global_channels, ()))
@@ -135,7 +153,7 @@ def plan_shards(channels: Sequence[str], tickers: Sequence[str], max_per_connect
     if not tickers:
         if any(needs_markets(c) for c in market):
             raise ValueError("orderbook_delta needs market tickers (subscription.markets or discover)")
-        return [ShardPlan(market, (), glob)]
+        return [ShardPlan(market, (), glob, all_markets=True)]
     chunks = [tuple(tickers[i : i + max_per_connection]) for i in range(0, len(tickers), max_per_connection)]
     return [ShardPlan(market, chunk, glob if i == 0 else ()) for i, chunk in enumerate(chunks)]
 
@@ -147,9 +165,15 @@ _NEEDS_BODY: Final = CONTROL_TYPES | {ORDERBOOK_SNAPSHOT}
 class ClientSession:
     """Protocol state of one connection, from the client's side. Fresh for every connection."""
 
-    def __init__(self, plan: ShardPlan, *, command_timeout: float = 10.0) -> None:
+    def __init__(self, plan: ShardPlan, *, command_timeout: float = 10.0, lifecycle: bool = False) -> None:
         self.plan = plan
         self.command_timeout = command_timeout
+        self.lifecycle = lifecycle
+        """Hand lifecycle messages up (the recorder follows the market universe)."""
+        self.markets: set[str] = set(plan.tickers)
+        """The markets this connection should carry now; sids may still hold ones being removed."""
+        self._closing: set[int] = set()
+        """Sids being unsubscribed."""
         self.subs: dict[int, Subscription] = {}
         self.pending: dict[int, Pending] = {}
         self._next_id = 1
@@ -184,6 +208,59 @@ class ClientSession:
     def subscribe_channel(self, now: float, channel: str, tickers: Sequence[str], purpose: str) -> Send:
         return self._send(now, SUBSCRIBE, subscribe_params([channel], tickers), purpose, expect=[channel])
 
+    # -- the connection's markets --------------------------------------------------------------
+    def add_markets(self, now: float, tickers: Sequence[str]) -> list[Effect]:
+        """Carry these markets too, on every market channel of the plan."""
+        new = [t for t in dict.fromkeys(tickers) if t not in self.markets]
+        if not new:
+            return []
+        self.markets.update(new)
+        effects: list[Effect] = []
+        for channel in self.plan.market_channels:
+            sub = self._updatable(channel)
+            if sub is None:
+                effects.append(self.subscribe_channel(now, channel, new, "add"))
+            else:
+                params = {P_SID: sub.sid, P_ACTION: ADD_MARKETS, P_MARKET_TICKERS: new}
+                effects.append(self._send(now, UPDATE_SUBSCRIPTION, params, "add", sid=sub.sid))
+        return effects
+
+    def remove_markets(self, now: float, tickers: Sequence[str]) -> list[Effect]:
+        """Stop carrying these markets: removed from their sids, or the sid ended once all of its
+        markets are gone (where removing is not documented, a dead market stays until then — it
+        sends nothing, and it no longer counts against the connection)."""
+        gone = [t for t in tickers if t in self.markets]
+        if not gone:
+            return []
+        self.markets.difference_update(gone)
+        effects: list[Effect] = []
+        for sub in list(self.subs.values()):
+            effects += self._prune(sub, now)
+        return effects
+
+    def _updatable(self, channel: str) -> Subscription | None:
+        if channel not in DOCUMENTED_UPDATABLE:
+            return None
+        for sub in self.subs.values():
+            if sub.channel == channel and sub.tickers and sub.sid not in self._closing:
+                return sub
+        return None
+
+    def _prune(self, sub: Subscription, now: float) -> list[Effect]:
+        """Drop the markets of ``sub`` this connection no longer carries."""
+        if sub.channel in GLOBAL_CHANNELS or not sub.tickers or sub.sid in self._closing:
+            return []
+        dead = [t for t in sub.tickers if t not in self.markets]
+        if not dead:
+            return []
+        if len(dead) == len(sub.tickers):
+            self._closing.add(sub.sid)
+            return [self._send(now, UNSUBSCRIBE, {P_SIDS: [sub.sid]}, "remove", sid=sub.sid)]
+        if sub.channel in DOCUMENTED_UPDATABLE:
+            params = {P_SID: sub.sid, P_ACTION: DELETE_MARKETS, P_MARKET_TICKERS: dead}
+            return [self._send(now, UPDATE_SUBSCRIPTION, params, "remove", sid=sub.sid)]
+        return []
+
     # -- frames --------------------------------------------------------------------------------
     def receive(self, frame: bytes, env: Envelope | None, now: float) -> Sequence[Effect]:
         """The one entry point for a received text frame (already archived), with its envelope as
@@ -210,6 +287,10 @@ class ClientSession:
                 return [*effects, *self._control(env, frame, now)]
             if env.id:
                 return [*effects, *self._snapshot_reply(env, frame, now)]
+        elif kind in LIFECYCLE_TYPES and self.lifecycle:
+            msg = msg_object(frame)
+            if isinstance(msg, dict):
+                return [*effects, Lifecycle(kind, msg)]
         return effects
 
     def _track_seq(self, sub: Subscription, seq: int, now: float) -> Sequence[Effect]:
@@ -267,7 +348,11 @@ class ClientSession:
     def _resubscribe(self, sub: Subscription, now: float, why: str) -> list[Effect]:
         """Second rung: drop the sid and subscribe its channel and markets again."""
         self.subs.pop(sub.sid, None)
-        send = self.subscribe_channel(now, sub.channel, sub.tickers, "resubscribe")
+        self.recovering.pop(sub.sid, None)
+        tickers = sub.tickers if sub.channel in GLOBAL_CHANNELS else tuple(t for t in sub.tickers if t in self.markets)
+        if sub.tickers and not tickers:
+            return []  # every market of it was removed meanwhile: nothing to subscribe again
+        send = self.subscribe_channel(now, sub.channel, tickers, "resubscribe")
         self.pending[send.id].sid = sub.sid
         self.recovering.pop(sub.sid, None)
         return [
@@ -278,7 +363,7 @@ class ClientSession:
                     "sid": sub.sid,
                     "channel": sub.channel,
                     "id": send.id,
-                    "tickers": list(sub.tickers),
+                    "tickers": list(tickers),
                     "why": why,
                 },
             ),
@@ -299,8 +384,10 @@ class ClientSession:
                 pending.expect.discard(channel)
                 if not pending.expect:
                     del self.pending[pending.id]
-            self.subs[sid] = Subscription(sid, channel, tickers)
+            sub = self.subs[sid] = Subscription(sid, channel, tickers)
             fields: dict[str, Any] = {"sid": sid, "channel": channel, "tickers": list(tickers), "id": env.id}
+            if pending is not None:
+                fields["params"] = pending.params
             effects: list[Effect] = [Event(Ev.SUBSCRIBED, fields)]
             if pending is not None and pending.purpose == "resubscribe":
                 effects.append(
@@ -309,20 +396,39 @@ class ClientSession:
                         {"sid": pending.sid, "new_sid": sid, "action": "resubscribe", "id": env.id},
                     )
                 )
-            return effects
+            return effects + self._prune(sub, now)  # markets removed while the reply was on its way
         if kind == ERROR:
             return self._error(env, msg if isinstance(msg, dict) else {}, pending, now)
         if kind == OK and pending is not None:
             del self.pending[pending.id]
+            action = pending.params.get(P_ACTION)
+            target = self.subs.get(pending.sid or env.sid or 0)
+            if target is not None and action in (ADD_MARKETS, DELETE_MARKETS):
+                changed = [t for t in pending.params.get(P_MARKET_TICKERS, ()) if isinstance(t, str)]
+                if action == ADD_MARKETS:
+                    target.tickers = (*target.tickers, *(t for t in changed if t not in target.tickers))
+                else:
+                    target.tickers = tuple(t for t in target.tickers if t not in changed)
+                fields = {
+                    "sid": target.sid,
+                    "channel": target.channel,
+                    "action": action,
+                    "tickers": changed,
+                    "id": env.id,
+                }
+                return [Event(Ev.MARKETS_CHANGED, fields), *self._prune(target, now)]
             if isinstance(msg, dict) and env.sid in self.subs and P_MARKET_TICKERS in msg:
                 self.subs[env.sid].tickers = tuple(msg[P_MARKET_TICKERS])
             return [Event(Ev.COMMAND_OK, {"id": env.id, "cmd": pending.cmd, "sid": env.sid})]
         if kind == UNSUBSCRIBED:
-            if env.sid is not None:
-                self.subs.pop(env.sid, None)
+            gone = self.subs.pop(env.sid, None) if env.sid is not None else None
+            self._closing.discard(env.sid or 0)
             if pending is not None:
                 del self.pending[pending.id]
-            return [Event(Ev.UNSUBSCRIBED, {"sid": env.sid, "id": env.id})]
+            fields = {"sid": env.sid, "id": env.id}
+            if gone is not None:
+                fields |= {"channel": gone.channel, "tickers": list(gone.tickers)}
+            return [Event(Ev.UNSUBSCRIBED, fields)]
         return []
 
     def _error(self, env: Envelope, msg: dict[str, Any], pending: Pending | None, now: float) -> list[Effect]:
@@ -349,6 +455,10 @@ class ClientSession:
                     )
                 )
                 effects.append(Reconnect(f"{pending.purpose} failed with error {code}: {text}"))
+            elif pending.purpose == "add":  # a new connection subscribes the current markets whole
+                effects.append(Reconnect(f"adding markets failed with error {code}: {text}"))
+            elif pending.purpose == "remove":
+                self._closing.discard(pending.sid or 0)
         if code in TERMINAL_ERRORS and sid is not None and sid in self.subs:
             sub = self.subs[sid]
             effects += self._resubscribe(sub, now, f"terminal error {code} ({text}) on sid {sid}")
@@ -390,7 +500,7 @@ class ClientSession:
             )
             if pending.purpose == "snapshot" and pending.sid in self.subs:
                 effects += self._resubscribe(self.subs[pending.sid], now, "get_snapshot timed out")
-            elif pending.purpose in ("subscribe", "resubscribe"):
+            elif pending.purpose in ("subscribe", "resubscribe", "add"):
                 effects.append(
                     Reconnect(f"{pending.purpose} (id {pending.id}) got no reply in {self.command_timeout:.0f}s")
                 )
@@ -398,4 +508,6 @@ class ClientSession:
 
     @property
     def markets_subscribed(self) -> int:
-        return len({t for s in self.subs.values() for t in s.tickers})
+        """Markets confirmed on at least one sid and still carried."""
+        confirmed = {t for s in self.subs.values() for t in s.tickers}
+        return len(confirmed) if self.plan.all_markets else len(confirmed & self.markets)

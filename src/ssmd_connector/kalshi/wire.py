@@ -4,7 +4,7 @@ The one place Kalshi's names are spelled — channels, message types, commands a
 keys, error codes, which channels carry ``seq`` — together with the coverage ledger's event kinds,
 and the functions that read and write frames. Both sides use it: the client session
 (:mod:`.client`, the recorder) and the server session (:mod:`.server`, the simulator).
-Reference: ``shared/kalshi-protocol.md`` and Kalshi's AsyncAPI spec.
+Reference: Kalshi's WebSocket documentation and AsyncAPI spec (a copy: ``tests/data/kalshi-asyncapi.yaml``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ RECORDABLE_CHANNELS: Final = PUBLIC_MARKET_CHANNELS | GLOBAL_CHANNELS
 SEQUENCED_CHANNELS: Final = frozenset({ORDERBOOK_DELTA, TRADE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE})
 """Channels whose messages carry ``seq`` (``ticker`` does not)."""
 UPDATABLE_CHANNELS: Final = frozenset({ORDERBOOK_DELTA, TICKER, TRADE})
-"""Channels whose markets ``update_subscription`` can change."""
+"""Channels whose markets ``update_subscription`` can change (the simulator accepts all three)."""
+DOCUMENTED_UPDATABLE: Final = frozenset({ORDERBOOK_DELTA, TICKER})
+"""Where Kalshi documents ``add_markets`` / ``delete_markets``: the recorder changes the markets
+of other channels (``trade``) with a subscription of their own instead."""
 
 
 def needs_markets(channel: str) -> bool:
@@ -69,7 +72,11 @@ UNSUBSCRIBED: Final = "unsubscribed"
 OK: Final = "ok"
 ERROR: Final = "error"
 ORDERBOOK_SNAPSHOT: Final = "orderbook_snapshot"
+EVENT_LIFECYCLE: Final = "event_lifecycle"
+"""A message type (not a channel): a new event and its ``series_ticker``, on the lifecycle channels."""
 CONTROL_TYPES: Final = frozenset({SUBSCRIBED, UNSUBSCRIBED, OK, ERROR})
+LIFECYCLE_TYPES: Final = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE})
+"""Message types that change the market universe (``created``, ``settled``, new events)."""
 UNPARSED: Final = "_unparsed"
 """The type under which frames that are not a JSON object are counted (they are still archived)."""
 
@@ -158,6 +165,12 @@ class Ev:
     RECONNECT_REQUESTED: Final = "reconnect_requested"
     UNPARSED_FRAME: Final = "unparsed_frame"
     PROTOCOL_ANOMALY: Final = "protocol_anomaly"
+    MARKET_ADDED: Final = "market_added"
+    """The universe took a market in (ticker, shard, reason); ``markets_changed`` confirms it."""
+    MARKET_REMOVED: Final = "market_removed"
+    MARKETS_CHANGED: Final = "markets_changed"
+    """A sid's markets changed (``update_subscription`` answered ``ok``): sid, channel, action, tickers."""
+    SHARD_RETIRED: Final = "shard_retired"
 
 
 RECOVERY_OUTCOMES: Final = {
@@ -171,7 +184,6 @@ RECOVERY_OUTCOMES: Final = {
 
 
 # -- frames in ---------------------------------------------------------------------------------
-# -- frames ------------------------------------------------------------------------------------
 class DataHead(msgspec.Struct, gc=False):
     """The few ``msg`` fields the recorder reads from data messages (others are skipped)."""
 

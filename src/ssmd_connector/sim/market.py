@@ -7,6 +7,13 @@ books are exact: a snapshot plus the deltas sent after it rebuild the true book 
 Both sides of a Kalshi book are *bids*: YES bids below the mid, NO bids below one minus the mid.
 A YES ask is one minus the best NO bid. A trade takes liquidity at the best opposite bid and
 emits the matching negative delta, so trades and books stay consistent.
+
+The universe lives when ``churn`` is set (:meth:`MarketModel.advance`): new events appear in the
+series in turn (``event_lifecycle``, then ``created`` for each of their markets — some open at
+once, some later at ``open_ts``, with no message, as on Kalshi), trade for ``lifetime`` seconds,
+close, are ``determined`` (with ``result`` and ``settlement_value``) and ``settled``, and are
+forgotten a while later. A market reactivated after a pause has its book cleared (Kalshi cancels
+resting orders): the deltas that empty it are sent, so a book rebuilt from the wire stays exact.
 """
 
 from __future__ import annotations
@@ -34,13 +41,24 @@ def size_str(s: int) -> str:
     return f"{sign}{s // 100}.{s % 100:02d}"
 
 
+STATUS_IN_RESPONSES = {
+    "unopened": "initialized",
+    "open": "active",
+    "paused": "inactive",
+    "closed": "closed",
+    "determined": "determined",
+    "settled": "finalized",
+}
+"""REST answers in a vocabulary of its own (``GET /markets?status=`` takes the keys)."""
+
+
 @dataclass
 class Market:
     ticker: str
     event_ticker: str
     series: str
     market_id: str
-    status: str  # filter vocabulary: open | closed | settled
+    status: str  # filter vocabulary: unopened | open | closed | determined | settled
     mid: int
     open_ts: int
     close_ts: int
@@ -53,6 +71,11 @@ class Market:
     open_interest: int = 0
     dollar_volume: int = 0
     paused: bool = False
+    created_ts: float = 0.0
+    settled_ts: float = 0.0
+    result: str = ""
+    lives: bool = False
+    """Created by the living universe: it closes at ``close_ts`` and settles."""
 
     def side(self, side: str) -> dict[int, int]:
         return self.yes if side == "yes" else self.no
@@ -82,7 +105,26 @@ MarketEvent = tuple[str, str, str, dict[str, Any]]
 class MarketModel:
     """N markets, seeded and reproducible. ``step()`` yields the next exchange events."""
 
-    def __init__(self, markets: int = 50, seed: int = 1, *, now: float | None = None) -> None:
+    def __init__(
+        self,
+        markets: int = 50,
+        seed: int = 1,
+        *,
+        now: float | None = None,
+        churn: float = 0.0,
+        lifetime: float = 60.0,
+        markets_per_event: int = 4,
+    ) -> None:
+        self.churn = churn
+        """New markets per second (0: the universe does not change)."""
+        self.lifetime = lifetime
+        """Seconds a new market trades before it closes."""
+        self.markets_per_event = markets_per_event
+        self.created = 0
+        self.settled = 0
+        self._owed = 0.0
+        self._events = 0
+        self._closing: list[Market] = []
         self.rng = random.Random(seed)
         self.now = now if now is not None else datetime.now(UTC).timestamp()
         self.markets: dict[str, Market] = {}
@@ -102,6 +144,7 @@ class MarketModel:
                 open_ts=int(self.now) - 86_400,
                 close_ts=int(self.now) + 86_400,
                 title=f"{series} above {strike} on {day}?",
+                created_ts=self.now - 86_400 * 2,
             )
             for side in ("yes", "no"):
                 top = m.max_price(side)
@@ -112,6 +155,7 @@ class MarketModel:
             m.last_price = m.mid
             self.markets[ticker] = m
         self.open_tickers = [t for t, m in self.markets.items() if m.status == "open"]
+        self._unopened: list[Market] = []
 
     # -- messages -----------------------------------------------------------------------------
     def snapshot_for(self, ticker: str) -> dict[str, Any] | None:
@@ -158,7 +202,8 @@ class MarketModel:
             "event_ticker": m.event_ticker,
             "market_type": "binary",
             "title": m.title,
-            "status": {"open": "active", "closed": "closed", "settled": "finalized"}[m.status],
+            "status": STATUS_IN_RESPONSES[m.status],
+            "created_time": _rfc3339(m.created_ts),
             "open_time": _rfc3339(m.open_ts),
             "close_time": _rfc3339(m.close_ts),
             "latest_expiration_time": _rfc3339(m.close_ts + 3600),
@@ -170,7 +215,7 @@ class MarketModel:
             "volume_fp": size_str(m.volume),
             "volume_24h_fp": size_str(m.volume),
             "open_interest_fp": size_str(m.open_interest),
-            "result": "",
+            "result": m.result,
             "price_level_structure": "linear_cent",
             "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": "0.0100"}],
             "fractional_trading_enabled": True,
@@ -265,7 +310,7 @@ class MarketModel:
     def _lifecycle(self, m: Market, ts: float) -> list[MarketEvent]:
         rng = self.rng
         if not m.paused and rng.random() < 0.7:
-            m.close_ts += 3600
+            m.close_ts += 1 if m.lives else 3600
             msg: dict[str, Any] = {
                 "market_ticker": m.ticker,
                 "event_type": "close_date_updated",
@@ -278,6 +323,13 @@ class MarketModel:
                 "event_type": "deactivated" if m.paused else "activated",
                 "is_deactivated": m.paused,
             }
+            if not m.paused:  # reactivated: resting orders were cancelled, the book starts empty
+                cleared = [
+                    self._delta(m, ts, side=side, price=p, delta=-m.side(side)[p])
+                    for side in ("yes", "no")
+                    for p in sorted(m.side(side))
+                ]
+                return [(MARKET_LIFECYCLE_V2, m.ticker, "market_lifecycle_v2", msg), *cleared]
         return [(MARKET_LIFECYCLE_V2, m.ticker, "market_lifecycle_v2", msg)]
 
     def created_msg(self, ticker: str) -> dict[str, Any]:
@@ -303,3 +355,100 @@ class MarketModel:
                 "expected_expiration_ts": m.close_ts + 3600,
             },
         }
+
+    # -- the living universe ----------------------------------------------------------------
+    def advance(self, ts: float, dt: float) -> list[MarketEvent]:
+        """What the passing of ``dt`` seconds up to ``ts`` brings: new events and markets, markets
+        opening (silently), closing, determined, settled — and settled ones forgotten."""
+        out: list[MarketEvent] = []
+        if self.churn:
+            self._owed += self.churn * dt
+            while self._owed >= self.markets_per_event:
+                self._owed -= self.markets_per_event
+                out += self._new_event(ts)
+        for m in [m for m in self._unopened if ts >= m.open_ts]:
+            self._unopened.remove(m)
+            m.status = "open"
+            self.open_tickers.append(m.ticker)
+        for m in [m for m in self._closing if m.status in ("open", "paused") and ts >= m.close_ts]:
+            m.status = "closed"
+            m.paused = False
+            if m.ticker in self.open_tickers:
+                self.open_tickers.remove(m.ticker)
+        for m in [m for m in self._closing if m.status == "closed" and ts >= m.close_ts + 1]:
+            m.status = "determined"
+            m.result = "yes" if m.last_price >= ONE // 2 else "no"
+            msg = {
+                "market_ticker": m.ticker,
+                "event_type": "determined",
+                "result": m.result,
+                "determination_ts": int(ts),
+                "settlement_value": price_str(ONE if m.result == "yes" else 0),
+            }
+            out.append((MARKET_LIFECYCLE_V2, m.ticker, "market_lifecycle_v2", msg))
+        for m in [m for m in self._closing if m.status == "determined" and ts >= m.close_ts + 2]:
+            m.status = "settled"
+            m.settled_ts = ts
+            self.settled += 1
+            msg = {"market_ticker": m.ticker, "event_type": "settled", "settled_ts": int(ts)}
+            out.append((MARKET_LIFECYCLE_V2, m.ticker, "market_lifecycle_v2", msg))
+        for m in [m for m in self._closing if m.status == "settled" and ts >= m.settled_ts + 600]:
+            self._closing.remove(m)
+            del self.markets[m.ticker]
+        return out
+
+    def _new_event(self, ts: float) -> list[MarketEvent]:
+        rng = self.rng
+        series = SERIES[self._events % len(SERIES)]
+        self._events += 1
+        stamp = datetime.fromtimestamp(ts, UTC).strftime("%y%b%d%H").upper()
+        event_ticker = f"{series}-{stamp}{self._events:05d}"
+        title = f"{series} at {stamp}"
+        out: list[MarketEvent] = [
+            (
+                MARKET_LIFECYCLE_V2,
+                "",
+                "event_lifecycle",
+                {
+                    "event_ticker": event_ticker,
+                    "exchange_index": 0,
+                    "title": title,
+                    "subtitle": "",
+                    "collateral_return_type": "MECNET",
+                    "series_ticker": series,
+                    "strike_date": int(ts + self.lifetime),
+                },
+            )
+        ]
+        for k in range(self.markets_per_event):
+            ticker = f"{event_ticker}-T{100 + k}"
+            later = rng.random() < 0.3  # some open a little later, without a message
+            open_ts = int(ts) + (rng.randrange(1, 4) if later else 0)
+            m = Market(
+                ticker=ticker,
+                event_ticker=event_ticker,
+                series=series,
+                market_id=str(uuid.uuid5(uuid.NAMESPACE_URL, ticker)),
+                status="unopened" if later else "open",
+                mid=rng.randrange(10, 90) * CENT,
+                open_ts=open_ts,
+                close_ts=int(open_ts + self.lifetime),
+                title=f"{title}: above {100 + k}?",
+                created_ts=ts,
+                lives=True,
+            )
+            for side in ("yes", "no"):
+                top = m.max_price(side)
+                for j in range(rng.randrange(3, 8)):
+                    if (p := top - j * CENT) >= CENT:
+                        m.side(side)[p] = rng.randrange(1, 500) * 100
+            m.last_price = m.mid
+            self.markets[ticker] = m
+            self._closing.append(m)
+            if later:
+                self._unopened.append(m)
+            else:
+                self.open_tickers.append(ticker)
+            self.created += 1
+            out.append((MARKET_LIFECYCLE_V2, ticker, "market_lifecycle_v2", self.created_msg(ticker)))
+        return out

@@ -60,6 +60,9 @@ class SimConfig:
     page_limit_default: int = 100
     page_limit_max: int = 1000
     """Largest page REST returns whatever ``limit`` asks (small values exercise pagination)."""
+    churn: float = 0.0
+    """New markets per second (events of four), each trading ``lifetime`` seconds then settling."""
+    lifetime: float = 60.0
 
 
 class SimConnection:
@@ -141,7 +144,9 @@ class SimServer:
 
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config or SimConfig()
-        self.model = MarketModel(self.config.markets, self.config.seed)
+        self.model = MarketModel(
+            self.config.markets, self.config.seed, churn=self.config.churn, lifetime=self.config.lifetime
+        )
         self.connections: list[SimConnection] = []
         self.accepted = 0
         self.rejected = 0
@@ -201,7 +206,7 @@ class SimServer:
     # -- the market ------------------------------------------------------------------------
     async def _generate(self) -> None:
         loop = asyncio.get_running_loop()
-        last = loop.time()
+        last = last_advance = loop.time()
         carry = 0.0
         while True:
             await asyncio.sleep(0.005)
@@ -210,9 +215,12 @@ class SimServer:
             last = now
             n = int(carry)
             carry -= n
-            if self.paused or not n:
+            if self.paused:
                 continue
             ts = time.time()
+            for event in self.model.advance(ts, now - last_advance):
+                self._publish(*event)
+            last_advance = now
             for _ in range(n):
                 for event in self.model.step(ts):
                     self._publish(*event)
@@ -336,7 +344,19 @@ class SimServer:
             return web.json_response({"error": {"code": "bad_request", "message": "limit must be 1..1000"}}, status=400)
         markets = list(self.model.markets.values())
         if q.get("status"):
-            markets = [m for m in markets if m.status == q["status"]]
+            wanted_status = {q["status"], "determined"} if q["status"] == "closed" else {q["status"]}
+            markets = [m for m in markets if m.status in wanted_status]
+        try:
+            min_created = int(q.get("min_created_ts", 0))
+            min_settled = int(q.get("min_settled_ts", 0))
+        except ValueError:
+            return web.json_response({"error": {"code": "bad_request", "message": "invalid timestamp"}}, status=400)
+        if min_created:
+            markets = [m for m in markets if m.created_ts >= min_created]
+        if min_settled:
+            markets = [m for m in markets if m.status == "settled" and m.settled_ts >= min_settled]
+        if q.get("mve_filter") == "only":
+            markets = []  # (the simulator lists no combo markets)
         if q.get("series_ticker"):
             markets = [m for m in markets if m.series == q["series_ticker"]]
         if q.get("event_ticker"):

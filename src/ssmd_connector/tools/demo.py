@@ -1,8 +1,10 @@
 """``ssmd demo``: the main job, offline.
 
-Starts the Kalshi simulator in-process where ``examples/config`` expects it, records it with the
-real recorder (signed handshake, discovery, shards, sequence tracking, recovery) for a bounded
-time while injecting a few faults, shows live progress, and ends with a summary.
+Starts the Kalshi simulator in-process where ``examples/config`` expects it — a living one: new
+markets are listed, open, close and settle while it runs — records it with the real recorder
+(signed handshake, discovery, the market universe followed, shards, sequence tracking, recovery)
+for a bounded time while injecting a few faults, shows live progress, and ends with a summary and
+the coverage report's verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..archive import archive_files, read_lines
+from ..archive import Reader, archive_files, read_lines
 from ..assembly.recorder import Recorder
 from ..config import load
 from ..errors import ConfigError, KeySourceError
@@ -26,6 +28,11 @@ from ..keys import resolve_all
 from ..secrets import Secret
 from ..settings import parse_addr
 from ..sim import Fault, SimConfig, SimServer
+from .coverage import build
+from .read import Filter
+
+CHURN = 2.0
+"""New markets per second in the demo's simulator (each trades 8 s, then closes and settles)."""
 
 DEMO_FAULTS = [
     Fault("gap", 5.0),
@@ -74,6 +81,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             rate=args.rate,
             public_keys={key_id: public},
             faults=[] if args.no_faults else DEMO_FAULTS,
+            churn=CHURN,
+            lifetime=8.0,
         )
     )
     try:
@@ -91,7 +100,8 @@ async def run_demo(args: argparse.Namespace) -> int:
     task = asyncio.create_task(recorder.run(host, port, handle_signals=False))
     stats = recorder.runner.stats
     print(
-        f"Kalshi simulator on {sim.ws_url} ({len(sim.model.markets)} markets, {args.rate:g} events/s"
+        f"Kalshi simulator on {sim.ws_url} ({len(sim.model.markets)} markets, {CHURN:g} new per second, "
+        f"{args.rate:g} events/s"
         f"{', faults: ' + ', '.join(f'{f.kind}@{f.at:g}s' for f in DEMO_FAULTS) if not args.no_faults else ''})"
     )
     print(
@@ -107,13 +117,16 @@ async def run_demo(args: argparse.Namespace) -> int:
             rate = (stats.messages - last_n) / max(now - last_t, 1e-9)
             last_n, last_t = stats.messages, now
             shards = stats.shards.values()
-            up = sum(1 for s in shards if stats.connections.get(s.shard))
+            conns = [up for label, up in stats.connections.items() if not label.endswith("-discovery")]
+            up = sum(conns)
             gaps = sum(s.gaps for s in shards)
             done = sum(s.recoveries["completed"] for s in shards)
+            events = recorder.ledger.events
             print(
                 f"  {now - start:5.1f}s {rate:9,.0f} frames/s  total {stats.messages:9,d}  "
-                f"shards {up}/{len(stats.shards)}  gaps {gaps}  recovered {done}  "
-                f"written {_human(stats.bytes_written)}",
+                f"shards {up}/{len(conns)}  "
+                f"markets +{events.get('market_added', 0)} -{events.get('market_removed', 0)}  "
+                f"gaps {gaps}  recovered {done}  written {_human(stats.bytes_written)}",
                 flush=True,
             )
     finally:
@@ -143,6 +156,18 @@ def _summary(recorder: Recorder, root: Path, feed: str) -> None:
         f"{events.get('recovery_requested', 0)}; recoveries completed: {events.get('recovery_completed', 0)}; "
         f"resubscribed: {events.get('resubscribe_requested', 0)}; reconnects: {stats.reconnects}"
     )
+    added, removed = events.get("market_added", 0), events.get("market_removed", 0)
+    print(
+        f"market universe: {added} market(s) added (at start-up and as Kalshi listed them), {removed} released "
+        f"after settling; {events.get('shard_retired', 0)} connection(s) closed as they emptied"
+    )
+    coverage = build(root, Filter(), Reader(on_problem=lambda _: None))
+    matched = [m for m in coverage if m.matched]
+    missed = [m.ticker for m in matched if not m.recorded]
+    print(
+        f"coverage: {len(matched)} market(s) matched the discovery filter, {len(matched) - len(missed)} recorded, "
+        f"{len(missed)} never recorded{' (' + ', '.join(missed[:5]) + ')' if missed else ''}"
+    )
     print(f"archive under {root}:")
     files = archive_files(root, feed) + sorted(root.glob(f"*/{feed}.events.jsonl"))
     for path in files:
@@ -151,4 +176,5 @@ def _summary(recorder: Recorder, root: Path, feed: str) -> None:
     print("read it with, e.g.:")
     print(f"  ssmd cat {root} --type trade --data | head")
     print(f"  ssmd stats {root}")
+    print(f"  ssmd coverage {root} | tail")
     print(f'  jq -c \'select(.event=="gap" or .event=="recovery_completed")\' {root}/*/{feed}.events.jsonl')

@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"schedule a fault; kinds: {', '.join(FAULT_KINDS)}",
     )
     sim.add_argument(
+        "--churn",
+        type=float,
+        default=0.0,
+        metavar="PER_SECOND",
+        help="new markets per second: the universe lives (events listed, opened, closed, settled); default 0",
+    )
+    sim.add_argument(
+        "--lifetime", type=float, default=60.0, metavar="SECONDS", help="seconds a new market trades (default 60)"
+    )
+    sim.add_argument(
         "--buffer-limit",
         type=int,
         default=100_000,
@@ -92,10 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--data", action="store_true", help="print the original frames, byte for byte")
 
     book = sub.add_parser("book", help="rebuild a market's order book from snapshots and deltas")
+    cov = sub.add_parser(
+        "coverage", help="per market: created, subscribed intervals, gaps, frames, status (from the archive alone)"
+    )
+    cov.add_argument("path", type=Path, metavar="PATH", help="storage root or a day directory")
+    cov.add_argument("--from", dest="start", metavar="TS", help="from this time (UTC, ISO 8601)")
+    cov.add_argument("--to", dest="end", metavar="TS", help="up to (excluding) this time")
+    cov.add_argument("--ticker", metavar="TICKER", help="only this market")
+    cov.add_argument("--series", metavar="SERIES", help="only this series")
+    cov.add_argument("--json", action="store_true", help="one JSON object per market")
     book.add_argument("path", type=Path, metavar="PATH")
     book.add_argument("--ticker", required=True)
     book.add_argument("--at", metavar="TS", help="the book as of this time (default: the end)")
-    for cmd in (sub.choices["cat"], sub.choices["stats"], book):
+    for cmd in (sub.choices["cat"], sub.choices["stats"], book, cov):
         cmd.add_argument(
             "--strict",
             action="store_true",
@@ -106,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _archive_command(args: argparse.Namespace) -> int:
     from .book import book  # noqa: PLC0415
+    from .coverage import coverage  # noqa: PLC0415
     from .read import Filter, cat, normalize_ts, stats  # noqa: PLC0415
     from .verify import verify  # noqa: PLC0415
 
@@ -118,12 +138,15 @@ def _archive_command(args: argparse.Namespace) -> int:
         if args.command == "book":
             at = normalize_ts(args.at)
         else:
-            flt = Filter(normalize_ts(args.start), normalize_ts(args.end), args.kind, args.ticker)
+            kind = getattr(args, "kind", None)
+            flt = Filter(normalize_ts(args.start), normalize_ts(args.end), kind, args.ticker)
     except ValueError as exc:
         print(f"ssmd {args.command}: {exc}", file=sys.stderr)
         return 2
     if args.command == "book":
         return book(args.path, args.ticker, at, args.strict)
+    if args.command == "coverage":
+        return coverage(args.path, flt, args.series, args.json, args.strict)
     return cat(args.path, flt, args.data, args.strict) if args.command == "cat" else stats(args.path, flt, args.strict)
 
 
@@ -160,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
         logs.setup("ERROR")
         return validate(args.config_dir, args.env)
-    if args.command in ("verify", "cat", "stats", "book"):
+    if args.command in ("verify", "cat", "stats", "book", "coverage"):
         try:
             return _archive_command(args)
         except BrokenPipeError:  # e.g. `ssmd stats … | head`: the reader has all it wanted

@@ -41,6 +41,8 @@ async def run_sim(args: argparse.Namespace, keys: dict[str, rsa.RSAPublicKey] | 
         public_keys=keys,
         faults=args.fault,
         buffer_limit=args.buffer_limit,
+        churn=args.churn,
+        lifetime=args.lifetime,
     )
     server = SimServer(config)
     try:

@@ -7,7 +7,7 @@ The date directory comes from each message's receive timestamp, so a file never 
 Crash safety: lines are appended whole, so after a crash the only possible damage is a torn last
 line. The first time this process opens a file it checks the tail — and, once per feed, the tail
 of that feed's newest file whatever its date (a crash just before midnight tears yesterday's
-file); a torn last line, or one the readers could not parse (:func:`~ssmd_connector.message.parse_line`,
+file); a torn last line, or one the readers could not parse (:func:`~ssmd_connector.archive.line.parse_line`,
 the same rule the writer follows), is moved to ``<feed>.jsonl.torn-<unix ns>`` (kept, never
 deleted) and cut off, so every line of the archive parses.
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ...archive.line import SHALLOW_BYTES, within_depth
 from ...errors import AuthenticationFailed, ConnectionFailed, Disconnected
-from ...interfaces import Connector, FrameSink
+from ...interfaces import FrameSink
 from ...kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer
-from ...kalshi.client import ClientSession, Effect, Event, Reconnect, Send, ShardPlan, plan_shards
+from ...kalshi.client import ClientSession, Effect, Event, Lifecycle, Reconnect, Send, ShardPlan
 from ...kalshi.wire import (
     CONTROL_TYPES,
     RECOVERY_OUTCOMES,
@@ -35,15 +35,13 @@ from ...kalshi.wire import (
     Ev,
     data_head,
     decode_envelope,
-    needs_markets,
     parse,
 )
 from ...ledger import Ledger
 from ...message import Message
-from ...metrics import FeedStats, ShardStats
-from ...settings import DEFAULT_RECEIVE_BUFFER, KalshiSettings
+from ...metrics import ShardStats
+from ...settings import DEFAULT_RECEIVE_BUFFER
 from ..websocket import Liveness, WebSocketConnection
-from .rest import discover_markets
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +55,13 @@ class ShardSettings:
     receive_buffer: int = DEFAULT_RECEIVE_BUFFER
 
 
+_MARKET_COUNT_CHANGES = frozenset({Ev.SUBSCRIBED, Ev.UNSUBSCRIBED, Ev.COMMAND_OK, Ev.MARKETS_CHANGED})
+
+
 class KalshiShard:
-    """One connection to Kalshi carrying one :class:`ShardPlan`."""
+    """One connection to Kalshi carrying one :class:`ShardPlan` — the plan of the moment: a feed
+    following the market universe changes ``plan`` and calls :meth:`change_markets`, and every
+    (re)connection subscribes the plan as it is then."""
 
     def __init__(
         self,
@@ -70,6 +73,7 @@ class KalshiShard:
         stats: ShardStats,
         *,
         start_delay: float = 0.0,
+        on_lifecycle: Callable[[Lifecycle], None] | None = None,
     ) -> None:
         self._label = label
         self.plan = plan
@@ -83,6 +87,10 @@ class KalshiShard:
         self._sink: FrameSink | None = None
         self._stopping = False
         self._reconnect_reason: str | None = None
+        self._on_lifecycle = on_lifecycle
+        self._started = False
+        """The session has sent its plan's subscriptions: market changes go to it from now on."""
+        self.on_connected: Callable[[], None] | None = None
 
     @property
     def label(self) -> str:
@@ -109,7 +117,9 @@ class KalshiShard:
         headers = await asyncio.to_thread(self._signer.headers, "GET", WS_PATH) if self._signer else {}
         self._sink = sink
         self._reconnect_reason = None
-        self._session = ClientSession(self.plan, command_timeout=settings.command_timeout)
+        self._started = False
+        lifecycle = self._on_lifecycle is not None
+        self._session = ClientSession(self.plan, command_timeout=settings.command_timeout, lifecycle=lifecycle)
         conn = WebSocketConnection(
             settings.endpoint,
             headers=headers,
@@ -133,7 +143,14 @@ class KalshiShard:
         if self._stopping:
             await conn.close()
         else:
+            # The plan as it is now (markets may have changed while connecting): a fresh session.
+            self._session = ClientSession(
+                self.plan, command_timeout=settings.command_timeout, lifecycle=self._session.lifecycle
+            )
+            self._started = True
             self._apply(self._session.start(time.monotonic()))
+            if self.on_connected is not None:
+                self.on_connected()
         ticker = asyncio.create_task(self._tick_loop(conn))
         try:
             reason = await conn.wait_closed()
@@ -142,6 +159,7 @@ class KalshiShard:
             raise
         finally:
             ticker.cancel()
+            self._started = False
             self._stats.markets = 0
         if self._reconnect_reason:
             reason = f"{self._reconnect_reason} ({reason})"
@@ -149,6 +167,18 @@ class KalshiShard:
         if self._stopping:
             return
         raise Disconnected(reason)
+
+    def change_markets(self, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        """Markets to add to / remove from the live connection (``plan`` already says so for the
+        next one)."""
+        session = self._session
+        if session is None or not self._started:
+            return  # the next connection subscribes the plan
+        now = time.monotonic()
+        if remove:
+            self._apply(session.remove_markets(now, remove))
+        if add:
+            self._apply(session.add_markets(now, add))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -219,6 +249,8 @@ class KalshiShard:
                 self._event(effect)
             elif isinstance(effect, Reconnect):
                 self._reconnect(effect.reason)
+            elif isinstance(effect, Lifecycle) and self._on_lifecycle is not None:
+                self._on_lifecycle(effect)
 
     def _event(self, ev: Event) -> None:
         self._record(ev.kind, ev.fields)
@@ -237,7 +269,9 @@ class KalshiShard:
                 f["expected"],
                 f["got"],
             )
-        elif ev.kind in (Ev.SUBSCRIBED, Ev.UNSUBSCRIBED, Ev.COMMAND_OK) and self._session is not None:
+        elif (
+            ev.kind in (Ev.SUBSCRIBED, Ev.UNSUBSCRIBED, Ev.COMMAND_OK, Ev.MARKETS_CHANGED) and self._session is not None
+        ):
             stats.markets = self._session.markets_subscribed
         elif ev.kind == Ev.ERROR:
             log.warning("%s: error reply %s", self._label, ev.fields)
@@ -272,49 +306,3 @@ class KalshiShard:
                     self._reconnect(f"send timed out: the server has read nothing we sent for {stalled:.0f}s")
             except Exception:  # a bug here must not silently stop the timeouts
                 log.exception("%s: periodic protocol check failed", self._label)
-
-
-class KalshiFeed:
-    """A Kalshi feed's connections: the markets (configured, and discovered over REST), then one
-    :class:`KalshiShard` per shard plan."""
-
-    def __init__(self, settings: KalshiSettings, signer: Signer | None, ledger: Ledger, stats: FeedStats) -> None:
-        self.settings, self.signer, self.ledger, self.stats = settings, signer, ledger, stats
-        self.shard_settings = ShardSettings(
-            settings.endpoint,
-            stale_after=settings.stale_after,
-            command_timeout=settings.command_timeout,
-            receive_buffer=settings.receive_buffer,
-        )
-
-    async def tickers(self) -> list[str]:
-        s = self.settings
-        tickers = list(dict.fromkeys(s.markets))
-        if s.discover is not None:
-            found = await discover_markets(s.rest_base, self.signer, status=s.discover.status, series=s.discover.series)
-            fields = {
-                "base": s.rest_base,
-                "markets": len(found),
-                "status": s.discover.status,
-                "series": s.discover.series,
-            }
-            self.ledger.record(Ev.DISCOVERED, "rest", fields)
-            tickers += [t for t in found if t not in set(tickers)]
-        return tickers
-
-    async def connectors(self) -> list[Connector]:
-        s = self.settings
-        tickers = await self.tickers()
-        if s.discover is not None and not tickers and any(needs_markets(c) for c in s.channels):
-            raise ConnectionFailed(f"{s.rest_base}: discovery found no markets to subscribe")
-        plans = plan_shards(s.channels, tickers, s.max_markets_per_connection)
-        shards: list[Connector] = []
-        for i, plan in enumerate(plans):
-            label = f"{s.feed}-{i}"
-            stats = self.stats.shards.setdefault(label, ShardStats(label))
-            shard = KalshiShard(
-                label, plan, self.shard_settings, self.signer, self.ledger, stats, start_delay=i * s.connect_stagger
-            )
-            shards.append(shard)
-        log.info("%d markets on %d connection(s)", len(tickers), len(shards))
-        return shards

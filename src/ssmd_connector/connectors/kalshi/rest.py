@@ -9,7 +9,7 @@ backoff by the runner).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlparse
 
 import aiohttp
@@ -25,14 +25,17 @@ async def discover_markets(
     base: str,
     signer: Signer | None,
     *,
-    status: str | None = "open",
+    status: str | Sequence[str] | None = "open",
     series: Sequence[str] = (),
+    since: Mapping[str, int] | None = None,
+    mve_filter: str | None = None,
     timeout: float = 30.0,
-) -> list[str]:
-    """Every market ticker matching the filters, following the cursor to the last page."""
+) -> list[dict[str, str]]:
+    """Every market matching the filters (``ticker``, ``status``, ``event_ticker``), following the
+    cursor to the last page. ``since``: e.g. ``{"min_created_ts": t}``, Kalshi's time filters."""
     url = base.rstrip("/") + "/markets"
     path = urlparse(url).path
-    listing = MarketListing(status=status, series=series)
+    listing = MarketListing(status=status, series=series, params=since, mve_filter=mve_filter)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
         while (params := listing.next_request()) is not None:
             headers = signer.headers("GET", path) if signer else {}
@@ -53,4 +56,4 @@ async def discover_markets(
             except BadPage as exc:
                 raise ConnectionFailed(f"{url}: market discovery {exc}") from None
     log.info("discovered %d markets at %s (%d pages)", len(listing.tickers), base, listing.pages)
-    return listing.tickers
+    return listing.markets

@@ -69,10 +69,6 @@ class Backlog:
     def spill_active(self) -> bool:
         return self._spill is not None and self._spill.active
 
-    @property
-    def spill_directory(self) -> str:
-        return str(self._spill.directory) if self._spill is not None else ""
-
     def stored(self, msg_id: str) -> None:
         """JetStream stored this frame: forget it."""
         p = self.pending.pop(msg_id, None)
