@@ -127,4 +127,5 @@ async def test_a_day_of_churn_is_recorded_market_by_market(tmp_path: Path, start
     assert connection_excess(ledger) <= 0
     # Memory follows the live universe, not its history: flat over the second half of the run.
     half = rss[len(rss) // 2 :]
+    print(f"recorder RSS (MB, once a second): {[round(x) for x in rss]}")
     assert max(half) - half[0] < 15, rss

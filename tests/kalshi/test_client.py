@@ -77,7 +77,7 @@ def test_subscribed_replies_map_sids_to_channels_and_tickers() -> None:
     s = ClientSession(ShardPlan(("orderbook_delta", "trade"), TICKERS, ("market_lifecycle_v2",)))
     start = s.start(0.0)
     assert [json.loads(x.encode())["params"] for x in sends(start)] == [
-        {"channels": ["orderbook_delta", "trade"], "market_tickers": list(TICKERS)},
+        {"channels": ["orderbook_delta", "trade"], "market_tickers": list(TICKERS), "use_yes_price": False},
         {"channels": ["market_lifecycle_v2"]},
     ]
     rx(s, frame(id=1, type="subscribed", msg={"channel": "orderbook_delta", "sid": 1}), 0)
@@ -142,7 +142,8 @@ def test_failed_snapshot_escalates_to_resubscribe_then_reconnect() -> None:
     (req,) = sends(rx(s, frame(type="orderbook_delta", sid=1, seq=3, msg={}), 0))
     out = rx(s, frame(id=req.id, type="error", msg={"code": 27, "msg": "Too many requests"}), 1)
     (resub,) = sends(out)
-    assert json.loads(resub.encode())["params"] == {"channels": ["orderbook_delta"], "market_tickers": list(TICKERS)}
+    params = {"channels": ["orderbook_delta"], "market_tickers": list(TICKERS), "use_yes_price": False}
+    assert json.loads(resub.encode())["params"] == params
     assert 1 not in s.subs  # the old sid is abandoned
     assert events(out, "recovery_failed") and events(out, "resubscribe_requested")
     out = rx(s, frame(id=resub.id, type="error", msg={"code": 26, "msg": "limit"}), 2)

@@ -125,8 +125,11 @@ async def test_every_message_type_validates_against_kalshis_schemas() -> None:
 
 
 async def test_a_living_universes_lifecycle_validates_too() -> None:
-    """New events and markets, determinations and settlements, as the living simulator sends them."""
-    sim = SimServer(SimConfig(port=0, markets=5, rate=500, churn=40, lifetime=1.0))
+    """New events and markets, determinations, settlements, metadata and price-structure updates,
+    as the living simulator sends them. Newer than the spec copy, following Kalshi's documentation:
+    a top-level ``sending_ts_ms`` (the schemas allow extra members, so they accept it; asserted
+    here so that stays true) and sub-penny ``deci_cent`` markets."""
+    sim = SimServer(SimConfig(port=0, markets=5, rate=4000, churn=40, lifetime=1.0))
     await sim.start()
     client = await SimClient.connect(sim)
     kinds: set[str] = set()
@@ -137,9 +140,10 @@ async def test_a_living_universes_lifecycle_validates_too() -> None:
         def everything(frame: dict[str, Any]) -> bool:
             if frame.get("type") == "market_lifecycle_v2":
                 kinds.add(frame["msg"]["event_type"])
-            return {"created", "determined", "settled"} <= kinds
+            wanted = {"created", "determined", "settled", "metadata_updated", "price_level_structure_updated"}
+            return wanted <= kinds
 
-        await client.until(everything, timeout=15)
+        await client.until(everything, timeout=20)
     finally:
         await client.close()
         await sim.stop()
@@ -153,3 +157,8 @@ async def test_a_living_universes_lifecycle_validates_too() -> None:
         assert not errors, (name, frame, [e.message for e in errors[:3]])
         checked[name] = checked.get(name, 0) + 1
     assert checked.get("eventLifecyclePayload", 0) >= 1 and checked["marketLifecycleV2Payload"] >= 3, checked
+    assert checked.get("marketMetadataUpdatedPayload", 0) >= 1, checked
+    lifecycle = [f for f in client.frames if f.get("type") == "market_lifecycle_v2"]
+    assert all(isinstance(f.get("sending_ts_ms"), int) for f in lifecycle)
+    structures = {f["msg"].get("price_level_structure") for f in lifecycle} - {None}
+    assert "deci_cent" in structures, structures

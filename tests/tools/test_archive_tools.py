@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from ssmd_connector.archive import archive_files
+from ssmd_connector.archive import Reader, archive_files
 from ssmd_connector.sim import SimConfig, SimServer
 
 from ..kalshi_helpers import KEY, KEY_ID, eventually, record
@@ -135,3 +135,62 @@ def test_validate_reports_problems(tmp_path: Path) -> None:
     (tmp_path / "environments" / "x.yaml").write_text("name: x\nfeed: nope\nstorage: {type: local, path: d}\n")
     bad = ssmd("validate", "--config-dir", str(tmp_path))
     assert bad.returncode == 2 and "feeds/nope.yaml: file not found" in bad.stderr
+
+
+def _as_yes_priced(src: Path, dst: Path, flag: bool | None) -> None:
+    """A plain copy of an archive as if its order books had been subscribed with
+    ``use_yes_price: true``: NO-side levels in YES prices, and the ledger saying so (``flag``: what
+    a second order-book subscription says; ``None``: there is none)."""
+    seen = 0
+    for ledger in sorted(src.glob("*/*.events.jsonl")):
+        out = dst / ledger.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        events = []
+        for raw in ledger.read_bytes().splitlines():
+            obj = json.loads(raw)
+            if obj.get("event") == "subscribed" and obj.get("channel") == "orderbook_delta":
+                obj["params"]["use_yes_price"] = True if flag is None or seen == 0 else flag
+                seen += 1
+            events.append(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
+            if flag is not None and seen == 1 and obj.get("event") == "subscribed":  # a second one, disagreeing
+                other = {**obj, "sid": 99, "params": {**obj["params"], "use_yes_price": flag}}
+                events.append(json.dumps(other, separators=(",", ":")).encode() + b"\n")
+                seen += 1
+        out.write_bytes(b"".join(events))
+    lines = []
+    for file in archive_files(src, "kalshi"):
+        for _, raw in Reader().lines(file):
+            obj = json.loads(raw)
+            data = obj.get("data")
+            msg = data.get("msg") if isinstance(data, dict) else None
+            if isinstance(msg, dict) and data.get("type") == "orderbook_snapshot" and "no_dollars_fp" in msg:
+                msg["no_dollars_fp"] = [[f"{1 - Decimal(p):.4f}", q] for p, q in msg["no_dollars_fp"]]
+            if isinstance(msg, dict) and data.get("type") == "orderbook_delta" and msg.get("side") == "no":
+                msg["price_dollars"] = f"{1 - Decimal(msg['price_dollars']):.4f}"
+            line = raw
+            if isinstance(data, dict):
+                frame = json.dumps(data, separators=(",", ":")).encode()
+                line = b'{"ts":"%s","feed":"kalshi","data":%s}' % (obj["ts"].encode(), frame)
+            lines.append(line + b"\n")
+    day = next(p for p in (dst).iterdir() if p.is_dir())
+    (day / "kalshi.jsonl").write_bytes(b"".join(lines))
+
+
+def test_book_reads_the_price_convention_the_ledger_recorded(recording: tuple[Path, SimServer], tmp_path: Path) -> None:
+    """``use_yes_price: true`` prices NO-side levels as YES: the book reads the subscription's
+    parameters from the ledger and shows the same NO bids either way; when subscriptions disagree
+    it asks which convention applies instead of guessing."""
+    data, sim = recording
+    ticker = sim.model.open_tickers[0]
+    plain = ssmd("book", str(data), "--ticker", ticker)
+    assert "NO-side prices as recorded: NO" in plain.stdout
+    _as_yes_priced(data, tmp_path / "yes", None)
+    yes = ssmd("book", str(tmp_path / "yes"), "--ticker", ticker)
+    assert yes.returncode == 0 and "use_yes_price: true" in yes.stdout, yes.stdout
+    assert yes.stdout.splitlines()[1:] == plain.stdout.splitlines()[1:]  # the same book
+    assert "0 inconsistencies" in yes.stdout
+    _as_yes_priced(data, tmp_path / "mixed", False)
+    mixed = ssmd("book", str(tmp_path / "mixed"), "--ticker", ticker)
+    assert mixed.returncode == 2 and "--yes-price or --no-price" in mixed.stdout
+    forced = ssmd("book", str(tmp_path / "mixed"), "--ticker", ticker, "--yes-price")
+    assert forced.returncode == 0 and forced.stdout.splitlines()[1:] == plain.stdout.splitlines()[1:]

@@ -126,13 +126,14 @@ class ServerSession:
         if msg is not None:
             self.send(ORDERBOOK_SNAPSHOT, msg, sub, cmd_id)
 
-    def deliver(self, channel: str, ticker: str, kind: str, payload: bytes) -> None:
+    def deliver(self, channel: str, ticker: str, kind: str, payload: bytes, sending_ts_ms: int | None = None) -> None:
         """Market data (``payload``: the encoded ``msg``, shared by every subscriber) to each
-        subscription of ``channel`` that wants ``ticker``."""
+        subscription of ``channel`` that wants ``ticker``; ``sending_ts_ms``: when it was queued."""
         for sub in self.by_channel.get(channel, ()):
             if sub.tickers is not None and ticker not in sub.tickers:
                 continue
-            self._emit(render(kind, payload, sid=sub.sid, seq=sub.next_seq() if sub.sequenced else None), sub)
+            seq = sub.next_seq() if sub.sequenced else None
+            self._emit(render(kind, payload, sid=sub.sid, seq=seq, sending_ts_ms=sending_ts_ms), sub)
 
     def terminate(self, sub: Subscription, code: int) -> None:
         """End a subscription with a terminal error (10, 25): dropped, the error on its sid."""

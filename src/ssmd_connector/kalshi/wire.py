@@ -281,10 +281,18 @@ def command(cmd_id: int, cmd: str, params: dict[str, Any] | None = None) -> byte
     return _encode(body)
 
 
+P_USE_YES_PRICE: Final = "use_yes_price"
+
+
 def subscribe_params(channels: Sequence[str], tickers: Sequence[str] = ()) -> dict[str, Any]:
+    """A subscription's parameters. Order books ask for ``use_yes_price: false`` explicitly (NO-side
+    levels in NO prices): Kalshi has said the default will flip, and an archive must not change
+    convention silently — the ledger records the parameters, and ``ssmd book`` reads them."""
     params: dict[str, Any] = {P_CHANNELS: list(channels)}
     if tickers:
         params[P_MARKET_TICKERS] = list(tickers)
+    if ORDERBOOK_DELTA in channels:
+        params[P_USE_YES_PRICE] = False
     return params
 
 
@@ -318,9 +326,17 @@ def message(kind: str, msg: Any, *, sid: int | None = None, seq: int | None = No
 
 
 def render(
-    kind: str, msg_json: bytes, *, sid: int | None = None, seq: int | None = None, cmd_id: int | None = None
+    kind: str,
+    msg_json: bytes,
+    *,
+    sid: int | None = None,
+    seq: int | None = None,
+    cmd_id: int | None = None,
+    sending_ts_ms: int | None = None,
 ) -> bytes:
-    """Like :func:`message` with the payload already encoded: one payload, many subscribers."""
+    """Like :func:`message` with the payload already encoded: one payload, many subscribers.
+    ``sending_ts_ms`` (when the exchange queued the frame) is newer than Kalshi's AsyncAPI spec:
+    its documentation pages show it top-level on data messages, and it is seen live."""
     head = b'{"type":"' + kind.encode() + b'"'
     if cmd_id:
         head += b',"id":%d' % cmd_id
@@ -328,4 +344,5 @@ def render(
         head += b',"sid":%d' % sid
     if seq is not None:
         head += b',"seq":%d' % seq
-    return head + b',"msg":' + msg_json + b"}"
+    tail = b',"sending_ts_ms":%d}' % sending_ts_ms if sending_ts_ms is not None else b"}"
+    return head + b',"msg":' + msg_json + tail

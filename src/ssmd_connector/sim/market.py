@@ -76,6 +76,17 @@ class Market:
     result: str = ""
     lives: bool = False
     """Created by the living universe: it closes at ``close_ts`` and settles."""
+    tick: int = CENT
+    """Price increment: a cent (``linear_cent``) or a tenth of one (``deci_cent``, sub-penny)."""
+
+    @property
+    def structure(self) -> dict[str, Any]:
+        """``price_level_structure`` and ``price_ranges``, as lifecycle and REST carry them."""
+        name = "linear_cent" if self.tick == CENT else "deci_cent"
+        return {
+            "price_level_structure": name,
+            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": price_str(self.tick)}],
+        }
 
     def side(self, side: str) -> dict[int, int]:
         return self.yes if side == "yes" else self.no
@@ -90,8 +101,9 @@ class Market:
     def max_price(self, side: str) -> int:
         """Highest bid allowed on a side without crossing the other side's best bid."""
         other, _ = self.best("no" if side == "yes" else "yes")
-        limit = ONE - other - CENT if other else (self.mid if side == "yes" else ONE - self.mid) - CENT
-        return max(CENT, min(limit, ONE - CENT))
+        tick = self.tick
+        limit = ONE - other - tick if other else (self.mid if side == "yes" else ONE - self.mid) - tick
+        return max(tick, min(limit, ONE - tick))
 
 
 def _rfc3339(ts: float) -> str:
@@ -216,8 +228,7 @@ class MarketModel:
             "volume_24h_fp": size_str(m.volume),
             "open_interest_fp": size_str(m.open_interest),
             "result": m.result,
-            "price_level_structure": "linear_cent",
-            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": "0.0100"}],
+            **m.structure,
             "fractional_trading_enabled": True,
         }
 
@@ -254,7 +265,7 @@ class MarketModel:
             if book and rng.random() < 0.7:
                 price = rng.choice(list(book))
             else:
-                price = rng.randrange(1, m.max_price(side) // CENT + 1) * CENT
+                price = rng.randrange(1, m.max_price(side) // m.tick + 1) * m.tick
         if delta is None:
             current = book.get(price, 0)
             if current and rng.random() < 0.45:
@@ -309,7 +320,10 @@ class MarketModel:
 
     def _lifecycle(self, m: Market, ts: float) -> list[MarketEvent]:
         rng = self.rng
-        if not m.paused and rng.random() < 0.7:
+        r = rng.random()
+        if m.lives and r < 0.15:  # Kalshi's newer lifecycle messages, on markets of the living universe
+            return [(MARKET_LIFECYCLE_V2, m.ticker, "market_lifecycle_v2", self._update_msg(m))]
+        if not m.paused and r < 0.7:
             m.close_ts += 1 if m.lives else 3600
             msg: dict[str, Any] = {
                 "market_ticker": m.ticker,
@@ -341,8 +355,7 @@ class MarketModel:
             "exchange_index": 0,
             "open_ts": m.open_ts,
             "close_ts": m.close_ts,
-            "price_level_structure": "linear_cent",
-            "price_ranges": [{"start": "0.0000", "end": "1.0000", "step": "0.0100"}],
+            **m.structure,
             "additional_metadata": {
                 "name": m.title,
                 "title": m.title,
@@ -436,11 +449,12 @@ class MarketModel:
                 title=f"{title}: above {100 + k}?",
                 created_ts=ts,
                 lives=True,
+                tick=CENT // 10 if k == self.markets_per_event - 1 else CENT,  # one in each event sub-penny
             )
             for side in ("yes", "no"):
                 top = m.max_price(side)
                 for j in range(rng.randrange(3, 8)):
-                    if (p := top - j * CENT) >= CENT:
+                    if (p := top - j * m.tick) >= m.tick:
                         m.side(side)[p] = rng.randrange(1, 500) * 100
             m.last_price = m.mid
             self.markets[ticker] = m
@@ -452,3 +466,18 @@ class MarketModel:
             self.created += 1
             out.append((MARKET_LIFECYCLE_V2, ticker, "market_lifecycle_v2", self.created_msg(ticker)))
         return out
+
+    def _update_msg(self, m: Market) -> dict[str, Any]:
+        """``metadata_updated`` (a new subtitle and strike) or ``price_level_structure_updated``
+        (the market moves to sub-penny ticks: its later prices use them)."""
+        if m.tick == CENT and self.rng.random() < 0.5:
+            m.tick = CENT // 10
+            return {"market_ticker": m.ticker, "event_type": "price_level_structure_updated", **m.structure}
+        strike = self.rng.randrange(100, 200)
+        return {
+            "market_ticker": m.ticker,
+            "event_type": "metadata_updated",
+            "strike_type": "greater",
+            "floor_strike": strike,
+            "yes_sub_title": f"Above {strike}",
+        }

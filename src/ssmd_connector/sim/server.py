@@ -32,13 +32,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
 from ..kalshi.server import ServerSession, Subscription
-from ..kalshi.wire import REST_PREFIX, WS_PATH, ErrorCode
+from ..kalshi.wire import MARKET_LIFECYCLE_V2, REST_PREFIX, TICKER, WS_PATH, ErrorCode
 from .faults import Fault
 from .market import MarketModel
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.encode
+_SENDING_TS_CHANNELS = frozenset({TICKER, MARKET_LIFECYCLE_V2})
 
 
 @dataclass
@@ -228,10 +229,13 @@ class SimServer:
 
     def _publish(self, channel: str, ticker: str, kind: str, msg: dict[str, Any]) -> None:
         payload: bytes | None = None
+        # Kalshi's documentation shows sending_ts_ms on ticker and lifecycle messages (not in the
+        # AsyncAPI spec yet; seen live): when the exchange queued the frame.
+        sending = int(time.time() * 1000) if channel in _SENDING_TS_CHANNELS else None
         for conn in self.connections:
             if channel in conn.session.by_channel:
                 payload = payload or _encode(msg)  # (encoded once, for every subscriber)
-                conn.session.deliver(channel, ticker, kind, payload)
+                conn.session.deliver(channel, ticker, kind, payload, sending)
 
     # -- faults ----------------------------------------------------------------------------
     async def _scheduled(self, fault: Fault) -> None:

@@ -3,6 +3,13 @@
 Snapshots reset the book; deltas change a level by an exact fixed-point amount (``Decimal``).
 Inconsistencies are reported: a delta before any snapshot, a level driven negative, a message
 whose fields are not what Kalshi documents.
+
+Price convention: by default Kalshi prices NO-side levels as NO (``use_yes_price: false``); a
+subscription with ``use_yes_price: true`` prices them as YES (one minus the NO price). The
+ledger records every subscription's parameters; the book reads them and shows NO bids in NO
+prices either way. An archive whose order-book subscriptions disagree needs ``--yes-price`` /
+``--no-price`` to say which applies; one from before the parameters were recorded is read with
+Kalshi's default.
 """
 
 from __future__ import annotations
@@ -12,22 +19,50 @@ from pathlib import Path
 from typing import Any
 
 from ..archive import Reader
+from ..archive.line import json_object
+from .coverage import ledger_files
 from .read import Filter, outcome, records
 
 Book = dict[str, dict[Decimal, Decimal]]
 
 
-def book(path: Path, ticker: str, at: str | None, strict: bool = False) -> int:
+def convention(path: Path, reader: Reader) -> set[bool]:
+    """The ``use_yes_price`` values the archive's order-book subscriptions were made with
+    (``False`` for those that did not say: Kalshi's default)."""
+    seen: set[bool] = set()
+    for ledger in ledger_files(path):
+        for _, line in reader.lines(ledger):
+            ev = json_object(line)
+            if ev is None or ev.get("event") != "subscribed" or ev.get("channel") != "orderbook_delta":
+                continue
+            params = ev.get("params")
+            seen.add(bool(params.get("use_yes_price")) if isinstance(params, dict) else False)
+    return seen
+
+
+def book(path: Path, ticker: str, at: str | None, strict: bool = False, yes_price: bool | None = None) -> int:
+    reader = Reader()
+    if yes_price is None:
+        found = convention(path, reader)
+        if len(found) > 1:
+            print(
+                f"ssmd book: {path}: order books were subscribed both with and without use_yes_price: "
+                "say which prices the NO side carries with --yes-price or --no-price"
+            )
+            return 2
+        yes_price = found == {True}
+    print(f"NO-side prices as recorded: {'YES prices (use_yes_price: true), shown here as NO' if yes_price else 'NO'}")
     sides: Book | None = None
     problems = 0
     snapshots = deltas = 0
     last_ts = ""
-    reader = Reader()
     for _, obj in records(path, Filter(end=at, ticker=ticker), reader):
         data = obj["data"]
         kind = data.get("type")
         msg = data.get("msg", {})
         try:
+            if yes_price and isinstance(msg, dict):
+                msg = _no_prices(msg)
             if kind == "orderbook_snapshot":
                 sides = _snapshot(msg)
                 snapshots += 1
@@ -65,6 +100,16 @@ def _dec(text: object) -> Decimal:
     if not value.is_finite():
         raise ValueError(f"not a finite number: {text!r}")
     return value
+
+
+def _no_prices(msg: dict[str, Any]) -> dict[str, Any]:
+    """A message whose NO-side prices are YES prices, with NO prices (1 - p) instead."""
+    out = dict(msg)
+    if isinstance(levels := msg.get("no_dollars_fp"), list):
+        out["no_dollars_fp"] = [[str(1 - _dec(p)), q] for p, q in levels]
+    if msg.get("side") == "no" and "price_dollars" in msg:
+        out["price_dollars"] = str(1 - _dec(msg["price_dollars"]))
+    return out
 
 
 def _snapshot(msg: dict[str, Any]) -> Book:

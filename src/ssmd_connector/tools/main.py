@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("path", type=Path, metavar="PATH")
     book.add_argument("--ticker", required=True)
     book.add_argument("--at", metavar="TS", help="the book as of this time (default: the end)")
+    convention = book.add_mutually_exclusive_group()
+    convention.add_argument(
+        "--yes-price",
+        dest="yes_price",
+        action="store_true",
+        default=None,
+        help="NO-side levels were recorded in YES prices (use_yes_price: true); default: from the ledger",
+    )
+    convention.add_argument(
+        "--no-price", dest="yes_price", action="store_false", help="NO-side levels were recorded in NO prices"
+    )
     for cmd in (sub.choices["cat"], sub.choices["stats"], book, cov):
         cmd.add_argument(
             "--strict",
@@ -144,7 +155,7 @@ def _archive_command(args: argparse.Namespace) -> int:
         print(f"ssmd {args.command}: {exc}", file=sys.stderr)
         return 2
     if args.command == "book":
-        return book(args.path, args.ticker, at, args.strict)
+        return book(args.path, args.ticker, at, args.strict, args.yes_price)
     if args.command == "coverage":
         return coverage(args.path, flt, args.series, args.json, args.strict)
     return cat(args.path, flt, args.data, args.strict) if args.command == "cat" else stats(args.path, flt, args.strict)
