@@ -129,3 +129,24 @@ async def test_a_day_of_churn_is_recorded_market_by_market(tmp_path: Path, start
     half = rss[len(rss) // 2 :]
     print(f"recorder RSS (MB, once a second): {[round(x) for x in rss]}")
     assert max(half) - half[0] < 15, rss
+
+
+async def test_a_failed_rest_refresh_is_said_and_retried_with_backoff_not_a_whole_period_later(
+    tmp_path: Path, start_sim: StartSim
+) -> None:
+    """The REST refresh is supervised like a connection: a failed round is an incident (``/ready``
+    names it) and is retried after the backoff, not after another ``refresh`` seconds."""
+    from ..kalshi_helpers import KEY, KEY_ID, eventually, record  # noqa: PLC0415
+
+    sim = await start_sim(SimConfig(port=0, markets=10, rate=200, public_keys={KEY_ID: KEY.public_key()}))
+    sub = "  channels: [ticker]\n  discover: {series: [KXBTCD], refresh: 4}\n"
+    s = await record(tmp_path, sim, sub)
+    await eventually(lambda: s.count("discovered") == 1 and s.recorder.runner.stats.connected, what="start-up")
+    await sim.inject("auth", 1)  # the next signed request — the refresh round — is refused
+    await eventually(lambda: s.count("incident") >= 1, timeout=10, what="the failed round said")
+    failed = time.monotonic()
+    reasons = s.recorder.runner.not_ready_reasons()
+    assert any("kalshi-discovery" in r and "401" in r for r in reasons), reasons
+    await eventually(lambda: s.count("discovered") >= 2, timeout=10, what="a successful round")
+    assert time.monotonic() - failed < 3.0  # backoff, not another 4 s period
+    await s.stop()

@@ -240,6 +240,7 @@ class Rediscovery:
         self.label = f"{feed.settings.feed}-discovery"
         self.feed = feed
         self.rounds = 0
+        self.failures = 0
 
     @property
     def connected(self) -> bool:
@@ -250,6 +251,8 @@ class Rediscovery:
 
     async def run(self, sink: FrameSink) -> None:
         self._stop.clear()
+        if not self._ok and self.rounds + self.failures:  # restarted after a failed round: retry now
+            await self.refresh()
         self._ok = True
         while not self._stop.is_set():
             waits = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._wake.wait())]
@@ -272,6 +275,7 @@ class Rediscovery:
             )
         except ConnectionFailed:
             self._ok = False
+            self.failures += 1
             raise
         self._ok = True
         self._since = started
