@@ -136,3 +136,24 @@ def test_connections_never_exceed_what_the_markets_need_plus_one(ops: list[tuple
         assert not set(u.shards()) & set(u.retiring())
         assert all(len(u.tickers(i)) <= per for i in u.shards())
         assert sorted(t for i in u.shards() for t in u.tickers(i)) == sorted(u.markets)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(["market_ticker", "event_type", "additional_metadata", "event_ticker", "series_ticker"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["market_lifecycle_v2", "multivariate_market_lifecycle", "event_lifecycle"]),
+    st.dictionaries(KEYS | st.text(max_size=8), JSON, max_size=6),
+)
+def test_no_lifecycle_payload_breaks_the_universe(kind: str, msg: dict[str, object]) -> None:
+    """Whatever a lifecycle message holds — wrong types, missing members — it is judged, never a crash."""
+    u = universe(series=())
+    changes = u.lifecycle(kind, msg, 0.0)
+    assert all(isinstance(c.ticker, str) and c.ticker for c in changes)
+    u.listed([msg, {"ticker": msg.get("market_ticker"), "status": msg.get("event_type")}], 1.0)

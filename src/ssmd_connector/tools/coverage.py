@@ -77,7 +77,8 @@ class Coverage:
         kind, ts, shard = ev.get("event"), str(ev.get("ts", "")), str(ev.get("shard", ""))
         sids = self._sids.setdefault(shard, {})
         if kind == Ev.DISCOVERED:
-            series = ev.get("series") or []
+            named = ev.get("series")
+            series: list[Any] = named if isinstance(named, list) else []
             self.series.update(s for s in series if isinstance(s, str))
             self.discovering_all |= not series
         elif kind == Ev.MARKET_ADDED and isinstance(t := ev.get("ticker"), str):
@@ -145,7 +146,7 @@ class Coverage:
         msg = data.get("msg")
         if not isinstance(msg, dict):
             return
-        kind = data.get("type")
+        kind = data.get("type") if isinstance(data.get("type"), str) else ""
         ticker = msg.get("market_ticker")
         if not isinstance(ticker, str) or not ticker or kind == EVENT_LIFECYCLE:
             return
@@ -173,7 +174,8 @@ class Coverage:
 
 
 def _tickers(ev: dict[str, Any]) -> Iterable[str]:
-    return [t for t in ev.get("tickers") or [] if isinstance(t, str)]
+    tickers = ev.get("tickers")
+    return [t for t in tickers if isinstance(t, str)] if isinstance(tickers, list) else []
 
 
 def ledger_files(path: Path) -> list[Path]:
