@@ -185,7 +185,13 @@ class Runner:
     def add_connector(self, connector: Connector) -> None:
         """A connection opened while recording (the market universe grew): supervised like the
         others from now on, and stopped with them."""
-        if self._stopping.is_set() or connector.label in self._supervisors:
+        if self._stopping.is_set():
+            return
+        if connector.label in self._supervisors:  # a bug: it would never run, and nothing would say
+            log.error("%s: a connection of that name is still supervised: the new one is not started", connector.label)
+            self.incidents.happened(
+                f"internal:{connector.label}", "internal", f"{connector.label}: started twice (not started again)"
+            )
             return
         self.connectors.append(connector)
         self._register([connector])

@@ -97,7 +97,7 @@ async def test_a_day_of_churn_is_recorded_market_by_market(tmp_path: Path, start
     assert not others, others[:3]
     # Every matching market: recorded from ≤ 5 s after it was created until it settled, then released.
     late: list[tuple[str, object]] = []
-    unreleased: list[tuple[str, object]] = []
+    unreleased: list[tuple[str, object, object]] = []
     short: list[tuple[object, ...]] = []
     judged = [m for m in lives if m.series in SERIES and began + 2 < m.created_ts < ended - 10]
     for m in judged:
@@ -108,10 +108,10 @@ async def test_a_day_of_churn_is_recorded_market_by_market(tmp_path: Path, start
         if ts(c["intervals"][0][0]) - m.created_ts > 5.0:
             late.append((m.ticker, ts(c["intervals"][0][0]) - m.created_ts))
         if m.settled_ts:
-            removed = c["removed"]
-            if removed is None or ts(removed) - m.settled_ts > 5.0:
-                unreleased.append((m.ticker, removed))
-            end = c["intervals"][-1][1]
+            removed, end = c["removed"], c["intervals"][-1][1]
+            # Released: decided, and confirmed by Kalshi (the interval ends at the confirmation).
+            if removed is None or ts(removed) - m.settled_ts > 5.0 or end is None or ts(end) - m.settled_ts > 5.0:
+                unreleased.append((m.ticker, removed, end))
             held = [(ts(a), ts(b) if b else ended) for a, b in c["intervals"]]
             holes = [(b1, a2) for (_, b1), (a2, _) in itertools.pairwise(held) if a2 - b1 > 0.5]
             # Recorded to the end — or to a disconnect it settled during (the ledger says so).
@@ -141,12 +141,52 @@ async def test_a_failed_rest_refresh_is_said_and_retried_with_backoff_not_a_whol
     sim = await start_sim(SimConfig(port=0, markets=10, rate=200, public_keys={KEY_ID: KEY.public_key()}))
     sub = "  channels: [ticker]\n  discover: {series: [KXBTCD], refresh: 4}\n"
     s = await record(tmp_path, sim, sub)
-    await eventually(lambda: s.count("discovered") == 1 and s.recorder.runner.stats.connected, what="start-up")
-    await sim.inject("auth", 1)  # the next signed request — the refresh round — is refused
+    # Start-up, then the round the lifecycle subscription triggers (created and settled listings).
+    await eventually(lambda: s.count("discovered") == 3 and s.recorder.runner.stats.connected, what="start-up")
+    await sim.inject("auth", 1)  # the next signed request — the next round — is refused
     await eventually(lambda: s.count("incident") >= 1, timeout=10, what="the failed round said")
     failed = time.monotonic()
     reasons = s.recorder.runner.not_ready_reasons()
     assert any("kalshi-discovery" in r and "401" in r for r in reasons), reasons
-    await eventually(lambda: s.count("discovered") >= 2, timeout=10, what="a successful round")
+    await eventually(lambda: s.count("discovered") >= 5, timeout=10, what="a successful round")
     assert time.monotonic() - failed < 3.0  # backoff, not another 4 s period
     await s.stop()
+
+
+async def test_a_connection_emptied_and_a_market_listed_in_the_same_read_both_take_effect(
+    tmp_path: Path, start_sim: StartSim
+) -> None:
+    """On the hour one event settles as the next is listed: a new connection opens while the emptied
+    one is still closing — under a new name, so the new one is really started and its markets
+    recorded (it used to take the closing one's name, and the runner silently never started it)."""
+    from ssmd_connector.connectors.kalshi.feed import Rediscovery  # noqa: PLC0415
+    from ssmd_connector.kalshi.client import Lifecycle  # noqa: PLC0415
+
+    from ..kalshi_helpers import KEY, KEY_ID, eventually, record  # noqa: PLC0415
+
+    sim = await start_sim(SimConfig(port=0, markets=4, rate=200, public_keys={KEY_ID: KEY.public_key()}))
+    tickers = sim.model.open_tickers
+    sub = "  channels: [ticker]\n  discover: {}\n  max_markets_per_connection: 2\n  connect_stagger: 0\n"
+    s = await record(tmp_path, sim, sub)
+    runner = s.recorder.runner
+    await eventually(lambda: runner.stats.connected and len(runner.connectors) == 3, what="two shards and discovery")
+    feed = next(c for c in runner.connectors if isinstance(c, Rediscovery)).feed
+    assert feed.universe is not None
+    second = [t for t, i in feed.universe.markets.items() if i == 1]
+    for t in second:  # both markets of kalshi-1 settle: it closes (which takes a moment) ...
+        feed.on_lifecycle(Lifecycle("market_lifecycle_v2", {"market_ticker": t, "event_type": "settled"}))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # (the changes were carried out; kalshi-1 is closing)
+    # ... and meanwhile new markets are listed that need a new connection.
+    new = {"market_ticker": "KXBTCD-NEW-T1", "event_type": "created", "additional_metadata": {}}
+    feed.on_lifecycle(Lifecycle("market_lifecycle_v2", new))
+    feed.on_lifecycle(Lifecycle("market_lifecycle_v2", {**new, "market_ticker": "KXBTCD-NEW-T2"}))
+    feed.on_lifecycle(Lifecycle("market_lifecycle_v2", {**new, "market_ticker": "KXBTCD-NEW-T3"}))
+    await eventually(lambda: "kalshi-2" in runner.stats.connections and runner.stats.connected, what="kalshi-2 up")
+    await eventually(lambda: "kalshi-1" not in runner.stats.connections, what="kalshi-1 closed")
+    await s.stop()
+    ledger = s.ledger()
+    subscribed = {t for e in ledger if e["event"] in ("subscribed", "markets_changed") for t in e["tickers"]}
+    assert {"KXBTCD-NEW-T1", "KXBTCD-NEW-T2", "KXBTCD-NEW-T3"} <= subscribed
+    assert any(e["event"] == "shard_retired" and e["shard"] == "kalshi-1" for e in ledger)
+    assert len(tickers) == 4

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ssmd_connector.kalshi.client import ClientSession, Lifecycle, Reconnect, ShardPlan
+from ssmd_connector.kalshi.client import ClientSession, Lifecycle, Pending, Reconnect, ShardPlan
 
 from .test_client import events, frame, rx, sends
 
@@ -98,3 +98,23 @@ def test_a_resubscription_after_an_error_carries_only_the_markets_still_wanted()
     s.remove_markets(1.0, ["A-1"])
     effects = rx(s, frame(type="error", sid=2, seq=1, msg={"code": 25, "msg": "Subscription buffer overflow"}))
     assert params(effects) == [("subscribe", {"channels": ["trade"], "market_tickers": ["A-2"]})]
+
+
+def test_a_subscribe_answered_with_a_sid_already_held_merges_and_keeps_its_sequence() -> None:
+    """Whether Kalshi merges a repeated subscribe into the existing sid is not documented: if it
+    does, the sid keeps its earlier markets and its sequence, and the ledger notes the surprise."""
+    s = live()
+    rx(s, frame(type="trade", sid=2, seq=1, msg={"market_ticker": "A-1"}))
+    (add, *_) = [x for x in sends(s.add_markets(1.0, ["B-1"])) if json.loads(x.encode())["cmd"] == "subscribe"]
+    effects = rx(s, frame(id=add.id, type="subscribed", msg={"channel": "trade", "sid": 2}))
+    assert events(effects, "protocol_anomaly")
+    assert s.subs[2].tickers == ("A-1", "A-2", "B-1") and s.subs[2].last_seq == 1
+    assert not events(rx(s, frame(type="trade", sid=2, seq=2, msg={"market_ticker": "B-1"})), "gap")
+
+
+def test_an_ok_whose_market_list_is_not_a_list_of_tickers_changes_nothing() -> None:
+    s = live()
+    for n, odd in enumerate((5, "A-1", [1, 2]), start=90):
+        s.pending[n] = Pending(n, "update_subscription", {}, 0.0, "snapshot", sid=1)
+        rx(s, frame(id=n, sid=1, seq=n, type="ok", msg={"market_tickers": odd}))
+        assert s.subs[1].tickers == ("A-1", "A-2")

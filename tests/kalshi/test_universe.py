@@ -157,3 +157,21 @@ def test_no_lifecycle_payload_breaks_the_universe(kind: str, msg: dict[str, obje
     changes = u.lifecycle(kind, msg, 0.0)
     assert all(isinstance(c.ticker, str) and c.ticker for c in changes)
     u.listed([msg, {"ticker": msg.get("market_ticker"), "status": msg.get("event_type")}], 1.0)
+
+
+def test_payload_members_of_the_wrong_type_are_ignored_not_fatal() -> None:
+    u = universe(series=())
+    for odd in (["settled"], {"x": 1}, 5, None):
+        assert u.lifecycle("market_lifecycle_v2", {"market_ticker": "KXA-1", "event_type": odd}, 0.0) == []
+    assert u.listed([{"ticker": "KXA-2", "status": ["active"]}, {"ticker": "KXA-3"}], 0.0) == []
+
+
+def test_connection_numbers_are_never_reused() -> None:
+    """A new connection must never take the number (and so the name) of one still closing."""
+    u = universe(per=1)
+    for i in range(3):
+        u.lifecycle("market_lifecycle_v2", created(f"KXBTCD-E-{i}"), 0.0)
+    u.lifecycle("market_lifecycle_v2", settled("KXBTCD-E-1"), 1.0)
+    assert u.retiring() == [1]
+    u.retired(1)
+    assert u.lifecycle("market_lifecycle_v2", created("KXBTCD-E-9"), 1.0)[0].shard == 3

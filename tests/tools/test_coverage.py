@@ -31,7 +31,8 @@ def test_intervals_gaps_and_disconnects_follow_the_ledger() -> None:
         ev(4, "disconnect", reason="eof"),
         ev(5, "subscribed", sid=1, channel="orderbook_delta", tickers=["KXA-1"]),
         ev(6, "markets_changed", sid=1, channel="orderbook_delta", action="add_markets", tickers=["KXA-2"]),
-        ev(7, "market_removed", ticker="KXA-1", reason="settled"),
+        ev(7, "market_removed", ticker="KXA-1", reason="settled"),  # (leaves the trade sid: none here)
+        ev(8, "markets_changed", sid=1, channel="orderbook_delta", action="delete_markets", tickers=["KXA-1"]),
     ]:
         cov.event(e)
     cov.frame(ts(2), {"type": "orderbook_delta", "sid": 1, "msg": {"market_ticker": "KXA-1"}})
@@ -40,13 +41,37 @@ def test_intervals_gaps_and_disconnects_follow_the_ledger() -> None:
     cov.frame(ts(8), {"type": "market_lifecycle_v2", "msg": {"market_ticker": "KXB-1", "event_type": "created"}})
     markets = {m.ticker: m for m in cov.finish()}
     one, two = markets["KXA-1"], markets["KXA-2"]
-    assert one.intervals == [[ts(2), ts(4)], [ts(5), ts(7)]] and one.gaps == 1 and one.disconnects == 1
+    # Subscribed until Kalshi confirmed the removal, not until the recorder decided it.
+    assert one.intervals == [[ts(2), ts(4)], [ts(5), ts(8)]] and one.gaps == 1 and one.disconnects == 1
     assert one.removed == ts(7) and one.removed_reason == "settled" and one.status == "settled"
     assert one.frames == 1 and one.first_frame == ts(2)
     assert two.intervals == [[ts(2), ts(4)], [ts(6), None]] and two.gaps == 0  # still subscribed at the end
     # Created in a discovered series, never subscribed: the loss this report exists to show.
     assert markets["KXA-9"].matched and not markets["KXA-9"].recorded
     assert not markets["KXB-1"].matched  # another series: not a loss
+
+
+def test_a_crash_that_wrote_no_disconnect_still_ends_the_interval() -> None:
+    """A killed recorder writes no ``disconnect``: the next start (and a connection's next
+    ``connect``) ends what was subscribed, and the outage shows as a disconnect."""
+    cov = Coverage()
+    cov.event(ev(1, "subscribed", sid=1, channel="ticker", tickers=["KXA-1"]))
+    cov.event(ev(30, "recorder_started"))
+    cov.event(ev(31, "connect"))
+    cov.event(ev(32, "subscribed", sid=1, channel="ticker", tickers=["KXA-1"]))
+    (m,) = cov.finish()
+    assert m.intervals == [[ts(1), ts(30)], [ts(32), None]] and m.disconnects == 1
+
+
+def test_a_window_clips_intervals_but_knows_what_was_subscribed_before_it() -> None:
+    cov = Coverage()
+    cov.event(ev(1, "market_added", ticker="KXA-1", reason="rest"))
+    cov.event(ev(2, "subscribed", sid=1, channel="ticker", tickers=["KXA-1"]))
+    cov.event(ev(3, "subscribed", sid=2, channel="ticker", tickers=["KXA-2"]))
+    cov.event(ev(4, "unsubscribed", sid=2, tickers=["KXA-2"]))
+    cov.frame(ts(20), {"type": "ticker", "msg": {"market_ticker": "KXA-1"}})
+    (m,) = cov.finish(start=ts(10), end=ts(40))  # KXA-2 ended before the window: not in it
+    assert m.ticker == "KXA-1" and m.recorded and m.intervals == [[ts(10), None]]
 
 
 @settings(max_examples=200, deadline=None)

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .._version import __version__
 from ..config import Discover, Environment, Feed, LoadedConfig
 from ..connectors.headers import check_header_secret, interpolate_headers
 from ..connectors.websocket import WebSocketConnector
@@ -21,6 +22,7 @@ from ..errors import ConfigError
 from ..incidents import Incidents
 from ..interfaces import Connector, ConnectorPool, ConnectorSetup
 from ..kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer, load_private_key
+from ..kalshi.wire import Ev
 from ..ledger import Ledger
 from ..metrics import FeedStats, make_registry
 from ..runner import Runner
@@ -179,6 +181,7 @@ class Recorder:
 
     async def run(self, host: str, port: int, *, handle_signals: bool = True) -> None:
         """Serve health, record until SIGINT/SIGTERM (or ``runner.stop()``), shut down cleanly."""
+        self.ledger.record(Ev.RECORDER_STARTED, "recorder", {"version": __version__})
         await self.server.start(host, port)
         log.info("health server on http://%s:%d (/health, /ready, /metrics)", host, self.server.port)
         loop = asyncio.get_running_loop()

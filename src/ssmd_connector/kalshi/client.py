@@ -384,11 +384,21 @@ class ClientSession:
                 pending.expect.discard(channel)
                 if not pending.expect:
                     del self.pending[pending.id]
-            sub = self.subs[sid] = Subscription(sid, channel, tickers)
+            effects: list[Effect] = []
+            held = self.subs.get(sid)
+            if held is not None and held.channel == channel:
+                # A repeated subscribe answered with a sid already held (whether Kalshi merges is
+                # not documented): one subscription, its markets merged, its sequence kept.
+                tickers = (*held.tickers, *(t for t in tickers if t not in held.tickers))
+                held.tickers = tickers
+                sub = held
+                effects.append(Event(Ev.PROTOCOL_ANOMALY, {"what": f"subscribe answered with sid {sid}, already held"}))
+            else:
+                sub = self.subs[sid] = Subscription(sid, channel, tickers)
             fields: dict[str, Any] = {"sid": sid, "channel": channel, "tickers": list(tickers), "id": env.id}
             if pending is not None:
                 fields["params"] = pending.params
-            effects: list[Effect] = [Event(Ev.SUBSCRIBED, fields)]
+            effects.append(Event(Ev.SUBSCRIBED, fields))
             if pending is not None and pending.purpose == "resubscribe":
                 effects.append(
                     Event(
@@ -417,8 +427,9 @@ class ClientSession:
                     "id": env.id,
                 }
                 return [Event(Ev.MARKETS_CHANGED, fields), *self._prune(target, now)]
-            if isinstance(msg, dict) and env.sid in self.subs and P_MARKET_TICKERS in msg:
-                self.subs[env.sid].tickers = tuple(msg[P_MARKET_TICKERS])
+            listed = msg.get(P_MARKET_TICKERS) if isinstance(msg, dict) else None
+            if env.sid in self.subs and isinstance(listed, list) and all(isinstance(t, str) for t in listed):
+                self.subs[env.sid].tickers = tuple(listed)
             return [Event(Ev.COMMAND_OK, {"id": env.id, "cmd": pending.cmd, "sid": env.sid})]
         if kind == UNSUBSCRIBED:
             gone = self.subs.pop(env.sid, None) if env.sid is not None else None

@@ -32,8 +32,15 @@ from typing import Any, Final
 
 from .wire import EVENT_LIFECYCLE
 
-ADD_STATUSES: Final = frozenset({"unopened", "open", "paused", "initialized", "inactive", "active"})
-"""Market statuses (filter and response vocabularies) worth recording."""
+STATUS_ANSWERS: Final = {
+    "unopened": frozenset({"unopened", "initialized"}),
+    "open": frozenset({"open", "active"}),
+    "paused": frozenset({"paused", "inactive"}),
+    "closed": frozenset({"closed", "determined", "disputed", "amended"}),
+    "settled": frozenset(),
+}
+"""A ``status`` filter value → the statuses REST answers with for it (its response vocabulary
+differs). Settled markets are never added, whatever the filter: nothing more will come."""
 RELEASE_STATUSES: Final = frozenset({"settled", "finalized"})
 """Market statuses after which nothing more will come: released."""
 RELEASE_EVENTS: Final = frozenset({"settled"})
@@ -55,6 +62,12 @@ class MarketFilter:
     """Empty: every series."""
     statuses: tuple[str, ...] = ("unopened", "open")
     combos: bool = False
+
+    def wants(self, status: str) -> bool:
+        """A market in this REST status is recorded (no status filter: any that is not over)."""
+        if not self.statuses:
+            return status not in RELEASE_STATUSES
+        return any(status in STATUS_ANSWERS.get(s, ()) for s in self.statuses)
 
     def matches(self, series: str) -> bool:
         if not self.combos and series.startswith(COMBO_PREFIX):
@@ -83,13 +96,16 @@ class Placement:
     where: dict[str, int] = field(default_factory=dict)
     draining: set[int] = field(default_factory=set)
     """Connections being retired: no new markets; still open until :meth:`Universe.retired`."""
+    next_index: int = 1
+    """Connection numbers are never reused: a new connection is never mistaken for one still closing
+    (and the ledger never mixes the two)."""
 
     def place(self, ticker: str) -> int:
         for index in sorted(self.shards):
             if index not in self.draining and len(self.shards[index]) < self.per_connection:
                 break
         else:
-            index = next(i for i in range(len(self.shards) + 1) if i not in self.shards)
+            index, self.next_index = self.next_index, self.next_index + 1
             self.shards[index] = set()
         self.shards[index].add(ticker)
         self.where[ticker] = index
@@ -122,6 +138,7 @@ class Universe:
         """Ticker → when it was released (forgotten after ``remember`` seconds)."""
         self._event_series: dict[str, str] = {}
         """Event ticker → series, from ``event_lifecycle`` (authoritative over the naming convention)."""
+        self._forgot_at = 0.0
 
     # -- what is recorded ----------------------------------------------------------------------
     @property
@@ -168,9 +185,11 @@ class Universe:
             status = market.get("status")
             event = market.get("event_ticker")
             series = self._series(event if isinstance(event, str) and event else ticker)
+            if not isinstance(status, str):
+                continue  # a market without a status says nothing we could act on
             if status in RELEASE_STATUSES:
-                changes += self._release(ticker, now, "settled")
-            elif (status is None or status in ADD_STATUSES) and self.filter.matches(series):
+                changes += self._release(ticker, now, "settled", series)
+            elif self.filter.wants(status) and self.filter.matches(series):
                 changes += self._add(ticker, reason)
         return changes + self._rebalance()
 
@@ -184,9 +203,11 @@ class Universe:
                 self._event_series[event] = series
             return []
         ticker = msg.get("market_ticker")
-        if not isinstance(ticker, str) or not ticker:
-            return []
         event_type = msg.get("event_type")
+        if not isinstance(ticker, str) or not ticker or not isinstance(event_type, str):
+            return []
+        if now - self._forgot_at > 60:
+            self._forget(now)
         if event_type == "created":
             meta = msg.get("additional_metadata")
             event = meta.get("event_ticker") if isinstance(meta, dict) else None
@@ -194,7 +215,7 @@ class Universe:
             if self.filter.matches(series):
                 return self._add(ticker, "lifecycle") + self._rebalance()
         elif event_type in RELEASE_EVENTS:
-            return self._release(ticker, now, "settled") + self._rebalance()
+            return self._release(ticker, now, "settled", self._series(ticker)) + self._rebalance()
         return []
 
     # -- decisions -----------------------------------------------------------------------------
@@ -206,14 +227,16 @@ class Universe:
             return []
         return [Change("add", ticker, self.placement.place(ticker), reason)]
 
-    def _release(self, ticker: str, now: float, reason: str) -> list[Change]:
+    def _release(self, ticker: str, now: float, reason: str, series: str) -> list[Change]:
         if ticker in self.configured or ticker in self._released:
             return []
-        self._released[ticker] = now
         shard = self.placement.release(ticker)
+        if shard is not None or self.filter.matches(series):  # (other series' settlements: not ours)
+            self._released[ticker] = now
         return [] if shard is None else [Change("remove", ticker, shard, reason)]
 
     def _forget(self, now: float) -> None:
+        self._forgot_at = now
         cutoff = now - self.remember
         for ticker in [t for t, at in self._released.items() if at < cutoff]:
             del self._released[ticker]

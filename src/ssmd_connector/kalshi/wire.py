@@ -171,6 +171,8 @@ class Ev:
     MARKETS_CHANGED: Final = "markets_changed"
     """A sid's markets changed (``update_subscription`` answered ``ok``): sid, channel, action, tickers."""
     SHARD_RETIRED: Final = "shard_retired"
+    RECORDER_STARTED: Final = "recorder_started"
+    """A recorder process began: whatever an earlier one had subscribed ended with it."""
 
 
 RECOVERY_OUTCOMES: Final = {

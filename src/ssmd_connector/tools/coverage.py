@@ -1,12 +1,17 @@
 """``ssmd coverage``: per market, what the archive holds — answered from the archive alone.
 
-For every market the archive knows of (a ``created`` lifecycle message, a ledger ``market_added``,
-a subscription, or a frame): when it was created and added, the intervals it was subscribed
-(from ``subscribed`` / ``markets_changed`` / ``unsubscribed`` / ``market_removed`` /
-``disconnect`` in the ledger), the gaps and disconnects inside them, its first and last frame,
-and its last lifecycle status. A market that was created in a series the recorder was told to
-discover (the ledger's ``discovered`` lines name them) but never subscribed is listed as such:
-that is a loss, and this is where it shows.
+For every market the archive knows of (a ``created`` lifecycle message, a ledger ``market_added``, a
+subscription, or a frame): when it was created and added, the intervals it was subscribed, the gaps
+and disconnects inside them, its first and last frame, and its last lifecycle status.
+
+Intervals follow what Kalshi confirmed, not what the recorder decided: a market joins with a
+``subscribed`` or ``markets_changed`` (add) line and leaves with ``markets_changed`` (delete),
+``unsubscribed``, its connection's ``disconnect`` — or the connection's next ``connect`` or the
+recorder's next start, when a crash wrote no disconnect (counted as one). On sids whose markets
+cannot be removed one by one (trades), it leaves with its ``market_removed``: the sid still names
+it, but nothing more will come. The whole ledger is replayed; ``--from``/``--to`` clip the result. A
+market that was created in a series the recorder was told to discover (the ledger's ``discovered``
+lines name them) but never subscribed is listed as such: that is a loss, and this is where it shows.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from ..archive.line import json_object
 from ..archive.reading import Reader
 from ..kalshi.universe import series_of
-from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, Ev
+from ..kalshi.wire import DOCUMENTED_UPDATABLE, EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, Ev
 from .read import Filter, outcome, records
 
 LIFECYCLE = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE})
@@ -61,6 +66,8 @@ class Coverage:
         self.markets: dict[str, MarketCoverage] = {}
         self._sids: dict[str, dict[int, set[str]]] = {}
         """shard → sid → the markets on it now."""
+        self._channel: dict[tuple[str, int], str] = {}
+        self._event_series: dict[str, str] = {}
         self._present: dict[str, int] = {}
         """ticker → how many sids carry it now."""
         self.series: set[str] = set()
@@ -75,8 +82,14 @@ class Coverage:
     # -- the ledger ----------------------------------------------------------------------------
     def event(self, ev: dict[str, Any]) -> None:
         kind, ts, shard = ev.get("event"), str(ev.get("ts", "")), str(ev.get("shard", ""))
+        if kind == Ev.RECORDER_STARTED:  # a crash wrote no disconnect: nothing is subscribed any more
+            for label in list(self._sids):
+                self._drop_connection(label, ts)
+            return
         sids = self._sids.setdefault(shard, {})
-        if kind == Ev.DISCOVERED:
+        if kind == Ev.CONNECT:
+            self._drop_connection(shard, ts)
+        elif kind == Ev.DISCOVERED:
             named = ev.get("series")
             series: list[Any] = named if isinstance(named, list) else []
             self.series.update(s for s in series if isinstance(s, str))
@@ -90,14 +103,17 @@ class Coverage:
             m = self.market(t)
             if ev.get("reason") != "rebalance":
                 m.removed, m.removed_reason = ts, ev.get("reason")
-            for on in sids.values():
-                if t in on:
+            for number, on in sids.items():
+                if t in on and self._channel.get((shard, number)) not in DOCUMENTED_UPDATABLE:
                     self._leave(t, ts)
                     on.discard(t)
         elif kind == Ev.SUBSCRIBED and isinstance(sid := ev.get("sid"), int):
+            on = sids.setdefault(sid, set())
             for t in _tickers(ev):
-                self._join(t, ts)
-            sids[sid] = set(_tickers(ev))
+                if t not in on:
+                    on.add(t)
+                    self._join(t, ts)
+            self._channel[shard, sid] = str(ev.get("channel"))
         elif kind == Ev.MARKETS_CHANGED and isinstance(sid := ev.get("sid"), int):
             on = sids.setdefault(sid, set())
             for t in _tickers(ev):
@@ -111,17 +127,20 @@ class Coverage:
             for t in sids.pop(sid, set()):
                 self._leave(t, ts)
         elif kind == Ev.DISCONNECT:
-            gone = {t for on in sids.values() for t in on}
-            for t in gone:
-                self.market(t).disconnects += 1
-            for on in sids.values():
-                for t in on:
-                    self._leave(t, ts)
-            sids.clear()
+            self._drop_connection(shard, ts)
         elif kind == Ev.GAP:
             for t in _tickers(ev):
                 if self._present.get(t):
                     self.market(t).gaps += 1
+
+    def _drop_connection(self, shard: str, ts: str) -> None:
+        sids = self._sids.get(shard, {})
+        for t in {t for on in sids.values() for t in on}:
+            self.market(t).disconnects += 1
+        for on in sids.values():
+            for t in on:
+                self._leave(t, ts)
+        sids.clear()
 
     def _join(self, ticker: str, ts: str) -> None:
         n = self._present.get(ticker, 0)
@@ -147,8 +166,13 @@ class Coverage:
         if not isinstance(msg, dict):
             return
         kind = data.get("type") if isinstance(data.get("type"), str) else ""
+        if kind == EVENT_LIFECYCLE:  # the series of an event, authoritative over the naming convention
+            event, series = msg.get("event_ticker"), msg.get("series_ticker")
+            if isinstance(event, str) and isinstance(series, str) and series:
+                self._event_series[event] = series
+            return
         ticker = msg.get("market_ticker")
-        if not isinstance(ticker, str) or not ticker or kind == EVENT_LIFECYCLE:
+        if not isinstance(ticker, str) or not ticker:
             return
         m = self.market(ticker)
         if kind in LIFECYCLE:
@@ -160,17 +184,26 @@ class Coverage:
                     meta = msg.get("additional_metadata")
                     event = meta.get("event_ticker") if isinstance(meta, dict) else None
                     if isinstance(event, str) and event:
-                        m.series = series_of(event)
+                        m.series = self._event_series.get(event) or series_of(event)
             return
         m.frames += 1
         m.first_frame = m.first_frame or ts
         m.last_frame = ts
 
-    def finish(self) -> list[MarketCoverage]:
+    def finish(self, start: str | None = None, end: str | None = None) -> list[MarketCoverage]:
+        """Every market, with intervals clipped to ``[start, end)``; one with nothing in the window
+        (no interval, no frame, not created in it) is left out."""
+        out = []
         for m in self.markets.values():
             if not m.matched and m.created and (self.discovering_all or m.series in self.series):
                 m.matched = True
-        return sorted(self.markets.values(), key=lambda m: m.ticker)
+            if start or end:
+                m.intervals = _clip(m.intervals, start, end)
+                created_in = m.created is not None and _in_window(m.created, Filter(start, end))
+                if not (m.intervals or m.frames or created_in):
+                    continue
+            out.append(m)
+        return sorted(out, key=lambda m: m.ticker)
 
 
 def _tickers(ev: dict[str, Any]) -> Iterable[str]:
@@ -185,16 +218,26 @@ def ledger_files(path: Path) -> list[Path]:
 
 
 def build(path: Path, flt: Filter, reader: Reader) -> list[MarketCoverage]:
+    """The report for ``path``: the whole ledger replayed (what was subscribed when the window
+    opens depends on what came before it), frames within the window, intervals clipped to it."""
     cov = Coverage()
     for ledger in ledger_files(path):
         for _, line in reader.lines(ledger):
             ev = json_object(line)
-            if ev is not None and _in_window(str(ev.get("ts", "")), flt):
+            if ev is not None and (not flt.end or str(ev.get("ts", "")) < flt.end):
                 cov.event(ev)
-    window = Filter(flt.start, flt.end)
-    for _, obj in records(path, window, reader):
+    for _, obj in records(path, Filter(flt.start, flt.end), reader):
         cov.frame(obj["ts"], obj.get("data"))
-    return cov.finish()
+    return cov.finish(flt.start, flt.end)
+
+
+def _clip(intervals: list[list[str | None]], start: str | None, end: str | None) -> list[list[str | None]]:
+    out: list[list[str | None]] = []
+    for a, b in intervals:
+        if (start and b is not None and b <= start) or (end and a is not None and a >= end):
+            continue
+        out.append([max(a, start) if a and start else a, b])
+    return out
 
 
 def _in_window(ts: str, flt: Filter) -> bool:

@@ -28,6 +28,7 @@ from ...kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer
 from ...kalshi.client import ClientSession, Effect, Event, Lifecycle, Reconnect, Send, ShardPlan
 from ...kalshi.wire import (
     CONTROL_TYPES,
+    GLOBAL_CHANNELS,
     RECOVERY_OUTCOMES,
     UNPARSED,
     WS_PATH,
@@ -56,6 +57,8 @@ class ShardSettings:
 
 
 _MARKET_COUNT_CHANGES = frozenset({Ev.SUBSCRIBED, Ev.UNSUBSCRIBED, Ev.COMMAND_OK, Ev.MARKETS_CHANGED})
+_LIFECYCLE_BLIND = frozenset({Ev.SUBSCRIBED, Ev.GAP, Ev.RESUBSCRIBE_REQUESTED})
+"""On the lifecycle sid: what was announced meanwhile may have been missed."""
 
 
 class KalshiShard:
@@ -90,7 +93,8 @@ class KalshiShard:
         self._on_lifecycle = on_lifecycle
         self._started = False
         """The session has sent its plan's subscriptions: market changes go to it from now on."""
-        self.on_connected: Callable[[], None] | None = None
+        self.on_lifecycle_blind: Callable[[], None] | None = None
+        """Told when this connection's lifecycle subscription starts or loses messages."""
 
     @property
     def label(self) -> str:
@@ -149,8 +153,6 @@ class KalshiShard:
             )
             self._started = True
             self._apply(self._session.start(time.monotonic()))
-            if self.on_connected is not None:
-                self.on_connected()
         ticker = asyncio.create_task(self._tick_loop(conn))
         try:
             reason = await conn.wait_closed()
@@ -254,6 +256,9 @@ class KalshiShard:
 
     def _event(self, ev: Event) -> None:
         self._record(ev.kind, ev.fields)
+        lifecycle = ev.fields.get("channel") in GLOBAL_CHANNELS
+        if lifecycle and ev.kind in _LIFECYCLE_BLIND and self.on_lifecycle_blind is not None:
+            self.on_lifecycle_blind()
         stats = self._stats
         outcome = RECOVERY_OUTCOMES.get(ev.kind)
         if outcome is not None:

@@ -71,7 +71,7 @@ class KalshiFeed:
         self._refresh: Rediscovery | None = None
         self.added = 0
         self.removed = 0
-        self._lifecycle_connected = False
+        self._queued: list[Change] = []
         self._retiring: set[int] = set()
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -140,18 +140,35 @@ class KalshiFeed:
             on_lifecycle=self.on_lifecycle,
         )
         if index == 0:
-            shard.on_connected = self._lifecycle_reconnected
+            shard.on_lifecycle_blind = self._lifecycle_blind
         return shard
 
     def on_lifecycle(self, message: Lifecycle) -> None:
-        """A lifecycle message from the connection that carries them."""
-        if self.universe is not None:
-            self.apply(self.universe.lifecycle(message.kind, message.msg, time.monotonic()))
+        """A lifecycle message from the connection that carries them. The universe decides at once;
+        the connections are told once per turn of the event loop, so a burst of listings (a socket
+        read of them) becomes one command per sid, not one per market."""
+        if self.universe is None:
+            return
+        try:
+            changes = self.universe.lifecycle(message.kind, message.msg, time.monotonic())
+        except Exception as exc:  # a bug on an odd payload: said, and the connection lives on
+            log.exception("%s: cannot act on a lifecycle message", self.settings.feed)
+            self.ledger.record(Ev.PROTOCOL_ANOMALY, "universe", {"what": f"lifecycle message: {exc!r}"})
+            return
+        if changes:
+            if not self._queued:
+                asyncio.get_running_loop().call_soon(self._apply_queued)
+            self._queued += changes
 
-    def _lifecycle_reconnected(self) -> None:
-        if self._lifecycle_connected and self._refresh is not None:
-            self._refresh.wake()  # messages were missed while disconnected: list what changed
-        self._lifecycle_connected = True
+    def _apply_queued(self) -> None:
+        changes, self._queued = self._queued, []
+        self.apply(changes)
+
+    def _lifecycle_blind(self) -> None:
+        """The lifecycle subscription (re)started, or lost messages (a gap, a resubscription): list
+        over REST what may have been missed, now rather than at the next scheduled round."""
+        if self._refresh is not None:
+            self._refresh.wake()
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Carry out the universe's decisions on the connections."""
@@ -206,6 +223,7 @@ class KalshiFeed:
             shard = self.shards.pop(index, None)
             if shard is None:
                 continue
+            self.stats.shards.pop(shard.label, None)
             self.ledger.record(Ev.SHARD_RETIRED, shard.label, {"reason": "no markets left"})
             log.info("%s: closing the connection: its markets were released", shard.label)
             if self._pool is not None:
@@ -282,7 +300,9 @@ class Rediscovery:
         self.rounds += 1
         universe = feed.universe
         assert universe is not None
-        # Settled first: a market the created listing still shows (it lags) is then not added.
+        # Settled first: a market the created listing still shows (it lags) is then not added. (A
+        # market of the settled listing without a status of its own has the listing's.)
+        settled = [{**m, "status": m.get("status", "settled")} for m in settled]
         feed.apply(universe.listed([*settled, *created], time.monotonic()))
 
     async def stop(self) -> None:
