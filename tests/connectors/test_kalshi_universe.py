@@ -190,3 +190,32 @@ async def test_a_connection_emptied_and_a_market_listed_in_the_same_read_both_ta
     assert {"KXBTCD-NEW-T1", "KXBTCD-NEW-T2", "KXBTCD-NEW-T3"} <= subscribed
     assert any(e["event"] == "shard_retired" and e["shard"] == "kalshi-1" for e in ledger)
     assert len(tickers) == 4
+
+
+async def test_markets_kalshi_refuses_on_a_full_connection_are_recorded_on_another(
+    tmp_path: Path, start_sim: StartSim
+) -> None:
+    """Kalshi's per-connection market limit (error 26) is not published: when it answers an
+    addition with it, those markets go to another connection — no reconnect, nothing unrecorded."""
+    from ..kalshi_helpers import KEY, KEY_ID, eventually, record  # noqa: PLC0415
+
+    config = SimConfig(
+        port=0, markets=10, rate=300, churn=4, lifetime=3.0, market_limit=12, public_keys={KEY_ID: KEY.public_key()}
+    )
+    sim = await start_sim(config)
+    sub = (
+        "  channels: [orderbook_delta, ticker]\n  discover: {series: [KXBTCD, KXETHD]}\n"
+        "  max_markets_per_connection: 20\n"
+    )
+    s = await record(tmp_path, sim, sub)
+    await eventually(lambda: s.count("market_limit") >= 2, timeout=20, what="Kalshi's limit reached")
+    await asyncio.sleep(3)
+    await s.stop()
+    assert s.count("reconnect_requested") == 0
+    proc = ssmd("coverage", str(s.data), "--json")
+    coverage = [json.loads(x) for x in proc.stdout.splitlines()]
+    matched = [c for c in coverage if c["matched"]]
+    never = [c["ticker"] for c in matched if not c["intervals"]]
+    assert matched and not never, never
+    shards = {e["shard"] for e in s.ledger() if e["event"] == "connect"}
+    assert len(shards) >= 2  # the refused markets opened another connection

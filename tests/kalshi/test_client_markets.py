@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ssmd_connector.kalshi.client import ClientSession, Lifecycle, Pending, Reconnect, ShardPlan
+from ssmd_connector.kalshi.client import ClientSession, Lifecycle, MarketLimit, Pending, Reconnect, ShardPlan
 
 from .test_client import events, frame, rx, sends
 
@@ -118,3 +118,24 @@ def test_an_ok_whose_market_list_is_not_a_list_of_tickers_changes_nothing() -> N
         s.pending[n] = Pending(n, "update_subscription", {}, 0.0, "snapshot", sid=1)
         rx(s, frame(id=n, sid=1, seq=n, type="ok", msg={"market_tickers": odd}))
         assert s.subs[1].tickers == ("A-1", "A-2")
+
+
+def test_an_addition_refused_for_its_rate_is_sent_again_after_a_backoff_not_a_reconnect() -> None:
+    s = live()
+    first = sends(s.add_markets(1.0, ["B-1", "B-2"]))[0]  # order books: update_subscription on sid 1
+    refused = rx(s, frame(id=first.id, type="error", msg={"code": 27, "msg": "Too many requests"}), 1.1)
+    assert not [e for e in refused if isinstance(e, Reconnect)]
+    assert events(refused, "command_retry")[0].fields["in"] == 1.0
+    s.remove_markets(1.5, ["B-2"])  # no longer wanted: not asked for again
+    assert s.tick(1.9) == []
+    again = params(s.tick(2.2))
+    assert again == [("update_subscription", {"sid": 1, "action": "add_markets", "market_tickers": ["B-1"]})]
+    assert sends(s.tick(2.3)) == []  # nothing more is due
+
+
+def test_an_addition_over_kalshis_market_limit_is_handed_up_to_go_elsewhere() -> None:
+    s = live()
+    first = sends(s.add_markets(1.0, ["B-1"]))[0]
+    refused = rx(s, frame(id=first.id, type="error", msg={"code": 26, "msg": "Subscription market limit exceeded"}))
+    assert [e for e in refused if isinstance(e, MarketLimit)] == [MarketLimit(("B-1",))]
+    assert not [e for e in refused if isinstance(e, Reconnect)]

@@ -175,3 +175,15 @@ def test_connection_numbers_are_never_reused() -> None:
     assert u.retiring() == [1]
     u.retired(1)
     assert u.lifecycle("market_lifecycle_v2", created("KXBTCD-E-9"), 1.0)[0].shard == 3
+
+
+def test_markets_kalshi_refused_on_a_connection_go_to_another_and_it_takes_no_more() -> None:
+    u = universe(per=3)
+    for i in range(3):
+        u.lifecycle("market_lifecycle_v2", created(f"KXBTCD-E-{i}"), 0.0)
+    changes = u.limited(0, ["KXBTCD-E-2"])  # Kalshi held connection 0 at two markets
+    assert [(c.action, c.ticker, c.shard, c.reason) for c in changes] == [
+        ("remove", "KXBTCD-E-2", 0, "market_limit"),
+        ("add", "KXBTCD-E-2", 1, "market_limit"),
+    ]
+    assert u.lifecycle("market_lifecycle_v2", created("KXBTCD-E-3"), 0.0)[0].shard == 1  # not 0 again

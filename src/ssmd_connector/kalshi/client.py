@@ -51,6 +51,7 @@ from .wire import (
     UNSUBSCRIBED,
     UPDATE_SUBSCRIPTION,
     Envelope,
+    ErrorCode,
     Ev,
     command,
     data_head,
@@ -83,6 +84,8 @@ class Pending:
     """The subscription a recovery command is about."""
     expect: set[str] = field(default_factory=set)
     """Channels (subscribe) or tickers (snapshot) still owed a reply."""
+    channel: str | None = None
+    """The channel an addition is for."""
 
 
 # -- effects returned to the I/O layer ---------------------------------------------------------
@@ -112,6 +115,13 @@ class Reconnect:
 
 
 @dataclass(frozen=True)
+class MarketLimit:
+    """Kalshi refused more markets on this connection (error 26): these were not added."""
+
+    tickers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     """A lifecycle message (``kind``: its type) for the market universe to act on."""
 
@@ -119,7 +129,11 @@ class Lifecycle:
     msg: dict[str, Any]
 
 
-Effect = Send | Event | Reconnect | Lifecycle
+Effect = Send | Event | Reconnect | Lifecycle | MarketLimit
+
+RETRY_FIRST: Final = 1.0
+RETRY_MAX: Final = 30.0
+"""Seconds before an addition refused for its rate (error 27) is sent again, doubling per refusal."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,9 @@ class ClientSession:
         """The markets this connection should carry now; sids may still hold ones being removed."""
         self._closing: set[int] = set()
         """Sids being unsubscribed."""
+        self._retries: list[tuple[float, str, tuple[str, ...]]] = []
+        """(when, channel, tickers): additions refused for their rate, to send again."""
+        self._retry_delay = RETRY_FIRST
         self.subs: dict[int, Subscription] = {}
         self.pending: dict[int, Pending] = {}
         self._next_id = 1
@@ -215,15 +232,17 @@ class ClientSession:
         if not new:
             return []
         self.markets.update(new)
-        effects: list[Effect] = []
-        for channel in self.plan.market_channels:
-            sub = self._updatable(channel)
-            if sub is None:
-                effects.append(self.subscribe_channel(now, channel, new, "add"))
-            else:
-                params = {P_SID: sub.sid, P_ACTION: ADD_MARKETS, P_MARKET_TICKERS: new}
-                effects.append(self._send(now, UPDATE_SUBSCRIPTION, params, "add", sid=sub.sid))
-        return effects
+        return [self._add_on(now, channel, new) for channel in self.plan.market_channels]
+
+    def _add_on(self, now: float, channel: str, tickers: Sequence[str]) -> Send:
+        sub = self._updatable(channel)
+        if sub is None:
+            send = self.subscribe_channel(now, channel, tickers, "add")
+        else:
+            params = {P_SID: sub.sid, P_ACTION: ADD_MARKETS, P_MARKET_TICKERS: list(tickers)}
+            send = self._send(now, UPDATE_SUBSCRIPTION, params, "add", sid=sub.sid)
+        self.pending[send.id].channel = channel
+        return send
 
     def remove_markets(self, now: float, tickers: Sequence[str]) -> list[Effect]:
         """Stop carrying these markets: removed from their sids, or the sid ended once all of its
@@ -395,6 +414,8 @@ class ClientSession:
                 effects.append(Event(Ev.PROTOCOL_ANOMALY, {"what": f"subscribe answered with sid {sid}, already held"}))
             else:
                 sub = self.subs[sid] = Subscription(sid, channel, tickers)
+            if pending is not None and pending.purpose == "add":
+                self._retry_delay = RETRY_FIRST
             fields: dict[str, Any] = {"sid": sid, "channel": channel, "tickers": list(tickers), "id": env.id}
             if pending is not None:
                 fields["params"] = pending.params
@@ -413,6 +434,8 @@ class ClientSession:
             del self.pending[pending.id]
             action = pending.params.get(P_ACTION)
             target = self.subs.get(pending.sid or env.sid or 0)
+            if action == ADD_MARKETS:
+                self._retry_delay = RETRY_FIRST
             if target is not None and action in (ADD_MARKETS, DELETE_MARKETS):
                 changed = [t for t in pending.params.get(P_MARKET_TICKERS, ()) if isinstance(t, str)]
                 if action == ADD_MARKETS:
@@ -466,8 +489,8 @@ class ClientSession:
                     )
                 )
                 effects.append(Reconnect(f"{pending.purpose} failed with error {code}: {text}"))
-            elif pending.purpose == "add":  # a new connection subscribes the current markets whole
-                effects.append(Reconnect(f"adding markets failed with error {code}: {text}"))
+            elif pending.purpose == "add":
+                effects += self._add_failed(pending, code, text, now)
             elif pending.purpose == "remove":
                 self._closing.discard(pending.sid or 0)
         if code in TERMINAL_ERRORS and sid is not None and sid in self.subs:
@@ -500,10 +523,31 @@ class ClientSession:
             )
         ]
 
+    def _add_failed(self, pending: Pending, code: object, text: object, now: float) -> list[Effect]:
+        """An addition refused: too fast (27) → the same again after a backoff; too many markets on
+        this connection (26) → handed up, to be placed on another; anything else → a new connection
+        subscribes the current markets whole."""
+        tickers = tuple(t for t in pending.params.get(P_MARKET_TICKERS, ()) if t in self.markets)
+        if code == ErrorCode.TOO_MANY_REQUESTS and pending.channel is not None and tickers:
+            self._retries.append((now + self._retry_delay, pending.channel, tickers))
+            fields = {"channel": pending.channel, "tickers": list(tickers), "in": self._retry_delay, "code": code}
+            self._retry_delay = min(RETRY_MAX, self._retry_delay * 2)
+            return [Event(Ev.COMMAND_RETRY, fields)]
+        if code == ErrorCode.MARKET_LIMIT and tickers:
+            return [Event(Ev.MARKET_LIMIT, {"tickers": list(tickers), "code": code}), MarketLimit(tickers)]
+        return [Reconnect(f"adding markets failed with error {code}: {text}")]
+
     # -- time ----------------------------------------------------------------------------------
     def tick(self, now: float) -> list[Effect]:
-        """Escalate commands that went unanswered for ``command_timeout`` seconds."""
+        """Additions due again; escalate commands that went unanswered for ``command_timeout`` seconds."""
         effects: list[Effect] = []
+        due = [r for r in self._retries if r[0] <= now]
+        if due:
+            self._retries = [r for r in self._retries if r[0] > now]
+        for _, channel, tickers in due:
+            still = [t for t in tickers if t in self.markets]
+            if still:
+                effects.append(self._add_on(now, channel, still))
         for pending in [p for p in self.pending.values() if now - p.sent_at > self.command_timeout]:
             del self.pending[pending.id]
             effects.append(

@@ -92,9 +92,12 @@ class _InvalidParameter(Exception):
 class ServerSession:
     """One client connection's subscriptions and replies, as Kalshi keeps them."""
 
-    def __init__(self, emit: Emit, snapshot: Snapshot) -> None:
+    def __init__(self, emit: Emit, snapshot: Snapshot, *, market_limit: int = 0) -> None:
         self._emit = emit
         self._snapshot = snapshot
+        self.market_limit = market_limit
+        """Market subscriptions this connection may hold, counted per sid (0: no limit). Kalshi
+        publishes 500,000 per session; a small one exercises error 26."""
         self.subs: dict[int, Subscription] = {}
         self.by_channel: dict[str, list[Subscription]] = {}
         self._next_sid = 1
@@ -205,6 +208,10 @@ class ServerSession:
         if not tickers and any(needs_markets(c) for c in channels):
             self.error(ErrorCode.MARKET_TICKER_REQUIRED, cmd_id)
             return
+        filtered = sum(1 for c in channels if c not in GLOBAL_CHANNELS)
+        if tickers and self._over_limit(len(tickers) * filtered):
+            self.error(ErrorCode.MARKET_LIMIT, cmd_id)
+            return
         for channel in channels:
             sub = self.add(channel, None if channel in GLOBAL_CHANNELS else tickers)
             self._emit(message(SUBSCRIBED, {"channel": channel, "sid": sub.sid}, cmd_id=cmd_id), None)
@@ -261,6 +268,9 @@ class ServerSession:
             return
         if sub.tickers is None:
             sub.tickers, sub.order = set(), []
+        if action == ADD_MARKETS and self._over_limit(len(set(tickers) - sub.tickers)):
+            self.error(ErrorCode.MARKET_LIMIT, cmd_id)
+            return
         added = []
         for ticker in tickers:
             if action == ADD_MARKETS and ticker not in sub.tickers:
@@ -274,6 +284,10 @@ class ServerSession:
         if sub.channel == ORDERBOOK_DELTA:
             for ticker in added:
                 self.snapshot(sub, ticker)
+
+    def _over_limit(self, more: int) -> bool:
+        held = sum(len(s.tickers) for s in self.subs.values() if s.tickers is not None)
+        return bool(self.market_limit) and held + more > self.market_limit
 
     def _list(self, cmd_id: int | None, _params: dict[str, Any]) -> None:
         listing = [{"channel": s.channel, "sid": s.sid} for s in self.subs.values()]

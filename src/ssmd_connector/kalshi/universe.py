@@ -96,13 +96,15 @@ class Placement:
     where: dict[str, int] = field(default_factory=dict)
     draining: set[int] = field(default_factory=set)
     """Connections being retired: no new markets; still open until :meth:`Universe.retired`."""
+    caps: dict[int, int] = field(default_factory=dict)
+    """Connections Kalshi would not give more markets (error 26): held at what they have."""
     next_index: int = 1
     """Connection numbers are never reused: a new connection is never mistaken for one still closing
     (and the ledger never mixes the two)."""
 
     def place(self, ticker: str) -> int:
         for index in sorted(self.shards):
-            if index not in self.draining and len(self.shards[index]) < self.per_connection:
+            if index not in self.draining and len(self.shards[index]) < self.caps.get(index, self.per_connection):
                 break
         else:
             index, self.next_index = self.next_index, self.next_index + 1
@@ -157,6 +159,18 @@ class Universe:
         """The I/O layer closed a retiring connection."""
         self.placement.draining.discard(shard)
         self.placement.shards.pop(shard, None)
+        self.placement.caps.pop(shard, None)
+
+    def limited(self, shard: int, tickers: Iterable[str]) -> list[Change]:
+        """Kalshi refused these markets on ``shard`` (error 26): it keeps what it has, and they go
+        to another connection (a new one if need be)."""
+        p = self.placement
+        refused = [t for t in tickers if p.where.get(t) == shard]
+        for ticker in refused:
+            p.release(ticker)
+        p.caps[shard] = len(p.shards.get(shard, ()))
+        moves = [Change("remove", t, shard, "market_limit") for t in refused]
+        return moves + [Change("add", t, p.place(t), "market_limit") for t in refused]
 
     def tickers(self, shard: int) -> list[str]:
         return self.placement.tickers(shard)
@@ -248,6 +262,9 @@ class Universe:
         changes: list[Change] = []
         while len(live := [i for i in p.shards if i not in p.draining]) > p.needed() + 1:
             last = max(live)
+            room = sum(p.caps.get(i, p.per_connection) - len(p.shards[i]) for i in live if i != last)
+            if room < len(p.shards[last]):
+                break  # (connections held below the cap by Kalshi: the others cannot take them)
             moving = sorted(p.shards[last])
             p.shards[last] = set()
             p.draining.add(last)

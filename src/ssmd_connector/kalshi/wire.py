@@ -171,6 +171,10 @@ class Ev:
     MARKETS_CHANGED: Final = "markets_changed"
     """A sid's markets changed (``update_subscription`` answered ``ok``): sid, channel, action, tickers."""
     SHARD_RETIRED: Final = "shard_retired"
+    COMMAND_RETRY: Final = "command_retry"
+    """An addition refused for its rate (error 27), to be sent again after a backoff."""
+    MARKET_LIMIT: Final = "market_limit"
+    """Kalshi refused more markets on a connection (error 26): they go to another."""
     RECORDER_STARTED: Final = "recorder_started"
     """A recorder process began: whatever an earlier one had subscribed ended with it."""
 

@@ -61,6 +61,8 @@ class SimConfig:
     page_limit_default: int = 100
     page_limit_max: int = 1000
     """Largest page REST returns whatever ``limit`` asks (small values exercise pagination)."""
+    market_limit: int = 0
+    """Market subscriptions one connection may hold, over all its sids (0: no limit): error 26 past it."""
     churn: float = 0.0
     """New markets per second (events of four), each trading ``lifetime`` seconds then settling."""
     lifetime: float = 60.0
@@ -76,7 +78,7 @@ class SimConnection:
         self.ws = ws
         self.index = index
         self.transport = transport
-        self.session = ServerSession(self.enqueue, server.model.snapshot_for)
+        self.session = ServerSession(self.enqueue, server.model.snapshot_for, market_limit=server.config.market_limit)
         self.out: deque[tuple[float, bytes]] = deque()
         self._wake = asyncio.Event()
         self.silent_until = 0.0

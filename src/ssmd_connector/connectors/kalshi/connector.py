@@ -25,7 +25,7 @@ from ...archive.line import SHALLOW_BYTES, within_depth
 from ...errors import AuthenticationFailed, ConnectionFailed, Disconnected
 from ...interfaces import FrameSink
 from ...kalshi.auth import KEY_ID_VAR, PRIVATE_KEY_VAR, Signer
-from ...kalshi.client import ClientSession, Effect, Event, Lifecycle, Reconnect, Send, ShardPlan
+from ...kalshi.client import ClientSession, Effect, Event, Lifecycle, MarketLimit, Reconnect, Send, ShardPlan
 from ...kalshi.wire import (
     CONTROL_TYPES,
     GLOBAL_CHANNELS,
@@ -93,6 +93,8 @@ class KalshiShard:
         self._on_lifecycle = on_lifecycle
         self._started = False
         """The session has sent its plan's subscriptions: market changes go to it from now on."""
+        self.on_market_limit: Callable[[tuple[str, ...]], None] | None = None
+        """Told which markets Kalshi refused on this connection (error 26), to place them elsewhere."""
         self.on_lifecycle_blind: Callable[[], None] | None = None
         """Told when this connection's lifecycle subscription starts or loses messages."""
 
@@ -253,6 +255,12 @@ class KalshiShard:
                 self._reconnect(effect.reason)
             elif isinstance(effect, Lifecycle) and self._on_lifecycle is not None:
                 self._on_lifecycle(effect)
+            elif isinstance(effect, MarketLimit):
+                log.warning("%s: Kalshi refused %d more market(s) on this connection", self._label, len(effect.tickers))
+                if self.on_market_limit is not None:
+                    self.on_market_limit(effect.tickers)
+                else:  # a fixed plan cannot move them: a new connection tries the plan again
+                    self._reconnect(f"Kalshi refused {len(effect.tickers)} market(s) on this connection (error 26)")
 
     def _event(self, ev: Event) -> None:
         self._record(ev.kind, ev.fields)

@@ -141,7 +141,13 @@ class KalshiFeed:
         )
         if index == 0:
             shard.on_lifecycle_blind = self._lifecycle_blind
+        shard.on_market_limit = lambda tickers: self._market_limit(index, tickers)
         return shard
+
+    def _market_limit(self, index: int, tickers: tuple[str, ...]) -> None:
+        """Kalshi would not take more markets on connection ``index``: place them elsewhere."""
+        if self.universe is not None:
+            self.apply(self.universe.limited(index, tickers))
 
     def on_lifecycle(self, message: Lifecycle) -> None:
         """A lifecycle message from the connection that carries them. The universe decides at once;
