@@ -77,6 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=100_000,
         help="frames queued per connection before error 25 (slow reader)",
     )
+    rp = sub.add_parser("replay", help="serve an archive as Kalshi's WebSocket v2, for unmodified clients")
+    rp.add_argument("path", type=Path, metavar="DIR", help="storage root or a day directory")
+    rp.add_argument("--host", default="127.0.0.1")
+    rp.add_argument("--port", type=int, default=8766)
+    rp.add_argument("--feed", default=None, help="the feed to replay (default: every file under DIR)")
+    rp.add_argument("--from", dest="start", metavar="TS", help="replay from this time (UTC, ISO 8601)")
+    rp.add_argument("--to", dest="end", metavar="TS", help="up to (excluding) this time, then close")
+    pace = rp.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="replay seconds per wall-clock second (default 1)")
+    pace.add_argument("--max-speed", action="store_true", help="as fast as the client reads")
+    rp_auth = rp.add_mutually_exclusive_group(required=True)
+    rp_auth.add_argument(
+        "--public-key", action="append", metavar="KEY_ID=PEM_FILE", default=[], help="accept this key (repeatable)"
+    )
+    rp_auth.add_argument("--no-auth", action="store_true", help="accept unauthenticated connections")
     arch = sub.add_parser("archive", help="JetStream → sealed segments + manifest, exactly once (needs a nats block)")
     arch.add_argument("--config-dir", type=Path, required=True, metavar="DIR")
     arch.add_argument("--env", required=True, metavar="NAME")
@@ -199,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
             return _archive_command(args)
         except BrokenPipeError:  # e.g. `ssmd stats … | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    if args.command == "replay":
+        from .replay import run_replay  # noqa: PLC0415
+
+        logs.setup("INFO")
+        try:
+            return asyncio.run(run_replay(args))
+        except KeyboardInterrupt:
             return 0
     if args.command == "sim":
         from .sim import load_keys, run_sim  # noqa: PLC0415

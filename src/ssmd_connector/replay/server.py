@@ -1,0 +1,250 @@
+"""``ssmd replay``: an archive served as Kalshi's WebSocket v2, one clock per connection.
+
+A client connects to ``/trade-api/ws/v2`` and subscribes as it would on Kalshi. Its clock starts
+at its first subscription, at ``--from`` (or the archive's start): from then on every archived
+message of the channels and markets it subscribed reaches it in receive order, paced by the
+archived receive times (divided by ``speed``; ``None``: as fast as the socket takes), with ``sid`` and a
+gap-free ``seq`` of its own and the ``msg`` byte for byte. Commands, replies and errors are the
+server session's (:class:`~ssmd_connector.kalshi.server.ServerSession`, the simulator's too);
+order-book snapshots — on subscribe and for ``get_snapshot`` — are the book at the connection's
+replay time (:mod:`.books`). At the end of the window the connection is closed normally (1000).
+
+URL query parameters override the defaults for one connection, for clients that can set a URL:
+``?from=2026-11-24T10:00&to=…&speed=10`` (``speed=max``: as fast as it reads). Several
+connections replay side by side, each from its own start. The archive is read in a worker
+thread a batch at a time, and a connection reads no further ahead than its socket takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import WSCloseCode, WSMsgType, web
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ..kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
+from ..kalshi.server import ServerSession, Subscription
+from ..kalshi.wire import (
+    EVENT_LIFECYCLE,
+    MARKET_LIFECYCLE_V2,
+    MULTIVARIATE_MARKET_LIFECYCLE,
+    ORDERBOOK_DELTA,
+    ORDERBOOK_SNAPSHOT,
+    TICKER,
+    TRADE,
+    WS_PATH,
+)
+from .books import Books
+from .source import Recorded, messages
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OF = {
+    ORDERBOOK_DELTA: ORDERBOOK_DELTA,
+    ORDERBOOK_SNAPSHOT: ORDERBOOK_DELTA,
+    TICKER: TICKER,
+    TRADE: TRADE,
+    MARKET_LIFECYCLE_V2: MARKET_LIFECYCLE_V2,
+    EVENT_LIFECYCLE: MARKET_LIFECYCLE_V2,
+    MULTIVARIATE_MARKET_LIFECYCLE: MULTIVARIATE_MARKET_LIFECYCLE,
+}
+"""Archived message type → the channel a client subscribes to get it."""
+
+BATCH = 2000
+"""Messages read from the archive per worker-thread call."""
+AHEAD = 10_000
+"""Frames queued for one connection before its replay waits for the socket."""
+
+
+@dataclass
+class ReplayConfig:
+    root: Path
+    feed: str | None = None
+    start_ns: int = 0
+    end_ns: int = 0
+    speed: float | None = 1.0
+    """Replay-time seconds per wall-clock second; ``None``: as fast as the client reads."""
+    host: str = "127.0.0.1"
+    port: int = 0
+    public_keys: dict[str, rsa.RSAPublicKey] | None = None
+    """key id → public key; ``None`` accepts unauthenticated connections (``--no-auth``)."""
+    max_skew: float = 300.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """One connection's replay: from, to (ns; 0: open) and speed."""
+
+    start_ns: int
+    end_ns: int
+    speed: float | None
+
+
+@dataclass
+class _Connection:
+    ws: web.WebSocketResponse
+    window: Window
+    books: Books = field(default_factory=Books)
+    out: deque[bytes] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    session: ServerSession | None = None
+    sent: int = 0
+
+    def enqueue(self, frame: bytes, sub: Subscription | None = None) -> None:
+        self.out.append(frame)
+        self.wake.set()
+
+
+class ReplayServer:
+    """Owns the listening socket and every replaying connection."""
+
+    def __init__(self, config: ReplayConfig) -> None:
+        self.config = config
+        self.port = 0
+        self.connections = 0
+        self.finished = 0
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}{WS_PATH}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get(WS_PATH, self._ws_handler)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def _auth_problem(self, request: web.Request) -> str | None:
+        keys = self.config.public_keys
+        if keys is None:
+            return None
+        key_id, ts, sig = (request.headers.get(h) for h in (H_KEY, H_TIMESTAMP, H_SIGNATURE))
+        if not key_id or not ts or not sig:
+            return "missing KALSHI-ACCESS-* headers"
+        if key_id not in keys:
+            return "unknown API key id"
+        if not ts.isdigit() or abs(int(ts) / 1000 - time.time()) > self.config.max_skew:
+            return "timestamp outside the allowed window"
+        if not verify(keys[key_id], ts, request.method, request.path, sig):
+            return "INCORRECT_API_KEY_SIGNATURE"
+        return None
+
+    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+        problem = self._auth_problem(request)
+        if problem is not None:
+            body = {"error": {"code": "authentication_error", "message": "authentication error", "details": problem}}
+            return web.json_response(body, status=401)
+        try:
+            window = self._window(request)
+        except ValueError as exc:
+            body = {"error": {"code": "bad_request", "message": f"invalid replay parameter: {exc}"}}
+            return web.json_response(body, status=400)
+        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        self.connections += 1
+        conn = _Connection(ws, window)
+        conn.session = ServerSession(conn.enqueue, conn.books.snapshot)
+        sender = asyncio.create_task(self._send(conn))
+        replay: asyncio.Task[None] | None = None
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    conn.session.command(msg.data.encode())
+                    if replay is None and conn.session.subs:  # the clock starts at the first subscription
+                        replay = asyncio.create_task(self._replay(conn))
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        finally:
+            for task in (replay, sender):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
+                        await task
+        return ws
+
+    def _window(self, request: web.Request) -> Window:
+        """The server's window, with the URL's ``from`` / ``to`` / ``speed`` in its place."""
+        cfg, q = self.config, request.query
+        start = _ns(q["from"]) if "from" in q else cfg.start_ns
+        end = _ns(q["to"]) if "to" in q else cfg.end_ns
+        speed = cfg.speed
+        if "speed" in q:
+            speed = None if q["speed"] == "max" else float(q["speed"])
+            if speed is not None and not speed > 0:
+                raise ValueError(f"speed must be above 0 or 'max', got {q['speed']!r}")
+        return Window(start, end, speed)
+
+    async def _send(self, conn: _Connection) -> None:
+        while True:
+            await conn.wake.wait()
+            conn.wake.clear()
+            while conn.out:
+                await conn.ws.send_frame(conn.out.popleft(), WSMsgType.TEXT)
+                conn.sent += 1
+            conn.drained.set()
+
+    async def _replay(self, conn: _Connection) -> None:
+        """Deliver the archive to this connection's subscriptions, paced by its own clock."""
+        cfg, session, window = self.config, conn.session, conn.window
+        assert session is not None
+        loop = asyncio.get_running_loop()
+        stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns)
+        began = loop.time()
+        first_ns = window.start_ns or None
+        while batch := await asyncio.to_thread(_take, stream, BATCH):
+            for m in batch:
+                if first_ns is None:
+                    first_ns = m.ns
+                if window.speed is not None:
+                    due = began + (m.ns - first_ns) / 1e9 / window.speed
+                    if (wait := due - loop.time()) > 0:
+                        await asyncio.sleep(wait)
+                conn.books.apply(m.kind, m.ticker, m.msg)
+                channel = CHANNEL_OF.get(m.kind)
+                if channel is not None:
+                    session.deliver(channel, m.ticker, m.kind, m.msg)
+                if len(conn.out) > AHEAD:
+                    conn.drained.clear()
+                    await conn.drained.wait()
+        while conn.out:  # everything handed over before the normal close
+            conn.drained.clear()
+            await conn.drained.wait()
+        self.finished += 1
+        log.info("replay finished after %d frames: closing the connection", conn.sent)
+        await conn.ws.close(code=WSCloseCode.OK, message=b"end of replay")
+
+
+def _take(stream: Iterator[Recorded], n: int) -> list[Recorded]:
+    out: list[Recorded] = []
+    for m in stream:
+        out.append(m)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _ns(text: str) -> int:
+    """A URL's time (ISO 8601, UTC unless it says otherwise) → ns since the epoch."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000

@@ -1,0 +1,55 @@
+"""``ssmd replay``: an archive served as Kalshi's WebSocket v2 (see :mod:`ssmd_connector.replay.server`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from ..archive.line import ts_ns
+from ..replay.server import ReplayConfig, ReplayServer
+from .read import normalize_ts
+from .sim import load_keys
+
+
+async def run_replay(args: argparse.Namespace) -> int:
+    if not args.path.is_dir():
+        print(f"ssmd replay: {args.path}: not a directory (expected the storage root or a day)", file=sys.stderr)
+        return 2
+    try:
+        keys = load_keys(args)
+        start, end = normalize_ts(args.start), normalize_ts(args.end)
+    except ValueError as exc:
+        print(f"ssmd replay: {exc}", file=sys.stderr)
+        return 2
+    if args.speed is not None and args.speed <= 0:
+        print("ssmd replay: --speed must be above 0", file=sys.stderr)
+        return 2
+    config = ReplayConfig(
+        root=args.path,
+        feed=args.feed,
+        start_ns=ts_ns(start) if start else 0,
+        end_ns=ts_ns(end) if end else 0,
+        speed=None if args.max_speed else args.speed,
+        host=args.host,
+        port=args.port,
+        public_keys=keys,
+    )
+    server = ReplayServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        print(f"ssmd replay: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    pace = "as fast as the client reads" if config.speed is None else f"{config.speed:g}x"
+    print(f"replaying {args.path} on {server.ws_url} ({pace}); each connection starts at its first subscription")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
