@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from ssmd_connector.archive.line import ts_ns
 from ssmd_connector.assembly.recorder import Recorder
 from ssmd_connector.config import load
 from ssmd_connector.replay.server import ReplayConfig, ReplayServer
@@ -132,3 +133,39 @@ async def _listening(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+async def test_a_replay_from_the_middle_starts_with_the_books_as_they_were_then(
+    tmp_path: Path, start_sim: StartSim
+) -> None:
+    """Subscribing at replay time t sends each market's book at t — rebuilt from the archive
+    before t — equal to what ``ssmd book --at t`` (an independent rebuild) says."""
+    import aiohttp  # noqa: PLC0415
+
+    sim = await start_sim(SimConfig(port=0, markets=10, rate=2000, public_keys={KEY_ID: KEY.public_key()}))
+    ticker = sim.model.open_tickers[0]
+    live = await record(tmp_path, sim, CHANNELS + f"  markets: [{ticker}]\n")
+    await asyncio.sleep(2.0)
+    await live.stop()
+    stamps = [json.loads(x)["ts"] for x in read_lines(live.data, "kalshi")]
+    middle = stamps[len(stamps) // 2]
+    replay = ReplayServer(ReplayConfig(live.data, "kalshi", start_ns=ts_ns(middle), speed=None))
+    await replay.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.ws_connect(replay.ws_url) as ws:
+            params = {"channels": ["orderbook_delta"], "market_tickers": [ticker]}
+            await ws.send_str(json.dumps({"id": 1, "cmd": "subscribe", "params": params}))
+            first = None
+            async for msg in ws:
+                frame = json.loads(msg.data)
+                if frame["type"] != "subscribed":
+                    first = frame
+                    break
+    finally:
+        await replay.stop()
+    assert first is not None and first["type"] == "orderbook_snapshot" and first["seq"] == 1
+    out = ssmd("book", str(live.data), "--ticker", ticker, "--at", middle).stdout
+    for side in ("yes", "no"):
+        shown = next(line for line in out.splitlines() if line.startswith(f"  {side} bids:")).split(": ", 1)[1]
+        levels = sorted(first["msg"].get(f"{side}_dollars_fp", []), key=lambda level: -float(level[0]))[:10]
+        assert shown == (", ".join(f"{p}x{q}" for p, q in levels) or "(empty)")

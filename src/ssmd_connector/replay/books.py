@@ -41,14 +41,14 @@ class Books:
             if book is None:
                 self.problems += 1
                 return
-            side = book[1] if body["side"] == "yes" else book[2]
+            side = {"yes": book[1], "no": book[2]}[body["side"]]
             price = Decimal(body["price_dollars"])
             size = side.get(price, Decimal(0)) + Decimal(body["delta_fp"])
             if size > 0:
                 side[price] = size
             else:
                 side.pop(price, None)
-        except (msgspec.DecodeError, KeyError, TypeError, InvalidOperation, AttributeError):
+        except (msgspec.DecodeError, KeyError, TypeError, InvalidOperation, AttributeError, IndexError, ValueError):
             self.problems += 1
 
     def snapshot(self, ticker: str) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -88,7 +89,7 @@ class Window:
     speed: float | None
 
 
-@dataclass
+@dataclass(eq=False)
 class _Connection:
     ws: web.WebSocketResponse
     window: Window
@@ -98,6 +99,11 @@ class _Connection:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     session: ServerSession | None = None
     sent: int = 0
+    replay: asyncio.Task[None] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    close_code: int = WSCloseCode.OK
+    close_reason: str = "end of replay"
 
     def enqueue(self, frame: bytes, sub: Subscription | None = None) -> None:
         self.out.append(frame)
@@ -113,6 +119,7 @@ class ReplayServer:
         self.connections = 0
         self.finished = 0
         self._runner: web.AppRunner | None = None
+        self._open: set[_Connection] = set()
 
     @property
     def ws_url(self) -> str:
@@ -130,6 +137,10 @@ class ReplayServer:
         self.port = sockets[0].getsockname()[1] if sockets else self.config.port
 
     async def stop(self) -> None:
+        for conn in list(self._open):  # (aiohttp would wait a minute for each handler)
+            conn.stop.set()
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"replay server stopping")
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -164,23 +175,51 @@ class ReplayServer:
         self.connections += 1
         conn = _Connection(ws, window)
         conn.session = ServerSession(conn.enqueue, conn.books.snapshot)
+        self._open.add(conn)
         sender = asyncio.create_task(self._send(conn))
-        replay: asyncio.Task[None] | None = None
+        reader = asyncio.create_task(self._read(conn))
         try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    conn.session.command(msg.data.encode())
-                    if replay is None and conn.session.subs:  # the clock starts at the first subscription
-                        replay = asyncio.create_task(self._replay(conn))
-                elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
+            # Until the client leaves, or the replay has handed everything over: then the close is
+            # made here, with nothing else reading the socket, so it is a full closing handshake.
+            ended = asyncio.create_task(conn.ended.wait())
+            await asyncio.wait([reader, ended], return_when=asyncio.FIRST_COMPLETED)
+            ended.cancel()
+            if not reader.done():
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                await ws.close(code=conn.close_code, message=conn.close_reason.encode())
         finally:
-            for task in (replay, sender):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, ConnectionError, RuntimeError):
-                        await task
+            conn.stop.set()  # (the archive is read in a thread: it stops at its next line)
+            tasks = [t for t in (conn.replay, sender, reader) if t is not None]
+            for task in tasks:
+                task.cancel()
+            for result in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(result, Exception) and not isinstance(result, ConnectionError | RuntimeError):
+                    log.error("replay connection: %r", result)
+            self._open.discard(conn)
         return ws
+
+    async def _read(self, conn: _Connection) -> None:
+        """The client's commands; the replay starts at the first subscription."""
+        session = conn.session
+        assert session is not None
+        async for msg in conn.ws:
+            if msg.type == WSMsgType.TEXT:
+                session.command(msg.data.encode())
+                if conn.replay is None and session.subs:
+                    conn.replay = asyncio.create_task(self._replay(conn))
+                    conn.replay.add_done_callback(lambda task: self._replay_done(conn, task))
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+
+    def _replay_done(self, conn: _Connection, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug, or an archive it cannot read: said, and the client told
+            log.error("replay failed: %r", exc, exc_info=exc)
+            conn.close_code, conn.close_reason = WSCloseCode.INTERNAL_ERROR, "replay failed"
+        conn.ended.set()
 
     def _window(self, request: web.Request) -> Window:
         """The server's window, with the URL's ``from`` / ``to`` / ``speed`` in its place."""
@@ -208,13 +247,21 @@ class ReplayServer:
         cfg, session, window = self.config, conn.session, conn.window
         assert session is not None
         loop = asyncio.get_running_loop()
-        stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns)
-        began = loop.time()
+        stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns, conn.stop)
+        began = 0.0
         first_ns = window.start_ns or None
         while batch := await asyncio.to_thread(_take, stream, BATCH):
             for m in batch:
-                if first_ns is None:
-                    first_ns = m.ns
+                if not m.live:  # before the window: only the books it starts with
+                    conn.books.apply(m.kind, m.ticker, m.msg)
+                    continue
+                if not began:  # the clock starts with the first message of the window
+                    began = loop.time()
+                    first_ns = first_ns or m.ns
+                    for sub in session.by_channel.get(ORDERBOOK_DELTA, ()):  # the books as the window opens
+                        for ticker in sub.order:
+                            session.snapshot(sub, ticker)
+                assert first_ns is not None
                 if window.speed is not None:
                     due = began + (m.ns - first_ns) / 1e9 / window.speed
                     if (wait := due - loop.time()) > 0:
@@ -231,7 +278,6 @@ class ReplayServer:
             await conn.drained.wait()
         self.finished += 1
         log.info("replay finished after %d frames: closing the connection", conn.sent)
-        await conn.ws.close(code=WSCloseCode.OK, message=b"end of replay")
 
 
 def _take(stream: Iterator[Recorded], n: int) -> list[Recorded]:

@@ -9,6 +9,7 @@ import sys
 
 from ..archive.line import ts_ns
 from ..replay.server import ReplayConfig, ReplayServer
+from ..replay.source import feeds_in
 from .read import normalize_ts
 from .sim import load_keys
 
@@ -23,12 +24,22 @@ async def run_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ssmd replay: {exc}", file=sys.stderr)
         return 2
+    feeds = sorted(feeds_in(args.path))
+    if args.feed is None and len(feeds) > 1:
+        print(
+            f"ssmd replay: {args.path} holds several feeds ({', '.join(feeds)}): choose one with --feed",
+            file=sys.stderr,
+        )
+        return 2
+    if not feeds or (args.feed is not None and args.feed not in feeds):
+        print(f"ssmd replay: {args.path}: no archive of feed {args.feed or '(any)'} here", file=sys.stderr)
+        return 2
     if args.speed is not None and args.speed <= 0:
         print("ssmd replay: --speed must be above 0", file=sys.stderr)
         return 2
     config = ReplayConfig(
         root=args.path,
-        feed=args.feed,
+        feed=args.feed or feeds[0],
         start_ns=ts_ns(start) if start else 0,
         end_ns=ts_ns(end) if end else 0,
         speed=None if args.max_speed else args.speed,
