@@ -71,3 +71,22 @@ def test_bad_keys_are_config_errors_that_never_quote_the_key(tmp_path: Path) -> 
 
 def test_signer_repr_hides_the_key() -> None:
     assert "PRIVATE" not in repr(Signer("k", KEY))
+
+
+def test_the_exchange_side_check_names_what_is_wrong_with_a_handshake() -> None:
+    """The server side of signing, shared by the simulator and the replay server, on its own clock."""
+    from ssmd_connector.kalshi.auth import handshake_problem  # noqa: PLC0415
+
+    key, _ = generate_key_pair()
+    signer = Signer("k1", key)
+    keys = {"k1": key.public_key()}
+    headers = signer.headers("GET", "/trade-api/ws/v2", timestamp_ms=1_000_000)
+
+    def check(h: dict[str, str], now: float = 1_000.0, path: str = "/trade-api/ws/v2") -> str | None:
+        return handshake_problem(keys, h, "GET", path, now=now, max_skew=5)
+
+    assert check(headers) is None
+    assert check({}) == "missing KALSHI-ACCESS-* headers"
+    assert check({**headers, "KALSHI-ACCESS-KEY": "k2"}) == "unknown API key id"
+    assert check(headers, now=1_006.0) == "timestamp outside the allowed window"
+    assert check(headers, path="/trade-api/v2/markets") == "INCORRECT_API_KEY_SIGNATURE"

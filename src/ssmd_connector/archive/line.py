@@ -150,13 +150,9 @@ class LineEncoder:
     def _line(head: bytes, frame: bytes, binary: bool, json_valid: bool) -> bytes:
         if not binary and (is_line_safe_json(frame) if json_valid else is_verbatim_json(frame)):
             return head + b',"data":' + frame + b"}\n"
-        if not binary:
-            try:
-                text = frame.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
-            else:
-                return head + b',"enc":"text","data":' + _encode(text) + b"}\n"
+        text = None if binary else _as_text(frame)
+        if text is not None:
+            return head + b',"enc":"text","data":' + _encode(text) + b"}\n"
         return head + b',"enc":"base64","data":"' + base64.b64encode(frame) + b'"}\n'
 
     def encode_batch(
@@ -265,6 +261,14 @@ def json_object(data: bytes, depth: int = MAX_JSON_DEPTH + 1) -> dict[str, Any] 
     except Exception:  # msgspec's DecodeError, json's JSONDecodeError (ValueErrors)
         return None
     return obj if type(obj) is dict else None
+
+
+def _as_text(frame: bytes) -> str | None:
+    """The frame as text, or ``None`` when it is not UTF-8 (then it is stored as base64)."""
+    try:
+        return frame.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def parse_line(line: bytes) -> dict[str, Any] | None:

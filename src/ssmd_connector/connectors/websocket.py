@@ -323,8 +323,8 @@ class WebSocketConnection:
         except TimeoutError:
             log.warning("%s: no close reply within %.1fs; dropping the connection", self.url, timeout)
             transport.disconnect(graceful=False)
-        except Exception:  # noqa: S110 - reported by wait_closed, which the connector awaits
-            pass
+        except Exception as exc:  # the connection's end is reported by wait_closed, which the connector awaits
+            log.debug("%s: while waiting for the close reply: %r", self.url, exc)
 
     def abort(self) -> None:
         if self._transport is not None and not self._transport.is_disconnected:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -82,6 +84,35 @@ def verify(public_key: rsa.RSAPublicKey, timestamp_ms: str, method: str, path: s
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def handshake_problem(
+    keys: Mapping[str, rsa.RSAPublicKey],
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    *,
+    now: float,
+    max_skew: float,
+) -> str | None:
+    """Why a signed request must be refused (``None``: it is not), as an exchange checks it — the
+    server side of :class:`Signer`, shared by the simulator and the replay server. ``now`` is the
+    verifier's clock (seconds since the epoch)."""
+    key_id, ts, sig = headers.get(H_KEY), headers.get(H_TIMESTAMP), headers.get(H_SIGNATURE)
+    if not key_id or not ts or not sig:
+        return "missing KALSHI-ACCESS-* headers"
+    if key_id not in keys:
+        return "unknown API key id"
+    if not ts.isdigit() or abs(int(ts) / 1000 - now) > max_skew:
+        return "timestamp outside the allowed window"
+    if not verify(keys[key_id], ts, method, path, sig):
+        return "INCORRECT_API_KEY_SIGNATURE"
+    return None
+
+
+def unauthorized_body(details: str) -> dict[str, Any]:
+    """The JSON body of Kalshi's 401 answer."""
+    return {"error": {"code": "authentication_error", "message": "authentication error", "details": details}}
 
 
 def generate_key_pair() -> tuple[rsa.RSAPrivateKey, str]:

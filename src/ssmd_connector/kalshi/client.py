@@ -306,7 +306,7 @@ class ClientSession:
                 return [*effects, *self._control(env, frame, now)]
             if env.id:
                 return [*effects, *self._snapshot_reply(env, frame, now)]
-        elif kind in LIFECYCLE_TYPES and self.lifecycle:
+        elif self.lifecycle and kind in LIFECYCLE_TYPES:
             msg = msg_object(frame)
             if isinstance(msg, dict):
                 return [*effects, Lifecycle(kind, msg)]

@@ -306,15 +306,9 @@ def subscribe_params(channels: Sequence[str], tickers: Sequence[str] = ()) -> di
 def error_frame(
     code: int, cmd_id: int | None = None, sid: int | None = None, seq: int | None = None, **extra: Any
 ) -> bytes:
-    body: dict[str, Any] = {"type": ERROR}
-    if cmd_id:
-        body["id"] = cmd_id
-    if sid is not None:
-        body["sid"] = sid
-    if seq is not None:
-        body["seq"] = seq
-    body["msg"] = {"code": code, "msg": ERROR_TEXT.get(code, "Error"), **extra}
-    return _encode(body)
+    return message(
+        ERROR, {"code": code, "msg": ERROR_TEXT.get(code, "Error"), **extra}, sid=sid, seq=seq, cmd_id=cmd_id
+    )
 
 
 def message(kind: str, msg: Any, *, sid: int | None = None, seq: int | None = None, cmd_id: int | None = None) -> bytes:

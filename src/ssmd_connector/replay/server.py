@@ -31,7 +31,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
+from ..kalshi.auth import handshake_problem, unauthorized_body
 from ..kalshi.server import ServerSession, Subscription
 from ..kalshi.wire import (
     EVENT_LIFECYCLE,
@@ -149,22 +149,14 @@ class ReplayServer:
         keys = self.config.public_keys
         if keys is None:
             return None
-        key_id, ts, sig = (request.headers.get(h) for h in (H_KEY, H_TIMESTAMP, H_SIGNATURE))
-        if not key_id or not ts or not sig:
-            return "missing KALSHI-ACCESS-* headers"
-        if key_id not in keys:
-            return "unknown API key id"
-        if not ts.isdigit() or abs(int(ts) / 1000 - time.time()) > self.config.max_skew:
-            return "timestamp outside the allowed window"
-        if not verify(keys[key_id], ts, request.method, request.path, sig):
-            return "INCORRECT_API_KEY_SIGNATURE"
-        return None
+        return handshake_problem(
+            keys, request.headers, request.method, request.path, now=time.time(), max_skew=self.config.max_skew
+        )
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         problem = self._auth_problem(request)
         if problem is not None:
-            body = {"error": {"code": "authentication_error", "message": "authentication error", "details": problem}}
-            return web.json_response(body, status=401)
+            return web.json_response(unauthorized_body(problem), status=401)
         try:
             window = self._window(request)
         except ValueError as exc:

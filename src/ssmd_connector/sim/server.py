@@ -30,7 +30,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ..kalshi.auth import H_KEY, H_SIGNATURE, H_TIMESTAMP, verify
+from ..kalshi.auth import handshake_problem, unauthorized_body
 from ..kalshi.server import ServerSession, Subscription
 from ..kalshi.wire import MARKET_LIFECYCLE_V2, REST_PREFIX, TICKER, WS_PATH, ErrorCode
 from .faults import Fault
@@ -283,23 +283,13 @@ class SimServer:
         keys = self.config.public_keys
         if keys is None:
             return None
-        key_id = request.headers.get(H_KEY)
-        ts = request.headers.get(H_TIMESTAMP)
-        sig = request.headers.get(H_SIGNATURE)
-        if not key_id or not ts or not sig:
-            return "missing KALSHI-ACCESS-* headers"
-        if key_id not in keys:
-            return "unknown API key id"
-        if not ts.isdigit() or abs(int(ts) / 1000 - time.time()) > self.config.max_skew:
-            return "timestamp outside the allowed window"
-        if not verify(keys[key_id], ts, request.method, request.path, sig):
-            return "INCORRECT_API_KEY_SIGNATURE"
-        return None
+        return handshake_problem(
+            keys, request.headers, request.method, request.path, now=time.time(), max_skew=self.config.max_skew
+        )
 
     @staticmethod
     def _unauthorized(details: str) -> web.Response:
-        body = {"error": {"code": "authentication_error", "message": "authentication error", "details": details}}
-        return web.json_response(body, status=401)
+        return web.json_response(unauthorized_body(details), status=401)
 
     # -- WebSocket --------------------------------------------------------------------------
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
