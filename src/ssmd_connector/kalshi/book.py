@@ -1,0 +1,129 @@
+"""One market's Kalshi order book, rebuilt exactly from ``orderbook_snapshot`` and ``orderbook_delta``.
+
+Why one model: ``ssmd book``, the replay server and the dataset export all rebuild books from
+recorded messages, and the hard parts are the same everywhere — prices and sizes are fixed-point
+strings (sub-penny ticks, fractional counts) that must never pass through a float, both sides are
+*bids* (YES bids and NO bids; a YES ask is one minus the best NO bid), and a subscription made with
+``use_yes_price: true`` prices the NO side in YES terms. Sans I/O: messages in, levels out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, DecimalException
+from typing import Any
+
+SIDES = ("yes", "no")
+
+Levels = dict[Decimal, Decimal]
+"""price → size, both exact."""
+
+
+class BookError(ValueError):
+    """A message whose fields are not what Kalshi documents (missing, not a decimal string, an
+    unknown side)."""
+
+
+def dec(text: object) -> Decimal:
+    """An exact price or size from Kalshi's fixed-point string; ``NaN``, infinities and
+    non-strings are refused."""
+    if not isinstance(text, str):
+        raise BookError(f"expected a decimal string, got {text!r}")
+    try:
+        value = Decimal(text)
+    except DecimalException:
+        raise BookError(f"not a decimal: {text!r}") from None
+    if not value.is_finite():
+        raise BookError(f"not a finite number: {text!r}")
+    return value
+
+
+def price_text(p: Decimal) -> str:
+    """A price as Kalshi writes it (dollars, four places; more if the value needs them)."""
+    text = f"{p:.4f}"
+    return text if Decimal(text) == p else format(p, "f")
+
+
+def size_text(q: Decimal) -> str:
+    """A size as Kalshi writes it (contracts, two places; more if the value needs them)."""
+    text = f"{q:.2f}"
+    return text if Decimal(text) == q else format(q, "f")
+
+
+@dataclass(slots=True)
+class OrderBook:
+    """YES bids and NO bids of one market, as of the last message applied."""
+
+    market_id: str = ""
+    yes: Levels = field(default_factory=dict)
+    no: Levels = field(default_factory=dict)
+
+    @classmethod
+    def from_snapshot(cls, msg: Mapping[str, Any]) -> OrderBook:
+        """The book an ``orderbook_snapshot`` message states (a missing side key is an empty side)."""
+        book = cls(market_id=str(msg.get("market_id", "")))
+        for side in SIDES:
+            levels = msg.get(f"{side}_dollars_fp") or []
+            if not isinstance(levels, list):
+                raise BookError(f"{side}_dollars_fp: expected a list of [price, size], got {levels!r}")
+            target = book.side(side)
+            for level in levels:
+                if not isinstance(level, list) or len(level) != 2:
+                    raise BookError(f"{side}_dollars_fp: expected [price, size], got {level!r}")
+                size = dec(level[1])
+                if size:
+                    target[dec(level[0])] = size
+        return book
+
+    def side(self, side: object) -> Levels:
+        if side == "yes":
+            return self.yes
+        if side == "no":
+            return self.no
+        raise BookError(f"side: expected 'yes' or 'no', got {side!r}")
+
+    def apply_delta(self, msg: Mapping[str, Any]) -> str | None:
+        """Change one level by the delta's exact amount. Returns a problem to report — a level
+        driven below zero (kept, so the inconsistency stays visible) — or ``None``."""
+        level = self.side(msg.get("side"))
+        price = dec(msg.get("price_dollars"))
+        size = level.get(price, Decimal(0)) + dec(msg.get("delta_fp"))
+        if size:
+            level[price] = size
+        else:
+            level.pop(price, None)
+        return f"{msg['side']} {price} went negative ({size})" if size < 0 else None
+
+    def best(self, side: object) -> tuple[Decimal, Decimal] | None:
+        """The best (highest) bid of a side with its size, or ``None`` for an empty side."""
+        levels = self.side(side)
+        if not levels:
+            return None
+        p = max(levels)
+        return p, levels[p]
+
+    def top(self, side: object, depth: int) -> list[tuple[Decimal, Decimal]]:
+        """A side's best ``depth`` levels, best first."""
+        return sorted(self.side(side).items(), reverse=True)[:depth]
+
+    def snapshot_msg(self, ticker: str) -> dict[str, Any]:
+        """The ``msg`` of an ``orderbook_snapshot`` stating this book, in Kalshi's format."""
+        msg: dict[str, Any] = {"market_ticker": ticker, "market_id": self.market_id}
+        for side in SIDES:
+            levels = self.side(side)
+            if levels:  # a side key is omitted when that side is empty, as Kalshi does
+                msg[f"{side}_dollars_fp"] = [[price_text(p), size_text(q)] for p, q in sorted(levels.items())]
+        return msg
+
+
+def no_prices(msg: Mapping[str, Any]) -> dict[str, Any]:
+    """A message from a ``use_yes_price: true`` subscription, with its NO-side prices turned back
+    into NO prices (one minus the YES price), so every book is kept in Kalshi's default terms."""
+    out = dict(msg)
+    levels = msg.get("no_dollars_fp")
+    if isinstance(levels, list):
+        out["no_dollars_fp"] = [[price_text(1 - dec(p)), q] for p, q in levels]
+    if msg.get("side") == "no" and "price_dollars" in msg:
+        out["price_dollars"] = price_text(1 - dec(msg["price_dollars"]))
+    return out
