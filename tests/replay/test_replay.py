@@ -1,5 +1,6 @@
 """Replay, end to end: the simulator recorded by the real recorder, that archive replayed, the
-replay recorded again by the real recorder — the same messages, in the same order, with sids and
+replay recorded again by the real recorder (finding its markets through the replay's REST
+listing, as its discovery does on Kalshi) — the same messages, in the same order, with sids and
 sequence numbers of the replay's own, and the same books."""
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ async def test_a_replay_recorded_again_holds_the_same_messages_and_books(tmp_pat
         cfg = write_config(
             tmp_path / "again" / "cfg",
             feed_name="kalshi",
-            env=f"name: test\nfeed: kalshi\nstorage: {{type: local, path: {data}}}\nsubscription:\n{CHANNELS}{markets}",
+            # the markets found as a user's recorder would: discovery over the replay's REST listing
+            env=f"name: test\nfeed: kalshi\nstorage: {{type: local, path: {data}}}\nsubscription:\n{CHANNELS}"
+            "  discover: {status: open}\n",
             feed="name: kalshi\ntype: websocket\nversions:\n"
             f"  - {{version: r, endpoint: '{replay.ws_url}', active: true}}\n",
         )

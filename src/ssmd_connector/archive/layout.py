@@ -71,6 +71,14 @@ def ledger_path(day: Path, feed: str) -> Path:
     return day / f"{feed}.events.jsonl"
 
 
+def ledger_files(path: Path) -> list[Path]:
+    """The coverage ledgers under ``path`` (the storage root or a day directory), or ``path``
+    itself when it is one."""
+    if path.is_file():
+        return [path] if path.name.endswith(".events.jsonl") else []
+    return sorted(path.glob("*.events.jsonl")) + sorted(path.glob("*/*.events.jsonl"))
+
+
 def manifest_path(directory: Path, feed: str) -> Path:
     return directory / f"{feed}.manifest.json"
 

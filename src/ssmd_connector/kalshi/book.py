@@ -16,6 +16,8 @@ from typing import Any
 
 SIDES = ("yes", "no")
 
+_ZERO = Decimal(0)
+
 Levels = dict[Decimal, Decimal]
 """price → size, both exact."""
 
@@ -86,14 +88,18 @@ class OrderBook:
     def apply_delta(self, msg: Mapping[str, Any]) -> str | None:
         """Change one level by the delta's exact amount. Returns a problem to report — a level
         driven below zero (kept, so the inconsistency stays visible) — or ``None``."""
-        level = self.side(msg.get("side"))
-        price = dec(msg.get("price_dollars"))
-        size = level.get(price, Decimal(0)) + dec(msg.get("delta_fp"))
+        return self.change(msg.get("side"), msg.get("price_dollars"), msg.get("delta_fp"))
+
+    def change(self, side: object, price_dollars: object, delta_fp: object) -> str | None:
+        """:meth:`apply_delta` from the delta's three fields, for callers that decoded them."""
+        level = self.side(side)
+        price = dec(price_dollars)
+        size = level.get(price, _ZERO) + dec(delta_fp)
         if size:
             level[price] = size
         else:
             level.pop(price, None)
-        return f"{msg['side']} {price} went negative ({size})" if size < 0 else None
+        return f"{side} {price} went negative ({size})" if size < 0 else None
 
     def best(self, side: object) -> tuple[Decimal, Decimal] | None:
         """The best (highest) bid of a side with its size, or ``None`` for an empty side."""

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from ..kalshi.book import BookError, OrderBook
+from .source import Recorded
 
 
 class Books:
@@ -24,26 +25,26 @@ class Books:
         """Messages that could not be applied (malformed, a delta before any snapshot, a level
         driven negative)."""
 
-    def apply(self, kind: str, ticker: str, msg: bytes) -> None:
-        if kind not in ("orderbook_snapshot", "orderbook_delta") or not ticker:
-            return
-        try:
-            body = msgspec.json.decode(msg)
-        except msgspec.DecodeError:
-            self.problems += 1
-            return
-        if not isinstance(body, dict):
-            self.problems += 1
-            return
-        try:
-            if kind == "orderbook_snapshot":
-                self._books[ticker] = OrderBook.from_snapshot(body)
-                return
-            book = self._books.get(ticker)
-            if book is None or book.apply_delta(body) is not None:
+    def apply(self, m: Recorded) -> None:
+        """Apply an archived message, if it is an order-book one; a delta uses the fields
+        :mod:`.source` already decoded."""
+        kind = m.kind
+        if kind == "orderbook_delta":
+            head = m.head
+            book = self._books.get(head.market_ticker)
+            try:
+                if book is None or book.change(head.side, head.price_dollars, head.delta_fp) is not None:
+                    self.problems += 1
+            except BookError:
                 self.problems += 1
-        except BookError:
-            self.problems += 1
+        elif kind == "orderbook_snapshot" and m.head.market_ticker:
+            try:
+                body = msgspec.json.decode(m.msg)
+                if not isinstance(body, dict):
+                    raise BookError("not an object")  # noqa: TRY301
+                self._books[m.head.market_ticker] = OrderBook.from_snapshot(body)
+            except (msgspec.DecodeError, BookError):
+                self.problems += 1
 
     def forget(self, ticker: str) -> None:
         """Drop a market's book: it is not known again until its next snapshot (a gap)."""

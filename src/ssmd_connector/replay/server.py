@@ -8,42 +8,66 @@ gap-free ``seq`` of its own and the ``msg`` byte for byte. Commands, replies and
 server session's (:class:`~ssmd_connector.kalshi.server.ServerSession`, the simulator's too);
 order-book snapshots — on subscribe and for ``get_snapshot`` — are the book at the connection's
 replay time (:mod:`.books`). At the end of the window the connection is closed normally (1000).
+Where the archive has an order-book gap (ledger), that market's deltas are held back until its
+next archived snapshot (:mod:`.gaps`), as the exchange would have resent the book.
+
+``GET /trade-api/v2/markets`` and ``/markets/{ticker}`` answer on the same port from an index
+built before the server listens (:mod:`.markets`), as of the server's start time (``?from=`` for
+another).
 
 URL query parameters override the defaults for one connection, for clients that can set a URL:
 ``?from=2026-11-24T10:00&to=…&speed=10`` (``speed=max``: as fast as it reads). Several
 connections replay side by side, each from its own start. The archive is read in a worker
-thread a batch at a time, and a connection reads no further ahead than its socket takes.
+thread a batch at a time, and a connection reads no further ahead than its socket takes. Frames
+go out through picows, the WebSocket library the recorder uses: replay must never be the slow
+part of a backtest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from aiohttp import WSCloseCode, WSMsgType, web
 from cryptography.hazmat.primitives.asymmetric import rsa
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
 
 from ..kalshi.auth import handshake_problem, unauthorized_body
-from ..kalshi.server import ServerSession, Subscription
+from ..kalshi.server import ServerSession
 from ..kalshi.wire import (
     EVENT_LIFECYCLE,
     MARKET_LIFECYCLE_V2,
     MULTIVARIATE_MARKET_LIFECYCLE,
     ORDERBOOK_DELTA,
     ORDERBOOK_SNAPSHOT,
+    REST_PREFIX,
     TICKER,
     TRADE,
     WS_PATH,
 )
 from .books import Books
+from .gaps import Gap, Holds, ledger_gaps
+from .markets import BadQuery, MarketIndex
 from .source import Recorded, messages
 
 log = logging.getLogger(__name__)
@@ -59,10 +83,11 @@ CHANNEL_OF = {
 }
 """Archived message type → the channel a client subscribes to get it."""
 
-BATCH = 2000
+BATCH = 4000
 """Messages read from the archive per worker-thread call."""
-AHEAD = 10_000
-"""Frames queued for one connection before its replay waits for the socket."""
+CLOSE_WAIT = 5.0
+"""Seconds a client has to answer the closing handshake before it is disconnected."""
+_BOOK_KINDS = frozenset({ORDERBOOK_DELTA, ORDERBOOK_SNAPSHOT})
 
 
 @dataclass
@@ -89,133 +114,238 @@ class Window:
     speed: float | None
 
 
-@dataclass(eq=False)
-class _Connection:
-    ws: web.WebSocketResponse
-    window: Window
-    books: Books = field(default_factory=Books)
-    out: deque[bytes] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    session: ServerSession | None = None
-    sent: int = 0
-    replay: asyncio.Task[None] | None = None
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    stop: threading.Event = field(default_factory=threading.Event)
-    close_code: int = WSCloseCode.OK
-    close_reason: str = "end of replay"
+class _Connection(WSListener):
+    """One client: its subscriptions (the server session), its books, its clock."""
 
-    def enqueue(self, frame: bytes, sub: Subscription | None = None) -> None:
-        self.out.append(frame)
-        self.wake.set()
+    def __init__(self, server: ReplayServer, window: Window) -> None:
+        self.server = server
+        self.window = window
+        self.books = Books()
+        self.session = ServerSession(self.emit, self.books.snapshot)
+        self.transport: WSTransport | None = None
+        self.sent = 0
+        self.pending: list[bytes] = []
+        self.replay: asyncio.Task[None] | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.disconnected = asyncio.Event()
+        self.stop = threading.Event()
+        """Set when the client is gone: the reading thread stops at its next line."""
+
+    # -- picows callbacks --------------------------------------------------------------------
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.server.connections += 1
+        self.server.open.add(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type == WSMsgType.TEXT:
+            self.session.command(frame.get_payload_as_bytes())
+            self.flush()
+            if self.replay is None and self.session.subs:
+                self.replay = asyncio.get_running_loop().create_task(self._run())
+        elif frame.msg_type == WSMsgType.CLOSE:
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.stop.set()
+        self.writable.set()
+        self.disconnected.set()
+        self.server.open.discard(self)
+        if self.replay is not None and not self.replay.done():
+            self.replay.cancel()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    # -- frames out --------------------------------------------------------------------------
+    def emit(self, frame: bytes, sub: object = None) -> None:
+        """Queue a frame; :meth:`flush` writes what is queued in one go."""
+        self.pending.append(frame)
+
+    def flush(self) -> None:
+        """Write every queued frame with a single write to the socket.
+
+        Why not ``WSTransport.send`` per frame: picows makes one ``send()`` system call per frame,
+        which at replay rates is most of the cost (measured in ``bench/replay.py``). Server frames
+        are unmasked, so a text frame is a two-to-ten-byte header (RFC 6455 §5.2) and the payload;
+        picows's own sends (pings, pongs, the close) share the transport and stay in order."""
+        pending = self.pending
+        if not pending:
+            return
+        transport = self.transport
+        if transport is not None and not self.disconnected.is_set() and not transport.is_close_frame_sent:
+            transport.underlying_transport.write(b"".join([_text_header(len(f)) + f for f in pending]))
+            self.sent += len(pending)
+        pending.clear()
+
+    def close(self, code: WSCloseCode, reason: str) -> None:
+        self.flush()
+        transport = self.transport
+        if transport is not None and not transport.is_close_frame_sent and not self.disconnected.is_set():
+            transport.send_close(code, reason.encode())
+
+    async def _run(self) -> None:
+        try:
+            await self._replay()
+        except asyncio.CancelledError:
+            return
+        except Exception:  # a bug, or an archive it cannot read: said, and the client told
+            log.exception("replay failed")
+            self.close(WSCloseCode.INTERNAL_ERROR, "replay failed")
+        else:
+            self.flush()
+            self.server.finished += 1
+            log.info("replay finished after %d frames: closing the connection", self.sent)
+            self.close(WSCloseCode.OK, "end of replay")
+        try:
+            await asyncio.wait_for(self.disconnected.wait(), CLOSE_WAIT)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.disconnect()
+
+    async def _replay(self) -> None:
+        """Deliver the archive to this connection's subscriptions, paced by its own clock."""
+        cfg, session, window, books = self.server.config, self.session, self.window, self.books
+        loop = asyncio.get_running_loop()
+        holds = Holds(list(self.server.gaps))
+        stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns, self.stop)
+        began = 0.0
+        first_ns = window.start_ns or None
+        speed = window.speed
+        deliver = session.deliver
+        channel_of = CHANNEL_OF
+        book_kinds = _BOOK_KINDS
+        while batch := await asyncio.to_thread(_take, stream, BATCH):
+            for m in batch:
+                kind = m.kind
+                book = kind in book_kinds
+                if book:
+                    holds.check(m.ns, m.sid, m.seq)
+                    if holds.held and holds.holds(kind, m.ticker, m.ns):
+                        continue
+                if not m.live:  # before the window: only the books it starts with
+                    if book:
+                        books.apply(m)
+                    continue
+                if not began:  # the clock starts with the first message of the window
+                    began = loop.time()
+                    first_ns = first_ns or m.ns
+                    for sub in session.by_channel.get(ORDERBOOK_DELTA, ()):  # the books as the window opens
+                        for ticker in sub.order:
+                            session.snapshot(sub, ticker)
+                if speed is not None:
+                    assert first_ns is not None
+                    due = began + (m.ns - first_ns) / 1e9 / speed
+                    if (wait := due - loop.time()) > 0:
+                        self.flush()
+                        await asyncio.sleep(wait)
+                        if self.stop.is_set():
+                            return
+                if book:
+                    books.apply(m)
+                channel = channel_of.get(kind)
+                if channel is not None:
+                    deliver(channel, m.ticker, kind, m.msg)
+            self.flush()
+            if not self.writable.is_set():  # the client reads slower than the archive is read
+                await self.writable.wait()
+            if self.stop.is_set():
+                return
 
 
 class ReplayServer:
-    """Owns the listening socket and every replaying connection."""
+    """Owns the listening socket, the archive's market index and every replaying connection."""
 
     def __init__(self, config: ReplayConfig) -> None:
         self.config = config
         self.port = 0
         self.connections = 0
         self.finished = 0
-        self._runner: web.AppRunner | None = None
-        self._open: set[_Connection] = set()
+        self.open: set[_Connection] = set()
+        self.gaps: list[Gap] = []
+        self.index = MarketIndex()
+        self._server: asyncio.Server | None = None
 
     @property
     def ws_url(self) -> str:
         return f"ws://{self.config.host}:{self.port}{WS_PATH}"
 
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}{REST_PREFIX}"
+
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get(WS_PATH, self._ws_handler)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+        cfg = self.config
+        self.gaps = await asyncio.to_thread(ledger_gaps, cfg.root, cfg.feed)
+        self.index = await asyncio.to_thread(_index, cfg)
+        self._server = await ws_create_server(
+            self._route, cfg.host, cfg.port, max_frame_size=1 << 20, websocket_handshake_timeout=10
+        )
+        sockets: tuple[Any, ...] = tuple(self._server.sockets or ())
+        self.port = sockets[0].getsockname()[1] if sockets else cfg.port
 
     async def stop(self) -> None:
-        for conn in list(self._open):  # (aiohttp would wait a minute for each handler)
+        for conn in list(self.open):
             conn.stop.set()
+            conn.close(WSCloseCode.GOING_AWAY, "replay server stopping")
+            if conn.transport is not None:
+                conn.transport.disconnect()
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
             with contextlib.suppress(Exception):
-                await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"replay server stopping")
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+                await asyncio.wait_for(server.wait_closed(), 5)
 
-    def _auth_problem(self, request: web.Request) -> str | None:
+    # -- requests ----------------------------------------------------------------------------
+    def _route(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener | None:
+        url = urlsplit(request.path.decode("latin-1"))
+        path, query = unquote(url.path), dict(parse_qsl(url.query))
+        if path != WS_PATH and not path.startswith(REST_PREFIX + "/markets"):
+            return None  # 404
+        problem = self._auth_problem(request, path)
+        if problem is not None:
+            return _respond(HTTPStatus.UNAUTHORIZED, unauthorized_body(problem))
+        try:
+            window = self._window(query)
+        except ValueError as exc:
+            return _respond(HTTPStatus.BAD_REQUEST, _error("bad_request", f"invalid replay parameter: {exc}"))
+        if path == WS_PATH:
+            return _Connection(self, window)
+        return self._rest(path, query, window.start_ns or self._archive_start())
+
+    def _rest(self, path: str, query: dict[str, str], ns: int) -> WSUpgradeResponseWithListener:
+        if path in (REST_PREFIX + "/markets", REST_PREFIX + "/markets/"):
+            try:
+                return _respond(HTTPStatus.OK, self.index.listing(ns, query))
+            except BadQuery as exc:
+                return _respond(HTTPStatus.BAD_REQUEST, _error("bad_request", str(exc)))
+        ticker = path.removeprefix(REST_PREFIX + "/markets/")
+        found = self.index.market(ticker, ns) if "/" not in ticker else None
+        if found is None:
+            return _respond(HTTPStatus.NOT_FOUND, _error("not_found", "market not found"))
+        return _respond(HTTPStatus.OK, found)
+
+    def _archive_start(self) -> int:
+        firsts = [k.first_ns for k in self.index.markets.values()]
+        return min(firsts) if firsts else 0
+
+    def _auth_problem(self, request: WSUpgradeRequest, path: str) -> str | None:
         keys = self.config.public_keys
         if keys is None:
             return None
-        return handshake_problem(
-            keys, request.headers, request.method, request.path, now=time.time(), max_skew=self.config.max_skew
-        )
+        method = request.method.decode("latin-1")
+        headers = {k: v for k, v in request.headers.items()}
+        return handshake_problem(keys, headers, method, path, now=time.time(), max_skew=self.config.max_skew)
 
-    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
-        problem = self._auth_problem(request)
-        if problem is not None:
-            return web.json_response(unauthorized_body(problem), status=401)
-        try:
-            window = self._window(request)
-        except ValueError as exc:
-            body = {"error": {"code": "bad_request", "message": f"invalid replay parameter: {exc}"}}
-            return web.json_response(body, status=400)
-        ws = web.WebSocketResponse(autoping=True, compress=False, max_msg_size=1 << 20)
-        await ws.prepare(request)
-        self.connections += 1
-        conn = _Connection(ws, window)
-        conn.session = ServerSession(conn.enqueue, conn.books.snapshot)
-        self._open.add(conn)
-        sender = asyncio.create_task(self._send(conn))
-        reader = asyncio.create_task(self._read(conn))
-        try:
-            # Until the client leaves, or the replay has handed everything over: then the close is
-            # made here, with nothing else reading the socket, so it is a full closing handshake.
-            ended = asyncio.create_task(conn.ended.wait())
-            await asyncio.wait([reader, ended], return_when=asyncio.FIRST_COMPLETED)
-            ended.cancel()
-            if not reader.done():
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
-                await ws.close(code=conn.close_code, message=conn.close_reason.encode())
-        finally:
-            conn.stop.set()  # (the archive is read in a thread: it stops at its next line)
-            tasks = [t for t in (conn.replay, sender, reader) if t is not None]
-            for task in tasks:
-                task.cancel()
-            for result in await asyncio.gather(*tasks, return_exceptions=True):
-                if isinstance(result, Exception) and not isinstance(result, ConnectionError | RuntimeError):
-                    log.error("replay connection: %r", result)
-            self._open.discard(conn)
-        return ws
-
-    async def _read(self, conn: _Connection) -> None:
-        """The client's commands; the replay starts at the first subscription."""
-        session = conn.session
-        assert session is not None
-        async for msg in conn.ws:
-            if msg.type == WSMsgType.TEXT:
-                session.command(msg.data.encode())
-                if conn.replay is None and session.subs:
-                    conn.replay = asyncio.create_task(self._replay(conn))
-                    conn.replay.add_done_callback(lambda task: self._replay_done(conn, task))
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                break
-
-    def _replay_done(self, conn: _Connection, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:  # a bug, or an archive it cannot read: said, and the client told
-            log.error("replay failed: %r", exc, exc_info=exc)
-            conn.close_code, conn.close_reason = WSCloseCode.INTERNAL_ERROR, "replay failed"
-        conn.ended.set()
-
-    def _window(self, request: web.Request) -> Window:
+    def _window(self, q: dict[str, str]) -> Window:
         """The server's window, with the URL's ``from`` / ``to`` / ``speed`` in its place."""
-        cfg, q = self.config, request.query
+        cfg = self.config
         start = _ns(q["from"]) if "from" in q else cfg.start_ns
         end = _ns(q["to"]) if "to" in q else cfg.end_ns
         speed = cfg.speed
@@ -225,51 +355,35 @@ class ReplayServer:
                 raise ValueError(f"speed must be above 0 or 'max', got {q['speed']!r}")
         return Window(start, end, speed)
 
-    async def _send(self, conn: _Connection) -> None:
-        while True:
-            await conn.wake.wait()
-            conn.wake.clear()
-            while conn.out:
-                await conn.ws.send_frame(conn.out.popleft(), WSMsgType.TEXT)
-                conn.sent += 1
-            conn.drained.set()
 
-    async def _replay(self, conn: _Connection) -> None:
-        """Deliver the archive to this connection's subscriptions, paced by its own clock."""
-        cfg, session, window = self.config, conn.session, conn.window
-        assert session is not None
-        loop = asyncio.get_running_loop()
-        stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns, conn.stop)
-        began = 0.0
-        first_ns = window.start_ns or None
-        while batch := await asyncio.to_thread(_take, stream, BATCH):
-            for m in batch:
-                if not m.live:  # before the window: only the books it starts with
-                    conn.books.apply(m.kind, m.ticker, m.msg)
-                    continue
-                if not began:  # the clock starts with the first message of the window
-                    began = loop.time()
-                    first_ns = first_ns or m.ns
-                    for sub in session.by_channel.get(ORDERBOOK_DELTA, ()):  # the books as the window opens
-                        for ticker in sub.order:
-                            session.snapshot(sub, ticker)
-                assert first_ns is not None
-                if window.speed is not None:
-                    due = began + (m.ns - first_ns) / 1e9 / window.speed
-                    if (wait := due - loop.time()) > 0:
-                        await asyncio.sleep(wait)
-                conn.books.apply(m.kind, m.ticker, m.msg)
-                channel = CHANNEL_OF.get(m.kind)
-                if channel is not None:
-                    session.deliver(channel, m.ticker, m.kind, m.msg)
-                if len(conn.out) > AHEAD:
-                    conn.drained.clear()
-                    await conn.drained.wait()
-        while conn.out:  # everything handed over before the normal close
-            conn.drained.clear()
-            await conn.drained.wait()
-        self.finished += 1
-        log.info("replay finished after %d frames: closing the connection", conn.sent)
+def _index(cfg: ReplayConfig) -> MarketIndex:
+    index = MarketIndex()
+    for m in messages(cfg.root, cfg.feed):
+        index.add(m)
+    return index
+
+
+def _respond(status: HTTPStatus, body: Any) -> WSUpgradeResponseWithListener:
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}  # (picows adds Content-Length)
+    if status >= 400:
+        response = WSUpgradeResponse.create_error_response(status, data, headers)
+    else:
+        response = WSUpgradeResponse.create_ok_response(data, headers)
+    return WSUpgradeResponseWithListener(response, None)
+
+
+def _text_header(n: int) -> bytes:
+    """The header of an unmasked, final text frame carrying ``n`` bytes (RFC 6455 §5.2)."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 1 << 16:
+        return b"\x81\x7e" + n.to_bytes(2, "big")
+    return b"\x81\x7f" + n.to_bytes(8, "big")
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
 
 
 def _take(stream: Iterator[Recorded], n: int) -> list[Recorded]:

@@ -11,41 +11,67 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
 from ..archive.layout import segment_of
-from ..archive.line import frame_of, parse_line, ts_ns
+from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, ts_ns, within_depth
 from ..archive.reading import Reader, archive_files
 from ..kalshi.wire import CONTROL_TYPES
 
 
 class _Frame(msgspec.Struct, gc=False):
     type: str = ""
+    sid: int = 0
+    seq: int | None = None
     msg: msgspec.Raw = msgspec.Raw(b"")
 
 
-class _Head(msgspec.Struct, gc=False):
+class _Line(msgspec.Struct, gc=False):
+    """A verbatim archive line, decoded in one pass: its receive time and its frame's type and
+    ``msg`` (exact bytes). A line stored with ``enc`` fails here (its ``data`` is a string)."""
+
+    ts: str
+    data: _Frame
+
+
+class _Encoded(msgspec.Struct, gc=False):
+    enc: str = ""
+
+
+class Head(msgspec.Struct, gc=False):
+    """What the replay needs of a ``msg``: its market, and for a delta what it changes — so one
+    decode serves both routing and the books."""
+
     market_ticker: str = ""
+    side: str = ""
+    price_dollars: str = ""
+    delta_fp: str = ""
 
 
-_frame = msgspec.json.Decoder(_Frame)
-_head = msgspec.json.Decoder(_Head)
+_line = msgspec.json.Decoder(_Line)
+_encoded = msgspec.json.Decoder(_Encoded)
+_head = msgspec.json.Decoder(Head)
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """One archived data message: receive time (ns), type, market ("" for none), exact ``msg``
-    bytes; ``live`` is False for an order-book message before the window, read only to build the
-    books the window starts with."""
+class Recorded(msgspec.Struct, gc=False, frozen=True):
+    """One archived data message: receive time (ns), type, what its ``msg`` says (market, delta),
+    exact ``msg`` bytes; ``live`` is False for an order-book message before the window, read only
+    to build the books the window starts with."""
 
     ns: int
     kind: str
-    ticker: str
+    head: Head
     msg: bytes
     live: bool = True
+    sid: int = 0
+    """The recorder's sid and seq (order-book messages: where the archive's gaps are)."""
+    seq: int | None = None
+
+    @property
+    def ticker(self) -> str:
+        return self.head.market_ticker
 
 
 _BOOK_TYPES = frozenset({"orderbook_snapshot", "orderbook_delta"})
@@ -68,31 +94,49 @@ def messages(
     began, so books are right at ``start_ns``. Replies to the recorder's own commands are not market
     data: left out. Unreadable lines are skipped and reported. ``stop`` ends the reading early."""
     reader = Reader()
+    control = CONTROL_TYPES
+    books = _BOOK_TYPES
     for path in archive_files(root, feed):
         for number, line in reader.lines(path):
             if stop is not None and stop.is_set():
                 return
-            obj = parse_line(line)
-            if obj is None:
+            if len(line) > SHALLOW_BYTES and not within_depth(line, MAX_JSON_DEPTH + 2):
+                reader.report(path, number, "not an archive line (nested too deep)")
+                continue
+            try:
+                obj = _line.decode(line)
+            except msgspec.ValidationError:
+                if _is_encoded(line):
+                    continue  # not JSON: nothing a Kalshi client would be sent
                 reader.report(path, number, "not an archive line (corrupt or torn)")
                 continue
-            if obj.get("enc"):
-                continue  # not JSON: nothing a Kalshi client would be sent
+            except msgspec.DecodeError:
+                reader.report(path, number, "not an archive line (corrupt or torn)")
+                continue
             try:
-                ns = ts_ns(obj["ts"])
+                ns = ts_ns(obj.ts)
             except (ValueError, OverflowError):
-                reader.report(path, number, f"not a receive time: {obj['ts']!r}")
+                reader.report(path, number, f"not a receive time: {obj.ts!r}")
                 continue
             if end_ns and ns >= end_ns:
                 return
+            frame = obj.data
+            kind = frame.type
+            if not frame.msg or kind in control:
+                continue
+            live = ns >= start_ns
+            if not live and kind not in books:
+                continue
             try:
-                frame = _frame.decode(frame_of(line, obj))
-                if not frame.msg or frame.type in CONTROL_TYPES:
-                    continue
-                live = ns >= start_ns
-                if not live and frame.type not in _BOOK_TYPES:
-                    continue
                 head = _head.decode(frame.msg)
             except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
-            yield Recorded(ns, frame.type, head.market_ticker, bytes(frame.msg), live)
+                head = Head()
+            yield Recorded(ns, kind, head, bytes(frame.msg), live, frame.sid, frame.seq)
+
+
+def _is_encoded(line: bytes) -> bool:
+    """A well-formed line that stores its frame with ``enc`` (text or base64), not verbatim."""
+    try:
+        return bool(_encoded.decode(line).enc)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False

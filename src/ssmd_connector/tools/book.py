@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..archive import Reader
+from ..archive.layout import ledger_files
 from ..archive.line import json_object
 from ..kalshi.book import BookError, OrderBook, no_prices
-from .coverage import ledger_files
 from .read import Filter, outcome, records
 
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..archive.layout import ledger_files
 from ..archive.line import json_object
 from ..archive.reading import Reader
 from ..kalshi.universe import series_of
@@ -209,12 +210,6 @@ class Coverage:
 def _tickers(ev: dict[str, Any]) -> Iterable[str]:
     tickers = ev.get("tickers")
     return [t for t in tickers if isinstance(t, str)] if isinstance(tickers, list) else []
-
-
-def ledger_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path] if path.name.endswith(".events.jsonl") else []
-    return sorted(path.glob("*.events.jsonl")) + sorted(path.glob("*/*.events.jsonl"))
 
 
 def build(path: Path, flt: Filter, reader: Reader) -> list[MarketCoverage]:

@@ -54,7 +54,11 @@ async def run_replay(args: argparse.Namespace) -> int:
         print(f"ssmd replay: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     pace = "as fast as the client reads" if config.speed is None else f"{config.speed:g}x"
-    print(f"replaying {args.path} on {server.ws_url} ({pace}); each connection starts at its first subscription")
+    print(
+        f"replaying {args.path} on {server.ws_url} ({pace}); each connection starts at its first subscription; "
+        f"{len(server.index.markets)} market(s) listed at {server.rest_url}/markets",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
