@@ -27,9 +27,25 @@ class BookError(ValueError):
     unknown side)."""
 
 
+_SEEN: dict[object, Decimal] = {}
+"""Texts already read (prices and sizes repeat endlessly): a lookup instead of a parse."""
+_SEEN_MAX = 1 << 16
+
+
 def dec(text: object) -> Decimal:
     """An exact price or size from Kalshi's fixed-point string; ``NaN``, infinities and
     non-strings are refused."""
+    value = _SEEN.get(text) if type(text) is str else None
+    if value is not None:
+        return value
+    value = _parse(text)
+    if len(_SEEN) >= _SEEN_MAX:
+        _SEEN.clear()
+    _SEEN[text] = value
+    return value
+
+
+def _parse(text: object) -> Decimal:
     if not isinstance(text, str):
         raise BookError(f"expected a decimal string, got {text!r}")
     try:

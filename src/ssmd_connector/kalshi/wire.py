@@ -337,6 +337,10 @@ def render(
     """Like :func:`message` with the payload already encoded: one payload, many subscribers.
     ``sending_ts_ms`` (when the exchange queued the frame) is newer than Kalshi's AsyncAPI spec:
     its documentation pages show it top-level on data messages, and it is seen live."""
+    if sid is not None and not cmd_id and sending_ts_ms is None:  # a data message: the hot path of servers
+        if seq is not None:
+            return b'{"type":"%s","sid":%d,"seq":%d,"msg":%s}' % (kind.encode(), sid, seq, msg_json)
+        return b'{"type":"%s","sid":%d,"msg":%s}' % (kind.encode(), sid, msg_json)
     head = b'{"type":"' + kind.encode() + b'"'
     if cmd_id:
         head += b',"id":%d' % cmd_id

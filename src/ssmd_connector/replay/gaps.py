@@ -22,6 +22,7 @@ from ..archive.layout import ledger_files
 from ..archive.line import json_object, ts_ns
 from ..archive.reading import Reader
 from ..kalshi.wire import ORDERBOOK_DELTA, Ev
+from .source import ts_text
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,10 @@ SLACK_NS = 5_000_000_000
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    ns: int
+    ts: str
+    """When the ledger recorded it (the archive's receive-time form: its text sorts as time)."""
+    earliest: str
+    """:data:`SLACK_NS` before that."""
     sid: int
     got: int
     tickers: tuple[str, ...]
@@ -55,8 +59,9 @@ def ledger_gaps(root: Path, feed: str | None) -> list[Gap]:
                 ns = ts_ns(str(ev.get("ts", "")))
             except (ValueError, OverflowError):
                 continue
-            out.append(Gap(ns, sid, got, tuple(t for t in tickers if isinstance(t, str))))
-    out.sort(key=lambda g: g.ns)
+            names = tuple(t for t in tickers if isinstance(t, str))
+            out.append(Gap(ts_text(ns), ts_text(max(0, ns - SLACK_NS)), sid, got, names))
+    out.sort(key=lambda g: g.ts)
     return out
 
 
@@ -65,22 +70,22 @@ class Holds:
     """Per replay, the markets whose deltas are held back until their next snapshot."""
 
     gaps: list[Gap]
-    held: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """ticker → (ns the hold began, deltas held so far)."""
+    held: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """ticker → (when the hold began, deltas held so far)."""
     _next: int = 0
 
-    def check(self, ns: int, sid: int, seq: int | None) -> None:
-        """Start the holds of the gaps this order-book frame (``sid``/``seq``, stamped ``ns``)
+    def check(self, ts: str, sid: int, seq: int | None) -> None:
+        """Start the holds of the gaps this order-book frame (``sid``/``seq``, stamped ``ts``)
         reveals, or whose ledger time has passed."""
         gaps = self.gaps
         while self._next < len(gaps):
             gap = gaps[self._next]
-            if gap.ns - SLACK_NS > ns:
+            if gap.earliest > ts:
                 return
-            if (gap.sid == sid and gap.got == seq) or gap.ns <= ns:
+            if (gap.sid == sid and gap.got == seq) or gap.ts <= ts:
                 self._next += 1
                 for ticker in gap.tickers:
-                    self.held.setdefault(ticker, (ns, 0))
+                    self.held.setdefault(ticker, (ts, 0))
                 log.warning(
                     "replay: the archive has an order-book gap on sid %d (%d market(s)): their deltas are "
                     "held back until each one's next snapshot",
@@ -90,7 +95,7 @@ class Holds:
                 continue
             return
 
-    def holds(self, kind: str, ticker: str, ns: int) -> bool:
+    def holds(self, kind: str, ticker: str, ts: str) -> bool:
         """Whether this order-book message is held back; a snapshot ends its market's hold."""
         hold = self.held.get(ticker)
         if hold is None:
@@ -103,6 +108,6 @@ class Holds:
             "replay: %s resumes at its next snapshot after a gap: %d delta(s) over %.3f s held back",
             ticker,
             hold[1],
-            (ns - hold[0]) / 1e9,
+            (ts_ns(ts) - ts_ns(hold[0])) / 1e9,
         )
         return False

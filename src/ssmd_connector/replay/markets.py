@@ -120,23 +120,24 @@ class MarketIndex:
             known = self.markets[ticker] = Known(ticker, m.ns)
         if m.kind not in _LIFECYCLE:
             return
+        ns = m.ns
         try:
             body = _lifecycle.decode(m.msg)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
         meta = body.additional_metadata or {}
         if body.event_type == "created":
-            if known.created_ns is None and known.first_ns == m.ns:
-                known.created_ns = m.ns
-            known.changes.append((m.ns, "initialized"))
+            if known.created_ns is None and known.first_ns == ns:
+                known.created_ns = ns
+            known.changes.append((ns, "initialized"))
             known.event_ticker = str(meta.get("event_ticker") or body.event_ticker or known.event_ticker)
             known.title = str(meta.get("title") or known.title)
         elif body.event_type in _STATUS_OF_EVENT:
-            known.changes.append((m.ns, _STATUS_OF_EVENT[body.event_type]))
+            known.changes.append((ns, _STATUS_OF_EVENT[body.event_type]))
         if body.open_ts is not None:
             known.open_ts = body.open_ts
         if body.close_ts is not None:
-            known.close_ts.append((m.ns, body.close_ts))
+            known.close_ts.append((ns, body.close_ts))
 
     def listing(self, ns: int, query: Mapping[str, str], page_max: int = 1000) -> dict[str, Any]:
         """``GET /markets`` at replay time ``ns``: Kalshi's filters (``status``, ``series_ticker``,

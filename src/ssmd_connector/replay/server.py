@@ -52,6 +52,7 @@ from picows import (
     ws_create_server,
 )
 
+from ..archive.line import ts_ns
 from ..kalshi.auth import handshake_problem, unauthorized_body
 from ..kalshi.server import ServerSession
 from ..kalshi.wire import (
@@ -226,8 +227,8 @@ class _Connection(WSListener):
                 kind = m.kind
                 book = kind in book_kinds
                 if book:
-                    holds.check(m.ns, m.sid, m.seq)
-                    if holds.held and holds.holds(kind, m.ticker, m.ns):
+                    holds.check(m.ts, m.sid, m.seq)
+                    if holds.held and holds.holds(kind, m.ticker, m.ts):
                         continue
                 if not m.live:  # before the window: only the books it starts with
                     if book:
@@ -235,13 +236,13 @@ class _Connection(WSListener):
                     continue
                 if not began:  # the clock starts with the first message of the window
                     began = loop.time()
-                    first_ns = first_ns or m.ns
+                    first_ns = first_ns or ts_ns(m.ts)
                     for sub in session.by_channel.get(ORDERBOOK_DELTA, ()):  # the books as the window opens
                         for ticker in sub.order:
                             session.snapshot(sub, ticker)
                 if speed is not None:
                     assert first_ns is not None
-                    due = began + (m.ns - first_ns) / 1e9 / speed
+                    due = began + (ts_ns(m.ts) - first_ns) / 1e9 / speed
                     if (wait := due - loop.time()) > 0:
                         self.flush()
                         await asyncio.sleep(wait)
