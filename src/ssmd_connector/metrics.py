@@ -272,8 +272,8 @@ class ArchiverCollector(Collector):
 def make_registry(stats: list[FeedStats], uploads: UploadStats | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StatsCollector(stats))
-    if uploads is not None and stats:
-        registry.register(UploadCollector(stats[0].feed, uploads))
+    if stats:  # (without uploads configured: every series at zero, as always)
+        registry.register(UploadCollector(stats[0].feed, uploads or UploadStats()))
     return registry
 
 
@@ -282,6 +282,5 @@ def archiver_registry(
 ) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ArchiverCollector(stats, now_ns))
-    if uploads is not None:
-        registry.register(UploadCollector(stats.feed, uploads))
+    registry.register(UploadCollector(stats.feed, uploads or UploadStats()))
     return registry
