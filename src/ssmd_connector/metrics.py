@@ -7,8 +7,9 @@ locks, no label lookups) while every series still exists, at zero, from start-up
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -163,7 +164,123 @@ class StatsCollector(Collector):
         yield from (connected, by_type, gaps, recoveries, auth, markets, age)
 
 
-def make_registry(stats: list[FeedStats]) -> CollectorRegistry:
+@dataclass
+class UploadStats:
+    """Object-storage uploads (recorder and archiver alike): an alert needs to know that uploads
+    keep failing, not only that one round did (rounds are retried with backoff)."""
+
+    uploaded: int = 0
+    """Files uploaded and verified."""
+    errors: int = 0
+    """Upload rounds that failed."""
+    failing: bool = False
+    """The latest round failed (cleared by the next one that succeeds)."""
+
+
+class UploadCollector(Collector):
+    def __init__(self, feed: str, stats: UploadStats) -> None:
+        self._feed = feed
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s, key = self._stats, [self._feed]
+        uploaded = CounterMetricFamily("ssmd_uploaded_files", "Files uploaded and verified", labels=["feed"])
+        uploaded.add_metric(key, s.uploaded)
+        errors = CounterMetricFamily("ssmd_upload_errors", "Upload rounds that failed (retried)", labels=["feed"])
+        errors.add_metric(key, s.errors)
+        failing = GaugeMetricFamily("ssmd_upload_failing", "1 while the latest upload round failed", labels=["feed"])
+        failing.add_metric(key, 1.0 if s.failing else 0.0)
+        yield from (uploaded, errors, failing)
+
+
+@dataclass
+class ArchiverStats:
+    """``ssmd archive``'s counters, read by ``/metrics`` and ``/health`` of the archiver."""
+
+    feed: str
+    frames: int = 0
+    """Frames archived (written, fsynced and checkpointed)."""
+    skipped: int = 0
+    """Stream messages that were not archive lines (logged, not archived)."""
+    segments_sealed: int = 0
+    checkpoint_seq: int = 0
+    """The last stream sequence checkpointed."""
+    lag_messages: int = 0
+    """Messages of the feed in the stream that are not archived yet (consumer pending + unacknowledged)."""
+    lag_known: bool = False
+    """``lag_messages`` has been measured at least once (the gauges say nothing before)."""
+    last_frame_ns: int = 0
+    """Receive time of the newest frame archived (the recorder's clock)."""
+    started_ns: int = 0
+    write_errors: int = 0
+    """Write outages (a full disk for an hour is one; the batch is retried until it is stored)."""
+    writes_failing: str = ""
+    """The current write outage, empty when writes work."""
+    nats_connected: bool = False
+
+    def lag_seconds(self, now_ns: int) -> float:
+        """How far behind the stream: 0 when caught up, otherwise the time since the newest
+        archived frame was received (since the start, before one was) — what a reader of the
+        archive is missing, growing while the archiver stalls."""
+        if self.lag_messages <= 0:
+            return 0.0
+        since = self.last_frame_ns or self.started_ns
+        return max(0.0, (now_ns - since) / 1e9)
+
+
+class ArchiverCollector(Collector):
+    def __init__(self, stats: ArchiverStats, now_ns: Callable[[], int]) -> None:
+        self._stats = stats
+        self._now_ns = now_ns
+
+    def collect(self) -> Iterator[Metric]:
+        s, key, labels = self._stats, [self._stats.feed], ["feed"]
+
+        def counter(name: str, text: str, value: float) -> Metric:
+            m = CounterMetricFamily(name, text, labels=labels)
+            m.add_metric(key, value)
+            return m
+
+        def gauge(name: str, text: str, value: float) -> Metric:
+            m = GaugeMetricFamily(name, text, labels=labels)
+            m.add_metric(key, value)
+            return m
+
+        yield counter("ssmd_archiver_frames", "Frames archived: written, fsynced, checkpointed", s.frames)
+        yield counter("ssmd_archiver_skipped", "Stream messages that were not archive lines", s.skipped)
+        yield counter("ssmd_archiver_segments_sealed", "Segments sealed", s.segments_sealed)
+        yield counter("ssmd_archiver_write_errors", "Write outages (each retried until stored)", s.write_errors)
+        yield gauge("ssmd_archiver_writes_failing", "1 while archive writes fail", 1.0 if s.writes_failing else 0.0)
+        yield gauge("ssmd_archiver_checkpoint_sequence", "Last stream sequence checkpointed", s.checkpoint_seq)
+        yield gauge(
+            "ssmd_archiver_last_frame_timestamp_seconds",
+            "Receive time of the newest archived frame (Unix seconds; 0 before the first)",
+            s.last_frame_ns / 1e9,
+        )
+        yield gauge("ssmd_archiver_nats_connected", "1 while connected to NATS", 1.0 if s.nats_connected else 0.0)
+        if s.lag_known:
+            yield gauge(
+                "ssmd_archiver_lag_messages", "Messages of the feed in the stream not archived yet", s.lag_messages
+            )
+            yield gauge(
+                "ssmd_archiver_lag_seconds",
+                "0 when caught up; otherwise seconds since the newest archived frame was received",
+                s.lag_seconds(self._now_ns()),
+            )
+
+
+def make_registry(stats: list[FeedStats], uploads: UploadStats | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(StatsCollector(stats))
+    if stats:  # (without uploads configured: every series at zero, as always)
+        registry.register(UploadCollector(stats[0].feed, uploads or UploadStats()))
+    return registry
+
+
+def archiver_registry(
+    stats: ArchiverStats, uploads: UploadStats | None = None, now_ns: Callable[[], int] = time.time_ns
+) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ArchiverCollector(stats, now_ns))
+    registry.register(UploadCollector(stats.feed, uploads or UploadStats()))
     return registry

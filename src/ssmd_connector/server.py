@@ -25,7 +25,7 @@ import errno
 import logging
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -52,22 +52,33 @@ class AddressInUse(SsmdError):
     """``--health-addr`` cannot be listened on (a usage error: exit code 2)."""
 
 
-class HealthServer:
-    """The health port of one recorder: answers ``/health``, ``/ready`` and ``/metrics`` from the
-    :class:`~ssmd_connector.runner.Runner`'s state and the metrics registry, behind its own
-    :class:`ConnectionGuard` (it owns the listening socket and every connection on it)."""
+class HealthSource(Protocol):
+    """What a process behind the health port says about itself. The recorder and the archiver
+    share one server (connection guard, exposition, address errors) and differ only here."""
 
-    def __init__(self, runner: Runner, registry: CollectorRegistry, *, stall_after: float = 10.0) -> None:
+    def health(self) -> tuple[str | None, dict[str, Any]]:
+        """The problem that makes ``/health`` answer 503 (``None``: healthy), and the body's fields."""
+        ...
+
+    def not_ready_reasons(self) -> list[str]: ...
+
+    def ready_body(self) -> dict[str, Any]:
+        """Extra fields of a 200 ``/ready`` answer."""
+        ...
+
+    def before_scrape(self) -> None:
+        """Bring values read at scrape time up to date (cheap: runs on every ``/metrics``)."""
+        ...
+
+
+class RecorderHealth:
+    """The recorder's :class:`HealthSource`: its :class:`~ssmd_connector.runner.Runner`'s state."""
+
+    def __init__(self, runner: Runner, *, stall_after: float = 10.0) -> None:
         self._runner = runner
-        self._registry = registry
         self._stall_after = stall_after
-        self._started = time.monotonic()
-        self._site: GuardedSite | None = None
-        self.guard = ConnectionGuard()
-        self._app_runner: web.AppRunner | None = None
-        self.port = 0
 
-    def _health_body(self) -> tuple[int, dict[str, Any]]:
+    def health(self) -> tuple[str | None, dict[str, Any]]:
         r = self._runner
         stats = r.stats
         now = time.monotonic()
@@ -82,10 +93,7 @@ class HealthServer:
         elif internal:
             problem = "internal error: " + "; ".join(internal)
         body: dict[str, Any] = {
-            "status": "ok" if problem is None else "stalled",
-            "version": __version__,
             "feed": r.feed,
-            "uptime_seconds": round(now - self._started, 3),
             "messages": stats.messages,
             "bytes_written": stats.bytes_written,
             "queue_depth": len(r.queue),
@@ -93,6 +101,45 @@ class HealthServer:
             "last_message_age_seconds": (
                 round(time.time() - stats.last_message_ns / 1e9, 3) if stats.last_message_ns else None
             ),
+        }
+        return problem, body
+
+    def not_ready_reasons(self) -> list[str]:
+        return self._runner.not_ready_reasons()
+
+    def ready_body(self) -> dict[str, Any]:
+        return {"connections": sorted(self._runner.states)}
+
+    def before_scrape(self) -> None:
+        self._runner.stats.queue_depth = len(self._runner.queue)
+
+
+class HealthServer:
+    """The health port of one recorder (or archiver): answers ``/health``, ``/ready`` and
+    ``/metrics`` from its :class:`HealthSource` (a :class:`~ssmd_connector.runner.Runner` is taken
+    as the recorder's) and the metrics registry, behind its own :class:`ConnectionGuard` (it owns
+    the listening socket and every connection on it)."""
+
+    def __init__(
+        self, source: Runner | HealthSource, registry: CollectorRegistry, *, stall_after: float = 10.0
+    ) -> None:
+        self._source: HealthSource = (
+            RecorderHealth(source, stall_after=stall_after) if isinstance(source, Runner) else source
+        )
+        self._registry = registry
+        self._started = time.monotonic()
+        self._site: GuardedSite | None = None
+        self.guard = ConnectionGuard()
+        self._app_runner: web.AppRunner | None = None
+        self.port = 0
+
+    def _health_body(self) -> tuple[int, dict[str, Any]]:
+        problem, fields = self._source.health()
+        body: dict[str, Any] = {
+            "status": "ok" if problem is None else "stalled",
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self._started, 3),
+            **fields,
         }
         if problem:
             body["problem"] = problem
@@ -103,13 +150,13 @@ class HealthServer:
         return web.json_response(body, status=status)
 
     async def _ready(self, _request: web.Request) -> web.Response:
-        reasons = self._runner.not_ready_reasons()
+        reasons = self._source.not_ready_reasons()
         if reasons:
             return web.json_response({"ready": False, "reasons": reasons}, status=503)
-        return web.json_response({"ready": True, "connections": sorted(self._runner.states)})
+        return web.json_response({"ready": True, **self._source.ready_body()})
 
     async def _metrics(self, _request: web.Request) -> web.Response:
-        self._runner.stats.queue_depth = len(self._runner.queue)
+        self._source.before_scrape()
         return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @web.middleware

@@ -26,6 +26,7 @@ from typing import Any
 from .archive import compression_of
 from .archive.layout import UPLOAD_LEDGER
 from .archive.line import json_object
+from .metrics import UploadStats
 from .secrets import Secret
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class Uploader:
         self.uploaded: dict[str, str] = {}
         """Relative path → SHA-256 of what was uploaded and verified (the ledger, in memory)."""
         self.errors = 0
+        self.stats = UploadStats()
+        """For ``/metrics`` (``ssmd_uploaded_files_total``, ``ssmd_upload_errors_total``, ``ssmd_upload_failing``)."""
         self._load_ledger()
 
     def _load_ledger(self) -> None:
@@ -134,10 +137,13 @@ class Uploader:
         delay = self.interval
         while True:
             try:
-                await asyncio.to_thread(self.upload_pending)
+                self.stats.uploaded += await asyncio.to_thread(self.upload_pending)
+                self.stats.failing = False
                 delay = self.interval
             except Exception as exc:  # network, credentials, throttling: retried next round
                 self.errors += 1
+                self.stats.errors += 1
+                self.stats.failing = True
                 delay = min(delay * 2, 300.0)
                 log.warning("upload to s3://%s failed (retrying in %.0fs): %s", self.bucket, delay, exc)
             if stop.is_set():

@@ -177,7 +177,9 @@ class Recorder:
             flush_interval=env.storage.flush_interval,
             incidents=incidents,
         )
-        return cls(runner, HealthServer(runner, make_registry([stats])), ledger, make_uploader(env, secrets))
+        uploader = make_uploader(env, secrets)
+        registry = make_registry([stats], uploader.stats if uploader is not None else None)
+        return cls(runner, HealthServer(runner, registry), ledger, uploader)
 
     async def run(self, host: str, port: int, *, handle_signals: bool = True) -> None:
         """Serve health, record until SIGINT/SIGTERM (or ``runner.stop()``), shut down cleanly."""

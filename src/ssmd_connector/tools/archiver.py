@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from ..archive.layout import checkpoint_path
@@ -28,14 +33,23 @@ from ..archive.line import json_object, ts_ns
 from ..archive.segments import atomic_write
 from ..assembly.recorder import make_uploader
 from ..assembly.writers import archive_writer
-from ..config import load
-from ..errors import ConfigError, SsmdError
+from ..config import Environment, load
+from ..errors import ConfigError, SsmdError, WriteFailed
 from ..keys import resolve_all
 from ..message import Message
+from ..metrics import ArchiverStats, archiver_registry
 from ..natsconn import NatsConnection
+from ..server import HealthServer
+from ..uploader import Uploader
+from ..writers.jsonl import JsonlWriter
 from .jetstream_pull import Puller, stream_sequence
 
 log = logging.getLogger(__name__)
+
+LAG_EVERY = 2.0
+"""Seconds between measurements of the consumer lag (one JetStream API request each)."""
+_RETRY_FIRST, _RETRY_MAX = 0.5, 10.0
+"""Backoff between attempts while archive writes fail."""
 
 
 _HEAD = b'{"ts":"'
@@ -77,22 +91,179 @@ class Checkpoint:
         atomic_write(self.path, json.dumps(body).encode())
 
 
-async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: int = 4096) -> int:
+class ArchiverHealth:
+    """The archiver's :class:`~ssmd_connector.server.HealthSource`: healthy while its loop turns
+    (it turns at least once a second, idle or not, unless a write blocks); ready while NATS is
+    connected, the stream was found and writes work."""
+
+    def __init__(self, stats: ArchiverStats, *, stall_after: float = 30.0) -> None:
+        self.stats = stats
+        self.stall_after = stall_after
+        self.last_cycle = time.monotonic()
+        self.conn: NatsConnection | None = None
+        self.writer: JsonlWriter | None = None
+        self.consuming = False
+        self.stopped = ""
+        """Why the loop ended (the process is about to exit), for ``/health``."""
+
+    def health(self) -> tuple[str | None, dict[str, Any]]:
+        s = self.stats
+        idle = time.monotonic() - self.last_cycle
+        problem = None
+        if self.stopped:
+            problem = self.stopped
+        elif self.consuming and idle > self.stall_after and not s.writes_failing:
+            problem = f"the archiving loop has not turned for {idle:.0f}s"
+        body: dict[str, Any] = {
+            "feed": s.feed,
+            "frames": s.frames,
+            "checkpoint_sequence": s.checkpoint_seq,
+            "lag_messages": s.lag_messages if s.lag_known else None,
+            "nats": self.conn.status if self.conn is not None else "not started",
+        }
+        return problem, body
+
+    def not_ready_reasons(self) -> list[str]:
+        reasons = []
+        if self.conn is None or not self.stats.nats_connected:
+            status = self.conn.status if self.conn is not None else "not started"
+            url = self.conn.url if self.conn is not None else "NATS"
+            reasons.append(f"NATS {url}: {status}")
+        elif not self.consuming:
+            reasons.append("starting: checking the stream and creating the consumer")
+        if self.stats.writes_failing:
+            reasons.append(
+                f"writes failing (retrying; nothing is acknowledged until stored): {self.stats.writes_failing}"
+            )
+        return reasons
+
+    def ready_body(self) -> dict[str, Any]:
+        return {"feed": self.stats.feed}
+
+    def before_scrape(self) -> None:
+        nc = self.conn.client() if self.conn is not None else None
+        self.stats.nats_connected = nc is not None and nc.is_connected
+        if self.writer is not None:
+            self.stats.segments_sealed = len(self.writer.sealed)
+
+
+class _Persist:
+    """Retries what must reach the disk — the batch, the checkpoint, the seals — until it does,
+    so a full disk is an outage the archiver rides out (and reports once), not an exit that
+    leaves the stream unarchived until someone restarts it. Retrying is exact: the writer keeps
+    whatever it has not written and resumes where it stopped; nothing is acknowledged meanwhile."""
+
+    def __init__(self, stats: ArchiverStats, stop: asyncio.Event) -> None:
+        self.stats = stats
+        self.stop = stop
+        self.delay = _RETRY_FIRST
+
+    def failed(self, exc: Exception) -> None:
+        text = (
+            str(exc)
+            if isinstance(exc, WriteFailed)
+            else f"{exc.strerror or exc}"
+            if isinstance(exc, OSError)
+            else str(exc)
+        )
+        if not self.stats.writes_failing:
+            self.stats.write_errors += 1
+            log.error("archive writes failing (retrying; nothing is acknowledged until stored): %s", text)
+        self.stats.writes_failing = text
+
+    async def __call__(self, op: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await op()
+            except (WriteFailed, OSError) as exc:
+                self.failed(exc)
+                if self.stop.is_set():
+                    raise SsmdError(
+                        f"stopped while archive writes fail ({self.stats.writes_failing}): what was not stored "
+                        "was not acknowledged either; the next run resumes from the checkpoint"
+                    ) from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), self.delay)
+                self.delay = min(self.delay * 2, _RETRY_MAX)
+                continue
+            if self.stats.writes_failing:
+                log.info("archive writes work again")
+                self.stats.writes_failing = ""
+            self.delay = _RETRY_FIRST
+            return
+
+
+async def _measure_lag(js: JetStreamContext, stream: str, durable: str, stats: ArchiverStats) -> None:
+    """The feed's messages in the stream not archived yet: the consumer's pending (not delivered)
+    plus its unacknowledged (delivered, not yet stored and checkpointed). A failed look-up keeps
+    the previous value (the NATS state is reported on its own)."""
+    try:
+        info = await js.consumer_info(stream, durable, timeout=1.0)
+    except (NatsError, OSError, TimeoutError):
+        return
+    stats.lag_messages = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+    stats.lag_known = True
+
+
+async def archive(
+    config_dir: Path,
+    env_name: str,
+    stop: asyncio.Event,
+    batch: int = 4096,
+    *,
+    health_addr: tuple[str, int] | None = None,
+    lag_every: float = LAG_EVERY,
+) -> int:
+    """Archive until ``stop``; with ``health_addr``, serve ``/health``, ``/ready`` and ``/metrics``
+    there from the start (while NATS is still unreachable too: that is what ``/ready`` is for)."""
     cfg = load(config_dir, env_name)
     env, feed = cfg.environment, cfg.feed.name
     if env.nats is None:
         raise ConfigError([f"environments/{env_name}.yaml: nats: the archiver needs a nats block"])
     storage = env.storage
     writer = archive_writer(storage, durable=True)
-    storage.path.mkdir(parents=True, exist_ok=True)
+    uploader = make_uploader(env, resolve_all([(k.name, k.source) for k in env.keys]))
+    stats = ArchiverStats(feed, started_ns=time.time_ns())
+    health = ArchiverHealth(stats)
+    health.writer = writer
+    server = None
+    if health_addr is not None:
+        server = HealthServer(health, archiver_registry(stats, uploader.stats if uploader is not None else None))
+        await server.start(*health_addr)
+        log.info("health server on http://%s:%d (/health, /ready, /metrics)", health_addr[0], server.port)
+    try:
+        return await _archive(env_name, env, feed, writer, uploader, stats, health, stop, batch, lag_every)
+    finally:
+        if server is not None:
+            await server.stop()
+
+
+async def _archive(
+    env_name: str,
+    env: Environment,
+    feed: str,
+    writer: JsonlWriter,
+    uploader: Uploader | None,
+    stats: ArchiverStats,
+    health: ArchiverHealth,
+    stop: asyncio.Event,
+    batch: int,
+    lag_every: float,
+) -> int:
+    assert env.nats is not None
+    storage = env.storage
+    persist = _Persist(stats, stop)
+    await persist(lambda: asyncio.to_thread(storage.path.mkdir, parents=True, exist_ok=True))
     ckpt = Checkpoint(checkpoint_path(storage.path, feed))
+    stats.checkpoint_seq = ckpt.stream_seq
     await asyncio.to_thread(writer.truncate_to, ckpt.sizes, feed)
-    conn = NatsConnection(env.nats.url)
+    conn = health.conn = NatsConnection(env.nats.url)
     nc = await conn.wait(stop)
     if nc is None:
         await conn.close()
         print(f"stopped before NATS {env.nats.url} was reachable ({conn.status})", file=sys.stderr)
         return 0
+    stats.nats_connected = nc.is_connected
     js = nc.jetstream()
     try:
         await js.stream_info(env.nats.stream)
@@ -126,36 +297,55 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
     kind_at = env.nats.subject_prefix.count(".") + 2  # <prefix>.<feed>.<type>.<ticker>
     last = ckpt.stream_seq
     archived = rejected = 0
-    uploader = make_uploader(env, resolve_all([(k.name, k.source) for k in env.keys]))
     upload_stop = asyncio.Event()
     uploads = asyncio.create_task(uploader.run(upload_stop)) if uploader is not None else None
     log.info("archiving %s from stream %s after sequence %d into %s", feed, env.nats.stream, last, storage.path)
-    while not stop.is_set():
-        msgs = await puller.take(timeout=1.0)
-        fresh = []
-        for m in msgs:
-            seq = stream_sequence(m.reply)
-            if seq <= last:
-                continue  # archived before a crash, delivered again: skip (exactly once)
-            last = seq
-            message = archived_message(m.data, m.subject, feed, kind_at)
-            if message is None:
-                rejected += 1
-                log.warning("stream sequence %d on %s is not an archive line: not archived", seq, m.subject)
-                continue
-            fresh.append(message)
-        if fresh:
-            await writer.write(fresh)
-        await writer.flush()  # written and fsynced
-        if last != ckpt.stream_seq:
-            await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
-        await writer.seal_ready()
-        if msgs:
-            try:  # AckPolicy.ALL: everything up to here. (Only advisory: the checkpoint decides.)
-                await nc.publish(msgs[-1].reply, b"+ACK")
-            except (NatsError, OSError) as exc:
-                log.info("ack not sent (%s): the next run starts from the checkpoint anyway", exc)
-            archived += len(fresh)
+    health.consuming = True
+    lag_due = 0.0
+    try:
+        while not stop.is_set():
+            health.last_cycle = now = time.monotonic()
+            stats.nats_connected = nc.is_connected
+            if now >= lag_due:
+                lag_due = now + lag_every
+                await _measure_lag(js, env.nats.stream, durable, stats)
+            msgs = await puller.take(timeout=1.0)
+            fresh = []
+            for m in msgs:
+                seq = stream_sequence(m.reply)
+                if seq <= last:
+                    continue  # archived before a crash, delivered again: skip (exactly once)
+                last = seq
+                message = archived_message(m.data, m.subject, feed, kind_at)
+                if message is None:
+                    rejected += 1
+                    stats.skipped += 1
+                    log.warning("stream sequence %d on %s is not an archive line: not archived", seq, m.subject)
+                    continue
+                fresh.append(message)
+            if fresh:
+                try:
+                    await writer.write(fresh)
+                except WriteFailed as exc:  # (buffered before its flush failed: the flush below retries)
+                    persist.failed(exc)
+            await persist(writer.flush)  # written and fsynced
+            if last != ckpt.stream_seq:
+                await persist(functools.partial(asyncio.to_thread, ckpt.save, last, dict(writer.sizes)))
+            await persist(writer.seal_ready)
+            stats.checkpoint_seq = last
+            if fresh:
+                stats.frames += len(fresh)
+                stats.last_frame_ns = fresh[-1].received_ns
+            stats.segments_sealed = len(writer.sealed)
+            if msgs:
+                try:  # AckPolicy.ALL: everything up to here. (Only advisory: the checkpoint decides.)
+                    await nc.publish(msgs[-1].reply, b"+ACK")
+                except (NatsError, OSError) as exc:
+                    log.info("ack not sent (%s): the next run starts from the checkpoint anyway", exc)
+                archived += len(fresh)
+    except SsmdError as exc:
+        health.stopped = str(exc)
+        raise
     await writer.flush()
     await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
     await writer.close()
@@ -171,9 +361,9 @@ async def archive(config_dir: Path, env_name: str, stop: asyncio.Event, batch: i
     return 0
 
 
-async def run_archive(config_dir: Path, env_name: str) -> int:
+async def run_archive(config_dir: Path, env_name: str, health_addr: tuple[str, int] | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await archive(config_dir, env_name, stop)
+    return await archive(config_dir, env_name, stop, health_addr=health_addr)

@@ -25,6 +25,15 @@ def _fault(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _health_addr(text: str) -> tuple[str, int]:
+    from ..settings import parse_addr  # noqa: PLC0415
+
+    try:
+        return parse_addr(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssmd", description="ssmd-connector tools")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -95,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     arch = sub.add_parser("archive", help="JetStream → sealed segments + manifest, exactly once (needs a nats block)")
     arch.add_argument("--config-dir", type=Path, required=True, metavar="DIR")
     arch.add_argument("--env", required=True, metavar="NAME")
+    arch.add_argument(
+        "--health-addr",
+        type=_health_addr,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /health, /ready and /metrics here (e.g. 0.0.0.0:9101; port 0 = any free port); default: off",
+    )
 
     validate = sub.add_parser("validate", help="check configuration files without connecting")
     validate.add_argument("--config-dir", type=Path, required=True, metavar="DIR")
@@ -192,14 +208,18 @@ def main(argv: list[str] | None = None) -> int:
         from nats.errors import Error as NatsError  # noqa: PLC0415
 
         from ..errors import ConfigError, SsmdError  # noqa: PLC0415
+        from ..server import AddressInUse  # noqa: PLC0415
         from .archiver import run_archive  # noqa: PLC0415
 
         logs.setup("INFO")
         try:
-            return asyncio.run(run_archive(args.config_dir, args.env))
+            return asyncio.run(run_archive(args.config_dir, args.env, args.health_addr))
         except ConfigError as exc:
             for problem in exc.problems:
                 print(f"ssmd archive: config error: {problem}", file=sys.stderr)
+            return 2
+        except AddressInUse as exc:
+            print(f"ssmd archive: {exc}", file=sys.stderr)
             return 2
         except (SsmdError, NatsError) as exc:  # e.g. the disk is full: the checkpoint stays consistent
             print(f"ssmd archive: {exc}", file=sys.stderr)
