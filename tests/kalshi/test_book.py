@@ -70,3 +70,14 @@ def test_a_malformed_delta_is_refused_with_what_is_wrong(msg: dict[str, object],
 def test_a_malformed_snapshot_is_refused() -> None:
     with pytest.raises(BookError, match=r"\[price, size\]"):
         OrderBook.from_snapshot({"yes_dollars_fp": [["0.5"]]})
+
+
+def test_change_returns_the_size_after_and_removes_a_level_at_exactly_zero() -> None:
+    book = OrderBook.from_snapshot({"market_id": "m", "yes_dollars_fp": [["0.0105", "1.50"]]})
+    assert book.change("yes", Decimal("0.0105"), Decimal("-0.75")) == Decimal("0.75")
+    assert book.change("yes", Decimal("0.0105"), Decimal("-0.75")) == 0
+    assert book.yes == {}
+    assert book.change("no", Decimal("0.9"), Decimal("-1")) == Decimal(-1)  # kept: the desync stays visible
+    assert book.no == {Decimal("0.9"): Decimal(-1)}
+    with pytest.raises(BookError):
+        book.change("maybe", Decimal("0.5"), Decimal(1))

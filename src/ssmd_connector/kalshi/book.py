@@ -15,6 +15,7 @@ from decimal import Decimal, DecimalException
 from typing import Any
 
 SIDES = ("yes", "no")
+_ZERO = Decimal(0)
 
 Levels = dict[Decimal, Decimal]
 """price → size, both exact."""
@@ -86,14 +87,20 @@ class OrderBook:
     def apply_delta(self, msg: Mapping[str, Any]) -> str | None:
         """Change one level by the delta's exact amount. Returns a problem to report — a level
         driven below zero (kept, so the inconsistency stays visible) — or ``None``."""
-        level = self.side(msg.get("side"))
         price = dec(msg.get("price_dollars"))
-        size = level.get(price, Decimal(0)) + dec(msg.get("delta_fp"))
+        size = self.change(msg.get("side"), price, dec(msg.get("delta_fp")))
+        return f"{msg['side']} {price} went negative ({size})" if size < 0 else None
+
+    def change(self, side: object, price: Decimal, delta: Decimal) -> Decimal:
+        """Change one level by an exact amount and return its size after; a level at exactly zero
+        is removed. Already-parsed values: the export's hot path parses each price once."""
+        level = self.side(side)
+        size = level.get(price, _ZERO) + delta
         if size:
             level[price] = size
         else:
             level.pop(price, None)
-        return f"{msg['side']} {price} went negative ({size})" if size < 0 else None
+        return size
 
     def best(self, side: object) -> tuple[Decimal, Decimal] | None:
         """The best (highest) bid of a side with its size, or ``None`` for an empty side."""
