@@ -21,8 +21,16 @@ _encode = msgspec.json.encode
 SIDS = {"orderbook_delta": 1, "trade": 2, "ticker": 3, "market_lifecycle_v2": 4}
 
 
-def write_archive(root: Path, frames: int, *, markets: int = 50, seed: int = 7, step_us: int = 20,
-                  start: str = "2026-11-24T23:59:50", compression: str = "none") -> int:
+def write_archive(
+    root: Path,
+    frames: int,
+    *,
+    markets: int = 50,
+    seed: int = 7,
+    step_us: int = 20,
+    start: str = "2026-11-24T23:59:50",
+    compression: str = "none",
+) -> int:
     """Write about ``frames`` data frames under ``root/<day>/kalshi.jsonl[.zst]``; returns the exact
     number of archive lines written (a day change splits the files)."""
     t0 = datetime.fromisoformat(start).replace(tzinfo=UTC).timestamp()

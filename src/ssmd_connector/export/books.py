@@ -156,6 +156,8 @@ class Books:
             elif price == best:
                 if not size:
                     st.yes_best = max(book.yes) if book.yes else None
+                elif not change:
+                    return
             else:
                 return
         else:
@@ -167,6 +169,8 @@ class Books:
             elif price == best:
                 if not size:
                     st.no_best = max(book.no) if book.no else None
+                elif not change:
+                    return
             else:
                 return
         if self.emit:

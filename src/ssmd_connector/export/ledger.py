@@ -61,14 +61,18 @@ def unknowns(evs: list[dict[str, object]]) -> list[Unknown]:
         tickers = ev.get("tickers")
         named = [t for t in tickers if isinstance(t, str)] if isinstance(tickers, list) else []
         book_channel = ev.get("channel") == "orderbook_delta"
-        if kind == Ev.SUBSCRIBED and book_channel or kind == Ev.MARKETS_CHANGED and book_channel:
+        if (kind == Ev.SUBSCRIBED and book_channel) or (kind == Ev.MARKETS_CHANGED and book_channel):
             if ev.get("action", "add_markets") == "add_markets":
                 shard_of.update(dict.fromkeys(named, shard))
         elif kind == Ev.GAP and book_channel:
             sid, got = ev.get("sid"), ev.get("got")
             out.append(
                 Unknown(
-                    ts, frozenset(named), "gap", sid if isinstance(sid, int) else None, got if isinstance(got, int) else None
+                    ts,
+                    frozenset(named),
+                    "gap",
+                    sid if isinstance(sid, int) else None,
+                    got if isinstance(got, int) else None,
                 )
             )
         elif kind in (Ev.CONNECT, Ev.DISCONNECT):

@@ -9,6 +9,7 @@ string comparison for all of them (archive times in one format compare as text).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -123,7 +124,7 @@ class Export:
                     steps.append((ts, 0, self._watch_next_gap))
             for u in list(self._watch.values()):
                 if u.ts <= ts:
-                    steps.append((u.ts, 0, lambda u=u: self._apply_watched(u)))
+                    steps.append((u.ts, 0, functools.partial(self._apply_watched, u)))
             if not self.books.emit and self.opts.start and self.opts.start <= ts:
                 steps.append((self.opts.start, 2, self._open_window))
             if self.opts.end and self.opts.end <= ts:
@@ -230,10 +231,10 @@ class Export:
             data = ln.data
             if data.__class__ is not Frame:
                 continue
-            m = data.msg  # type: ignore[union-attr]
+            m = data.msg
             if m is None:
                 continue
-            kind = data.type  # type: ignore[union-attr]
+            kind = data.type
             if selecting:
                 t = m.market_ticker
                 k = keep.get(t)
@@ -243,7 +244,7 @@ class Export:
                     continue
             if kind == "orderbook_delta":
                 if self._watch:
-                    u = self._watch.pop((data.sid, data.seq), None)  # type: ignore[union-attr]
+                    u = self._watch.pop((data.sid, data.seq), None)
                     if u is not None:
                         self._apply(Unknown(ts, u.tickers, u.reason))
                 delta(ts, m)

@@ -92,7 +92,10 @@ def export(
         print(f"ssmd export: {path}: {exc}; nothing was replaced", file=sys.stderr)
         return NOT_EXACT
     except OSError as exc:
-        print(f"ssmd export: cannot write {exc.filename or out}: {exc.strerror or exc}; nothing was replaced", file=sys.stderr)
+        print(
+            f"ssmd export: cannot write {exc.filename or out}: {exc.strerror or exc}; nothing was replaced",
+            file=sys.stderr,
+        )
         return NOT_WRITABLE
     rate = summary.frames / summary.seconds if summary.seconds else 0.0
     print(f"{summary.frames:,} archive lines in {summary.seconds:.1f} s ({rate:,.0f}/s) → {out}")
