@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = sum(p.stat().st_size for p in archive.rglob("*.jsonl")) / 1e6
         runs: dict[str, list[dict[str, Any]]] = {"duckdb": [], "export": []}
         for _ in range(args.repeat):  # interleaved: both see the same machine load
-            for kind in runs:
-                runs[kind].append(_run(kind, archive, expected))
+            for kind, results in runs.items():
+                results.append(_run(kind, archive, expected))
     report: dict[str, Any] = {"frames": expected, "archive_mb": round(size_mb, 1), "repeat": args.repeat}
     print(f"archive: {expected:,} frames, {size_mb:,.0f} MB plain JSON lines; {args.repeat} runs each")
     for kind, results in runs.items():
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mb_range": [min(peaks), max(peaks)],
         }
         print(
-            f"{kind:>8}: {statistics.median(rates):>10,.0f} frames/s (range {min(rates):,.0f}–{max(rates):,.0f}), "
-            f"peak RSS {statistics.median(peaks):,.0f} MB (range {min(peaks):,.0f}–{max(peaks):,.0f})"
+            f"{kind:>8}: {statistics.median(rates):>10,.0f} frames/s (range {min(rates):,.0f}-{max(rates):,.0f}), "
+            f"peak RSS {statistics.median(peaks):,.0f} MB (range {min(peaks):,.0f}-{max(peaks):,.0f})"
         )
     ratio = report["export"]["frames_per_s_median"] / report["duckdb"]["frames_per_s_median"]
     report["ratio_to_baseline"] = ratio

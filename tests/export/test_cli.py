@@ -17,8 +17,16 @@ def ssmd_export(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _trade(i: int, price: str = "0.4200") -> tuple[int, dict[str, Any]]:
-    msg = {"trade_id": f"t{i}", "market_ticker": "KXA-1", "yes_price_dollars": price, "no_price_dollars": "0.5800",
-           "count_fp": "1.50", "taker_side": "yes", "is_block_trade": i % 2 == 0, "ts_ms": T0_NS // 1_000_000}  # fmt: skip
+    msg = {
+        "trade_id": f"t{i}",
+        "market_ticker": "KXA-1",
+        "yes_price_dollars": price,
+        "no_price_dollars": "0.5800",
+        "count_fp": "1.50",
+        "taker_side": "yes",
+        "is_block_trade": i % 2 == 0,
+        "ts_ms": T0_NS // 1_000_000,
+    }
     return T0_NS + i * 1000, {"type": "trade", "sid": 2, "seq": i + 1, "msg": msg}
 
 
