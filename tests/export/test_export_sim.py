@@ -125,9 +125,12 @@ async def test_export_equals_the_simulators_true_books_and_the_archive(tmp_path:
         assert [tuple(x for x in q) for q in got] == tops
         # every snapshot row: the true book after the messages received before it
         stamps = [ts for ts, _, _ in msgs]
+        exchange = iter(i + 1 for i, (_, kind, _) in enumerate(msgs) if kind == "orderbook_snapshot")
         for r in (r for r in snaps if r["market"] == ticker):
             at = r["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-            n = sum(1 for s in stamps if s <= at) if r["source"] == "exchange" else sum(1 for s in stamps if s < at)
+            # an exchange row is its snapshot message (frames of one read share a stamp); an interval
+            # row is the book after every message received before its instant
+            n = next(exchange) if r["source"] == "exchange" else sum(1 for s in stamps if s < at)
             want = _top(states[n - 1], 5)
             assert (levels(r["yes_bids"]), levels(r["no_bids"])) == (want["yes"], want["no"]), (ticker, r["ts"])
             checked_snaps += 1
