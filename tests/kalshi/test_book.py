@@ -78,3 +78,14 @@ def test_a_number_no_price_could_be_is_refused_before_it_overflows() -> None:
         with pytest.raises(BookError, match="out of range"):
             book.apply_delta({"side": "yes", "price_dollars": "0.5000", "delta_fp": text})
     assert book.yes == {Decimal("0.5"): Decimal("1")}
+
+
+def test_change_returns_the_size_after_and_removes_a_level_at_exactly_zero() -> None:
+    book = OrderBook.from_snapshot({"market_id": "m", "yes_dollars_fp": [["0.0105", "1.50"]]})
+    assert book.change("yes", Decimal("0.0105"), Decimal("-0.75")) == Decimal("0.75")
+    assert book.change("yes", Decimal("0.0105"), Decimal("-0.75")) == 0
+    assert book.yes == {}
+    assert book.change("no", Decimal("0.9"), Decimal("-1")) == Decimal(-1)  # kept: the desync stays visible
+    assert book.no == {Decimal("0.9"): Decimal(-1)}
+    with pytest.raises(BookError):
+        book.change("maybe", Decimal("0.5"), Decimal(1))

@@ -71,9 +71,9 @@ async def test_deltas_after_an_archived_gap_are_held_until_the_markets_next_snap
     ]
     assert [f["seq"] for f in frames] == list(range(1, 9))  # the client's own numbering, gap-free
     said = caplog.text
-    assert "order-book gap on sid 1 (2 market(s))" in said
-    assert f"{A} resumes at its next snapshot after a gap: 2 delta(s)" in said
-    assert f"{B} resumes at its next snapshot after a gap: 1 delta(s)" in said
+    assert "order books have a hole here (gap, 2 market(s))" in said
+    assert f"{A} resumes at its next snapshot: 2 delta(s)" in said
+    assert f"{B} resumes at its next snapshot: 1 delta(s)" in said
 
 
 def lifecycle(ticker: str, event_type: str, **extra: Any) -> dict[str, Any]:
@@ -135,3 +135,26 @@ async def test_rest_lists_the_archives_markets_with_their_status_at_the_replay_t
                 assert status == 400 and body["error"]["code"] == "bad_request", bad
     finally:
         await server.stop()
+
+
+async def test_after_a_recorder_restart_every_markets_deltas_wait_for_its_snapshot(tmp_path: Path) -> None:
+    arc = ArchiveBuilder(tmp_path)
+    arc.frame(0, "orderbook_snapshot", snapshot(A, [["0.4000", "10.00"]]), seq=1)
+    arc.frame(1, "orderbook_snapshot", snapshot(B, [["0.2000", "5.00"]]), seq=2)
+    arc.event(5, "recorder_started")
+    # the new recorder's first frames: a delta of B before B's snapshot came back (a stale book)
+    arc.frame(10, "orderbook_delta", delta(B, "0.2000", "1.00"), sid=1, seq=1)
+    arc.frame(11, "orderbook_snapshot", snapshot(A, [["0.4000", "12.00"]]), sid=1, seq=2)
+    arc.frame(12, "orderbook_delta", delta(A, "0.4000", "1.00"), sid=1, seq=3)
+    arc.frame(13, "orderbook_snapshot", snapshot(B, [["0.2000", "7.00"]]), sid=1, seq=4)
+    arc.frame(14, "orderbook_delta", delta(B, "0.2000", "2.00"), sid=1, seq=5)
+    frames = await replay_all(arc.write(), ["orderbook_delta"], [A, B])
+    got = [(f["type"], f["msg"]["market_ticker"], f["msg"].get("delta_fp")) for f in frames]
+    assert got == [
+        ("orderbook_snapshot", A, None),
+        ("orderbook_snapshot", B, None),
+        ("orderbook_snapshot", A, None),
+        ("orderbook_delta", A, "1.00"),
+        ("orderbook_snapshot", B, None),  # B's delta before it was held back
+        ("orderbook_delta", B, "2.00"),
+    ]

@@ -110,18 +110,24 @@ class OrderBook:
     def apply_delta(self, msg: Mapping[str, Any]) -> str | None:
         """Change one level by the delta's exact amount. Returns a problem to report — a level
         driven below zero (kept, so the inconsistency stays visible) — or ``None``."""
-        return self.change(msg.get("side"), msg.get("price_dollars"), msg.get("delta_fp"))
+        return self.apply_fields(msg.get("side"), msg.get("price_dollars"), msg.get("delta_fp"))
 
-    def change(self, side: object, price_dollars: object, delta_fp: object) -> str | None:
+    def apply_fields(self, side: object, price_dollars: object, delta_fp: object) -> str | None:
         """:meth:`apply_delta` from the delta's three fields, for callers that decoded them."""
-        level = self.side(side)
         price = dec(price_dollars)
-        size = level.get(price, _ZERO) + dec(delta_fp)
+        size = self.change(side, price, dec(delta_fp))
+        return f"{side} {price} went negative ({size})" if size < 0 else None
+
+    def change(self, side: object, price: Decimal, delta: Decimal) -> Decimal:
+        """Change one level by an exact amount and return its size after; a level at exactly zero
+        is removed. Already-parsed values: the export's hot path parses each price once."""
+        level = self.side(side)
+        size = level.get(price, _ZERO) + delta
         if size:
             level[price] = size
         else:
             level.pop(price, None)
-        return f"{side} {price} went negative ({size})" if size < 0 else None
+        return size
 
     def best(self, side: object) -> tuple[Decimal, Decimal] | None:
         """The best (highest) bid of a side with its size, or ``None`` for an empty side."""

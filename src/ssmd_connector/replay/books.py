@@ -33,7 +33,7 @@ class Books:
             head = m.head
             book = self._books.get(head.market_ticker)
             try:
-                if book is None or book.change(head.side, head.price_dollars, head.delta_fp) is not None:
+                if book is None or book.apply_fields(head.side, head.price_dollars, head.delta_fp) is not None:
                     self.problems += 1
             except BookError:
                 self.problems += 1

@@ -67,7 +67,7 @@ from ..kalshi.wire import (
     WS_PATH,
 )
 from .books import Books
-from .gaps import Gap, Holds, ledger_gaps
+from .gaps import Holds, Hole, ledger_holes
 from .markets import BadQuery, MarketIndex
 from .source import Recorded, messages
 
@@ -214,7 +214,7 @@ class _Connection(WSListener):
         """Deliver the archive to this connection's subscriptions, paced by its own clock."""
         cfg, session, window, books = self.server.config, self.session, self.window, self.books
         loop = asyncio.get_running_loop()
-        holds = Holds(list(self.server.gaps))
+        holds = Holds(list(self.server.holes))
         stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns, self.stop)
         began = 0.0
         first_ns = window.start_ns or None
@@ -228,7 +228,7 @@ class _Connection(WSListener):
                 book = kind in book_kinds
                 if book:
                     holds.check(m.ts, m.sid, m.seq)
-                    if holds.held and holds.holds(kind, m.ticker, m.ts):
+                    if holds.active and holds.holds(kind, m.ticker, m.ts):
                         continue
                 if not m.live:  # before the window: only the books it starts with
                     if book:
@@ -269,7 +269,7 @@ class ReplayServer:
         self.connections = 0
         self.finished = 0
         self.open: set[_Connection] = set()
-        self.gaps: list[Gap] = []
+        self.holes: list[Hole] = []
         self.index = MarketIndex()
         self._server: asyncio.Server | None = None
 
@@ -283,7 +283,7 @@ class ReplayServer:
 
     async def start(self) -> None:
         cfg = self.config
-        self.gaps = await asyncio.to_thread(ledger_gaps, cfg.root, cfg.feed)
+        self.holes = await asyncio.to_thread(ledger_holes, cfg.root, cfg.feed)
         self.index = await asyncio.to_thread(_index, cfg)
         self._server = await ws_create_server(
             self._route, cfg.host, cfg.port, max_frame_size=1 << 20, websocket_handshake_timeout=10

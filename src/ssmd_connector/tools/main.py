@@ -5,6 +5,7 @@
 * ``ssmd sim``  — run the Kalshi simulator on its own (for ``ssmd-connector``, demos, drills).
 * ``ssmd validate`` — check configuration without connecting.
 * ``ssmd verify`` / ``cat`` / ``stats`` / ``book`` — check and read archives.
+* ``ssmd export`` — the archive as Parquet research datasets.
 """
 
 from __future__ import annotations
@@ -156,7 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     convention.add_argument(
         "--no-price", dest="yes_price", action="store_false", help="NO-side levels were recorded in NO prices"
     )
-    for cmd in (sub.choices["cat"], sub.choices["stats"], book, cov):
+    ex = sub.add_parser("export", help="the archive as Parquet research datasets (trades, books, quotes, ...)")
+    ex.add_argument("path", type=Path, metavar="DIR", help="storage root, a day directory or an archive file")
+    ex.add_argument("--out", type=Path, required=True, metavar="OUT", help="output directory (OUT/<table>/date=…/)")
+    ex.add_argument("--from", dest="start", metavar="TS", help="rows from this time (UTC, ISO 8601)")
+    ex.add_argument("--to", dest="end", metavar="TS", help="up to (excluding) this time")
+    ex.add_argument("--series", metavar="S,…", help="only these series")
+    ex.add_argument("--tickers", metavar="T,…", help="only these markets")
+    ex.add_argument("--tables", metavar="NAME,…", help="only these tables (default: all)")
+    ex.add_argument("--snapshot-every", type=float, default=1.0, metavar="SECONDS", help="book snapshot interval")
+    ex.add_argument("--depth", type=int, default=25, metavar="N", help="levels per side in book_snapshots")
+    ex.add_argument("--feed", default=None, help="the feed to export (default: every archive file under DIR)")
+    ex_conv = ex.add_mutually_exclusive_group()
+    ex_conv.add_argument("--yes-price", dest="yes_price", action="store_true", default=None)
+    ex_conv.add_argument("--no-price", dest="yes_price", action="store_false")
+    for cmd in (sub.choices["cat"], sub.choices["stats"], book, cov, ex):
         cmd.add_argument(
             "--strict",
             action="store_true",
@@ -234,6 +249,26 @@ def main(argv: list[str] | None = None) -> int:
             return _archive_command(args)
         except BrokenPipeError:  # e.g. `ssmd stats … | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    if args.command == "export":
+        from .export import export  # noqa: PLC0415
+
+        try:
+            return export(
+                args.path,
+                args.out,
+                start=args.start,
+                end=args.end,
+                series=args.series,
+                tickers=args.tickers,
+                tables=args.tables,
+                snapshot_every=args.snapshot_every,
+                depth=args.depth,
+                yes_price=args.yes_price,
+                feed=args.feed,
+                strict=args.strict,
+            )
+        except BrokenPipeError:
             return 0
     if args.command == "replay":
         from .replay import run_replay  # noqa: PLC0415

@@ -1,0 +1,227 @@
+"""``book_deltas``, ``quotes`` and ``book_snapshots``: the exact books, rebuilt as the archive is read.
+
+Why here and not in SQL: a book is state — levels added and removed, a best bid that must be found
+again when its level empties — and it is exact only if every change is applied once, in order, as
+a decimal. The model is the project's one :class:`~ssmd_connector.kalshi.book.OrderBook`; this
+module keeps, per market, whether that book is *known*. It is not before the market's first
+snapshot, after a sequence gap or a disconnect that names it (until the next snapshot), after an
+order-book message that is not in the documented shape, or once a level went negative (a desync
+the book cannot explain). A delta while the book is unknown is written with ``book_known = false``
+and no ``size_after``, and is not applied: no row ever comes from a wrong book.
+
+Prices are kept in Kalshi's default terms (NO levels priced as NO): messages of ``use_yes_price``
+subscriptions are turned back first. The best bid of each side is kept incrementally (a new level
+above it, or its own level changing), so finding the top costs a comparison, not a scan.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ..kalshi.book import OrderBook, dec, no_prices
+from .frames import Msg
+
+ONE = Decimal(1)
+
+
+class _Market:
+    __slots__ = ("book", "dirty", "no_best", "yes_best")
+
+    def __init__(self) -> None:
+        self.book: OrderBook | None = None
+        self.yes_best: Decimal | None = None
+        self.no_best: Decimal | None = None
+        self.dirty = False
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+class Books:
+    """Per market: the book and its top. Rows go to column buffers, read and emptied by the caller."""
+
+    def __init__(self, depth: int, yes_price: bool) -> None:
+        self.depth = depth
+        self.yes_price = yes_price
+        self.markets: dict[str, _Market] = {}
+        self.emit = True
+        """False before the window opens: books are kept, no row is written."""
+        self.deltas: list[list[object]] = [[] for _ in range(9)]
+        self.quotes: list[list[object]] = [[] for _ in range(12)]
+        self.snapshots: list[list[object]] = [[] for _ in range(6)]
+        self.unknown_deltas = 0
+        self.negative = 0
+        self._prices: dict[str, Decimal] = {}
+        self._sizes: dict[str, Decimal] = {}
+
+    def _market(self, ticker: str) -> _Market:
+        st = self.markets.get(ticker)
+        if st is None:
+            st = self.markets[ticker] = _Market()
+        return st
+
+    # -- messages --------------------------------------------------------------------------
+    def snapshot(self, ts: str, m: Msg) -> None:
+        """An exchange snapshot: the book is known from here, whatever came before."""
+        msg = {"market_id": m.market_id, "yes_dollars_fp": m.yes_dollars_fp, "no_dollars_fp": m.no_dollars_fp}
+        book = OrderBook.from_snapshot(no_prices(msg) if self.yes_price else msg)
+        st = self._market(m.market_ticker)
+        st.book = book
+        st.yes_best = max(book.yes) if book.yes else None
+        st.no_best = max(book.no) if book.no else None
+        st.dirty = False
+        if not self.emit:
+            return
+        t = m.market_ticker
+        ms = m.ts_ms
+        d = self.deltas
+        rows = 0
+        for side in ("yes", "no"):
+            for price, size in sorted(book.side(side).items()):
+                text = str(size)
+                for col, value in zip(d, (ts, ms, t, side, str(price), text, text, True, True), strict=True):
+                    col.append(value)
+                rows += 1
+        if not rows:  # an empty book: one row says so, or the table alone could not reset it
+            for col, value in zip(d, (ts, ms, t, None, None, None, None, True, True), strict=True):
+                col.append(value)
+        self._snapshot_row(ts, ms, t, "exchange", book)
+        self._quote(ts, ms, t, st)
+
+    def delta(self, ts: str, m: Msg) -> None:
+        t = m.market_ticker
+        st = self.markets.get(t)
+        if st is None:
+            st = self._market(t)
+        book = st.book
+        side = m.side
+        ptext = m.price_dollars or ""
+        price = self._prices.get(ptext)
+        if price is None:
+            price = self._prices[ptext] = dec(ptext)
+            if len(self._prices) > 1_000_000:
+                self._prices.clear()
+        if self.yes_price and side == "no":
+            price = ONE - price
+            ptext = str(price)
+        change = self._sizes.get(m.delta_fp)
+        if change is None:
+            change = self._sizes[m.delta_fp] = dec(m.delta_fp)
+            if len(self._sizes) > 1_000_000:
+                self._sizes.clear()
+        if book is None:
+            self.unknown_deltas += 1
+            if self.emit:
+                d = self.deltas
+                d[0].append(ts)
+                d[1].append(m.ts_ms)
+                d[2].append(t)
+                d[3].append(side)
+                d[4].append(ptext)
+                d[5].append(m.delta_fp)
+                d[6].append(None)
+                d[7].append(False)
+                d[8].append(False)
+            return
+        size = book.change(side, price, change)
+        if size < 0:  # the book cannot explain this: it is no longer known
+            self.negative += 1
+            self.invalidate(ts, t)
+            self.unknown_deltas += 1
+            if self.emit:
+                for col, value in zip(
+                    self.deltas, (ts, m.ts_ms, t, side, ptext, m.delta_fp, None, False, False), strict=True
+                ):
+                    col.append(value)
+            return
+        st.dirty = True
+        if self.emit:
+            d = self.deltas
+            d[0].append(ts)
+            d[1].append(m.ts_ms)
+            d[2].append(t)
+            d[3].append(side)
+            d[4].append(ptext)
+            d[5].append(m.delta_fp)
+            d[6].append(str(size))
+            d[7].append(False)
+            d[8].append(True)
+        if side == "yes":
+            best = st.yes_best
+            if best is None or price > best:
+                if not size:
+                    return
+                st.yes_best = price
+            elif price == best:
+                if not size:
+                    st.yes_best = max(book.yes) if book.yes else None
+                elif not change:
+                    return
+            else:
+                return
+        else:
+            best = st.no_best
+            if best is None or price > best:
+                if not size:
+                    return
+                st.no_best = price
+            elif price == best:
+                if not size:
+                    st.no_best = max(book.no) if book.no else None
+                elif not change:
+                    return
+            else:
+                return
+        if self.emit:
+            self._quote(ts, m.ts_ms, t, st)
+
+    def invalidate(self, ts: str, ticker: str) -> None:
+        """The market's book is not known from ``ts`` until its next snapshot (a quote row says so)."""
+        st = self.markets.get(ticker)
+        if st is None or st.book is None:
+            return
+        st.book = None
+        st.yes_best = st.no_best = None
+        st.dirty = False
+        if self.emit:
+            for col, value in zip(self.quotes, (ts, None, ticker, False, *([None] * 8)), strict=True):
+                col.append(value)
+
+    def tick(self, ts: str) -> None:
+        """A ``book_snapshots`` row at ``ts`` for every known book that changed since its last row."""
+        for ticker, st in self.markets.items():
+            if st.dirty and st.book is not None:
+                st.dirty = False
+                if self.emit:
+                    self._snapshot_row(ts, None, ticker, "interval", st.book)
+
+    # -- rows ------------------------------------------------------------------------------
+    def _snapshot_row(self, ts: str, ms: int | None, ticker: str, source: str, book: OrderBook) -> None:
+        yes = [(str(p), str(q)) for p, q in book.top("yes", self.depth)]
+        no = [(str(p), str(q)) for p, q in book.top("no", self.depth)]
+        for col, value in zip(self.snapshots, (ts, ms, ticker, source, yes, no), strict=True):
+            col.append(value)
+
+    def _quote(self, ts: str, ms: int | None, ticker: str, st: _Market) -> None:
+        book = st.book
+        assert book is not None
+        yb, nb = st.yes_best, st.no_best
+        ybs = book.yes[yb] if yb is not None else None
+        nbs = book.no[nb] if nb is not None else None
+        row = (
+            ts,
+            ms,
+            ticker,
+            True,
+            _text(yb),
+            _text(ybs),
+            _text(None if nb is None else ONE - nb),  # a YES ask is one minus the best NO bid
+            _text(nbs),
+            _text(nb),
+            _text(nbs),
+            _text(None if yb is None else ONE - yb),
+            _text(ybs),
+        )
+        for col, value in zip(self.quotes, row, strict=True):
+            col.append(value)

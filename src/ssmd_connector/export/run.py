@@ -1,0 +1,316 @@
+"""The export pass: the archive read once, in receive order, into every table asked for.
+
+Books need the whole history (a book at ``--from`` is built from the snapshot before it), so the
+archive is read from its beginning; rows are written only inside ``[--from, --to)``. The pass
+keeps one time threshold — the next moment something other than a frame is due (a snapshot tick,
+a ledger event that makes books unknown, the window opening or closing) — so a frame costs one
+string comparison for all of them (archive times in one format compare as text).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..archive.holes import LOOKAHEAD_US, Unknown, events, unknowns
+from ..archive.line import ts_ns
+from ..archive.reading import Reader, archive_files
+from ..clock import TimestampFormatter
+from ..kalshi.universe import series_of
+from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
+from ..tools.coverage import Coverage
+from .books import Books
+from .frames import MALFORMED_BOOK, Frame, Line, Source
+from .messages import Messages
+from .tables import TABLES
+from .writer import ROWS_PER_BATCH, Output
+
+LIFECYCLE_TYPES = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE, "event_fee_update"})
+NEVER = "9999"
+"""Sorts after every archive time: nothing due."""
+
+
+@dataclass(frozen=True)
+class Options:
+    start: str | None = None
+    """Archive-format times (``ssmd``'s ``normalize_ts``); ``None``: open."""
+    end: str | None = None
+    tickers: frozenset[str] | None = None
+    series: frozenset[str] | None = None
+    tables: frozenset[str] = frozenset(TABLES)
+    snapshot_every_us: int = 1_000_000
+    depth: int = 25
+    yes_price: bool = False
+    """NO-side levels were recorded in YES prices (``use_yes_price: true``)."""
+    feed: str | None = None
+
+    def key(self, archive: Path) -> str:
+        """The run key in output file names: the same request writes (and replaces) the same files."""
+        fields = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(self).items() if k != "tables"}
+        text = json.dumps({"archive": str(archive.resolve()), **fields}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Summary:
+    frames: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    problems: int = 0
+    malformed: int = 0
+    unknown_deltas: int = 0
+    negative_levels: int = 0
+    seconds: float = 0.0
+
+
+class Export:
+    def __init__(self, archive: Path, out: Path, options: Options, reader: Reader | None = None) -> None:
+        self.archive = archive
+        self.opts = options
+        self.reader = reader or Reader()
+        self.output = Output(out, options.key(archive))
+        self.books = Books(options.depth, options.yes_price)
+        self.msgs = Messages()
+        self.coverage = Coverage()
+        self._fmt = TimestampFormatter()
+        self._day = ""
+        self._next_tick = ""
+        self._watch: dict[tuple[int | None, int | None], Unknown] = {}
+        self._unknowns: list[Unknown] = []
+        self._keep: dict[str, bool] = {}
+        self._ended = False
+        self.books.emit = options.start is None
+
+    # -- time ------------------------------------------------------------------------------
+    def _text(self, ns: int) -> str:
+        return self._fmt.format(ns).decode()
+
+    def _tick_after(self, ts: str) -> str:
+        step = self.opts.snapshot_every_us * 1000
+        return self._text((ts_ns(ts) // step + 1) * step)
+
+    def _threshold(self) -> str:
+        """The earliest receive time at which :meth:`_due` has something to do."""
+        due = self._next_tick or NEVER
+        if self._unknowns:
+            u = self._unknowns[0]
+            at = u.ts if u.sid is None else self._text(ts_ns(u.ts) - LOOKAHEAD_US * 1000)
+            due = min(due, at)
+        if self._watch:
+            due = min(due, *(u.ts for u in self._watch.values()))
+        if not self.books.emit and self.opts.start:
+            due = min(due, self.opts.start)
+        if self.opts.end:
+            due = min(due, self.opts.end)
+        return due
+
+    def _due(self, ts: str) -> str:
+        """Everything due at or before ``ts``, in time order; returns the next threshold."""
+        while True:
+            steps: list[tuple[str, int, Callable[[], None]]] = []
+            if self._next_tick and self._next_tick <= ts:
+                steps.append((self._next_tick, 1, self._tick))
+            if self._unknowns:
+                u = self._unknowns[0]
+                if u.ts <= ts:
+                    steps.append((u.ts, 0, self._apply_next_unknown))
+                elif u.sid is not None and self._text(ts_ns(u.ts) - LOOKAHEAD_US * 1000) <= ts:
+                    steps.append((ts, 0, self._watch_next_gap))
+            for u in list(self._watch.values()):
+                if u.ts <= ts:
+                    steps.append((u.ts, 0, functools.partial(self._apply_watched, u)))
+            if not self.books.emit and self.opts.start and self.opts.start <= ts:
+                steps.append((self.opts.start, 2, self._open_window))
+            if self.opts.end and self.opts.end <= ts:
+                steps.append((self.opts.end, 3, self._close_window))
+            if not steps or self._ended:
+                return self._threshold()
+            min(steps, key=lambda s: (s[0], s[1]))[2]()
+
+    def _tick(self) -> None:
+        self.books.tick(self._next_tick)
+        self._next_tick = ""  # the next frame sets it (no book changes until then)
+
+    def _apply(self, u: Unknown) -> None:
+        tickers = self.books.markets.keys() if u.tickers is None else u.tickers
+        for t in list(tickers):
+            self.books.invalidate(u.ts, t)
+
+    def _apply_next_unknown(self) -> None:
+        self._apply(self._unknowns.pop(0))
+
+    def _watch_next_gap(self) -> None:
+        u = self._unknowns.pop(0)
+        self._watch[(u.sid, u.got)] = u
+
+    def _apply_watched(self, u: Unknown) -> None:
+        self._watch.pop((u.sid, u.got), None)
+        self._apply(u)
+
+    def _open_window(self) -> None:
+        self.books.emit = True
+
+    def _close_window(self) -> None:
+        self._ended = True
+
+    # -- the pass --------------------------------------------------------------------------
+    def run(self) -> Summary:
+        began = time.perf_counter()
+        evs = events(self.archive, self.reader)
+        self._unknowns = unknowns(evs)
+        for ev in evs:
+            if not self.opts.end or str(ev["ts"]) < self.opts.end:
+                self.coverage.event(ev)
+        source = Source(self.reader)
+        summary = Summary()
+        try:
+            for path in archive_files(self.archive, self.opts.feed):
+                for lines in source.batches(path):
+                    summary.frames += self._lines(lines)
+                    self._flush(ROWS_PER_BATCH)
+                    if self._ended:
+                        break
+                if self._ended:
+                    break
+            self._flush(1)
+            self._coverage_rows()
+            summary.files = self.output.commit()
+        except BaseException:
+            self.output.discard()
+            raise
+        summary.rows = dict(self.output.rows)
+        summary.problems = self.reader.problems
+        summary.malformed = source.malformed
+        summary.unknown_deltas = self.books.unknown_deltas
+        summary.negative_levels = self.books.negative
+        summary.seconds = time.perf_counter() - began
+        return summary
+
+    def _lines(self, lines: list[Line]) -> int:
+        """One block, split where the day changes (each day is its own partition)."""
+        if not lines:
+            return 0
+        done = 0
+        while done < len(lines):
+            day = lines[done].ts[:10]
+            if day != self._day:
+                self._flush(1)
+                self._day = day
+            if lines[-1].ts[:10] == day:
+                cut = len(lines)
+            else:
+                cut = bisect_left(lines, day + "U", lo=done, key=lambda ln: ln.ts)  # ("U" sorts after "T")
+                cut = max(cut, done + 1)
+            self._frames(lines, done, cut)
+            done = cut
+            if self._ended:
+                break
+        return len(lines)
+
+    def _frames(self, lines: list[Line], lo: int, hi: int) -> None:
+        books, msgs, want = self.books, self.msgs, self.opts.tables
+        delta, snapshot = books.delta, books.snapshot
+        trades, tickers = ("trades" in want), ("tickers" in want)
+        lifecycle = "lifecycle" in want or "coverage" in want
+        selecting = self.opts.tickers is not None or self.opts.series is not None
+        keep = self._keep
+        due = self._threshold()
+        for i in range(lo, hi):
+            ln = lines[i]
+            ts = ln.ts
+            if ts >= due:
+                due = self._due(ts)
+                if self._ended:
+                    return
+            data = ln.data
+            if data.__class__ is not Frame:
+                continue
+            m = data.msg
+            if m is None:
+                continue
+            kind = data.type
+            if selecting:
+                t = m.market_ticker
+                k = keep.get(t)
+                if k is None:
+                    k = keep[t] = self._selected(t) if t else True
+                if not k:
+                    continue
+            if kind == "orderbook_delta":
+                if self._watch:
+                    u = self._watch.pop((data.sid, data.seq), None)
+                    if u is not None:
+                        self._apply(Unknown(ts, u.tickers, u.reason))
+                delta(ts, m)
+                if not self._next_tick:
+                    self._next_tick = self._tick_after(ts)
+                    due = self._threshold()
+            elif kind == "ticker":
+                if tickers and books.emit:
+                    msgs.ticker(ts, m)
+            elif kind == "trade":
+                if trades and books.emit:
+                    msgs.trade(ts, m)
+            elif kind == "orderbook_snapshot":
+                snapshot(ts, m)
+            elif kind in LIFECYCLE_TYPES:
+                if lifecycle and (books.emit or not self.opts.start):
+                    if selecting and not m.market_ticker and not self._selected_event(m.series_ticker):
+                        continue
+                    msgs.lifecycle_event(ts, kind, m)
+                    self._lifecycle_coverage(ts, kind, m)
+            elif kind == MALFORMED_BOOK:
+                books.invalidate(ts, m.market_ticker)
+
+    def _selected(self, ticker: str) -> bool:
+        o = self.opts
+        return (o.tickers is None or ticker in o.tickers) and (o.series is None or series_of(ticker) in o.series)
+
+    def _selected_event(self, series: str | None) -> bool:
+        return self.opts.tickers is None and (self.opts.series is None or series in self.opts.series)
+
+    def _lifecycle_coverage(self, ts: str, kind: str, m: object) -> None:
+        msg = {k: getattr(m, k) for k in ("market_ticker", "event_type", "event_ticker", "series_ticker")}
+        meta = getattr(m, "additional_metadata", None)
+        if meta is not None:
+            msg["additional_metadata"] = json.loads(bytes(meta))
+        self.coverage.frame(ts, {"type": kind, "msg": msg})
+
+    # -- output ----------------------------------------------------------------------------
+    def _flush(self, at_least: int) -> None:
+        want, day, out = self.opts.tables, self._day, self.output
+        for table, buffers in (
+            ("book_deltas", self.books.deltas),
+            ("quotes", self.books.quotes),
+            ("book_snapshots", self.books.snapshots),
+            ("trades", self.msgs.trades),
+            ("tickers", self.msgs.tickers),
+            ("lifecycle", self.msgs.lifecycle),
+        ):
+            if len(buffers[0]) >= at_least:
+                if table in want:
+                    out.write(table, day, buffers)
+                for col in buffers:
+                    col.clear()
+
+    def _coverage_rows(self) -> None:
+        if "coverage" not in self.opts.tables:
+            return
+        rows: dict[str, list[list[object]]] = {}
+        for m in self.coverage.finish(self.opts.start, self.opts.end):
+            if not self._selected(m.ticker):
+                continue
+            for start, end in m.intervals:
+                if start is None:
+                    continue
+                row = (m.ticker, m.series, "subscribed", start, end, m.created, m.status, m.gaps, m.disconnects)
+                for col, value in zip(rows.setdefault(start[:10], [[] for _ in range(9)]), row, strict=True):
+                    col.append(value)
+        for day, buffers in sorted(rows.items()):
+            self.output.write("coverage", day, buffers)

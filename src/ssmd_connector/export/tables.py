@@ -1,0 +1,191 @@
+"""The tables' columns, their Arrow types, and how buffered Python values become Arrow arrays.
+
+Exactness: prices and quantities are Parquet ``DECIMAL`` columns (Arrow ``decimal128``), built by
+Arrow's own string-to-decimal cast from the exact text Kalshi sent (or ``str`` of an exact
+``Decimal``): never a float. The cast refuses a value that does not fit the column's scale instead
+of rounding it; :class:`ValueTooPrecise` names it. Decimals, not strings, because DuckDB and polars
+read ``DECIMAL`` as a number (sums, comparisons, ``ORDER BY`` work as-is), and no float ever
+enters a query unless the user casts. Scales: Kalshi prices have at most 4 places (sub-penny
+ticks), sizes 2 (fractional contracts); the columns keep 6 for both, room for finer ticks.
+
+Times: the receive time (the archive's ``ts``, microseconds) as ``timestamp[us, UTC]``; the
+exchange's own time (``ts_ms``) as ``timestamp[ms, UTC]``; lifecycle times (seconds) as
+``timestamp[s, UTC]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PRICE = pa.decimal128(18, 6)
+SIZE = pa.decimal128(24, 6)
+RECEIVED = pa.timestamp("us", tz="UTC")
+EXCHANGE = pa.timestamp("ms", tz="UTC")
+SECONDS = pa.timestamp("s", tz="UTC")
+LEVEL = pa.struct([("price", PRICE), ("size", SIZE)])
+LEVELS = pa.list_(LEVEL)
+
+
+class ValueTooPrecise(ValueError):
+    """A value with more decimal places than its column keeps (never rounded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: pa.DataType
+    source: str
+    """How the buffered values are given: ``ts`` (archive time text), ``ms`` / ``s`` (integers),
+    ``dec`` (decimal text, ``""`` or ``None`` for null), ``levels`` (lists of ``(price, size)``
+    text pairs), or ``plain`` (Python values of the column's type)."""
+
+
+def _c(name: str, type_: pa.DataType, source: str = "plain") -> Column:
+    return Column(name, type_, source)
+
+
+_HEAD = [_c("ts", RECEIVED, "ts"), _c("exchange_ts", EXCHANGE, "ms"), _c("market", pa.string())]
+
+TABLES: dict[str, list[Column]] = {
+    "trades": [
+        *_HEAD,
+        _c("trade_id", pa.string()),
+        _c("yes_price", PRICE, "dec"),
+        _c("no_price", PRICE, "dec"),
+        _c("count", SIZE, "dec"),
+        _c("taker_side", pa.string()),
+        _c("taker_outcome_side", pa.string()),
+        _c("taker_book_side", pa.string()),
+        _c("is_block_trade", pa.bool_()),
+    ],
+    "book_deltas": [
+        *_HEAD,
+        _c("side", pa.string()),
+        _c("price", PRICE, "dec"),
+        _c("change", SIZE, "dec"),
+        _c("size_after", SIZE, "dec"),
+        _c("is_snapshot", pa.bool_()),
+        _c("book_known", pa.bool_()),
+    ],
+    "book_snapshots": [
+        *_HEAD,
+        _c("source", pa.string()),
+        _c("yes_bids", LEVELS, "levels"),
+        _c("no_bids", LEVELS, "levels"),
+    ],
+    "quotes": [
+        *_HEAD,
+        _c("book_known", pa.bool_()),
+        _c("yes_bid", PRICE, "dec"),
+        _c("yes_bid_size", SIZE, "dec"),
+        _c("yes_ask", PRICE, "dec"),
+        _c("yes_ask_size", SIZE, "dec"),
+        _c("no_bid", PRICE, "dec"),
+        _c("no_bid_size", SIZE, "dec"),
+        _c("no_ask", PRICE, "dec"),
+        _c("no_ask_size", SIZE, "dec"),
+    ],
+    "tickers": [
+        *_HEAD,
+        _c("price", PRICE, "dec"),
+        _c("yes_bid", PRICE, "dec"),
+        _c("yes_ask", PRICE, "dec"),
+        _c("yes_bid_size", SIZE, "dec"),
+        _c("yes_ask_size", SIZE, "dec"),
+        _c("last_trade_size", SIZE, "dec"),
+        _c("volume", SIZE, "dec"),
+        _c("open_interest", SIZE, "dec"),
+        _c("dollar_volume", pa.int64()),
+        _c("dollar_open_interest", pa.int64()),
+    ],
+    "lifecycle": [
+        *_HEAD,
+        _c("type", pa.string()),
+        _c("event_type", pa.string()),
+        _c("event_ticker", pa.string()),
+        _c("series_ticker", pa.string()),
+        _c("title", pa.string()),
+        _c("open_ts", SECONDS, "s"),
+        _c("close_ts", SECONDS, "s"),
+        _c("determination_ts", SECONDS, "s"),
+        _c("settled_ts", SECONDS, "s"),
+        _c("result", pa.string()),
+        _c("settlement_value", PRICE, "dec"),
+        _c("is_deactivated", pa.bool_()),
+        _c("price_level_structure", pa.string()),
+        _c("price_ranges", pa.string()),
+        _c("additional_metadata", pa.string()),
+    ],
+    "coverage": [
+        _c("market", pa.string()),
+        _c("series", pa.string()),
+        _c("kind", pa.string()),
+        _c("start", RECEIVED, "ts"),
+        _c("end", RECEIVED, "ts"),
+        _c("created", RECEIVED, "ts"),
+        _c("status", pa.string()),
+        _c("gaps", pa.int64()),
+        _c("disconnects", pa.int64()),
+    ],
+}
+"""Every table's columns, in order. ``ts`` is always the receive time (``coverage``: ``start``)."""
+
+SCHEMAS = {name: pa.schema([(c.name, c.type) for c in cols]) for name, cols in TABLES.items()}
+
+
+def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Array:
+    text = pa.array(values, pa.string())
+    if text.null_count < len(text):  # Kalshi sends "" for a price never set (a market never traded)
+        text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+    try:
+        return text.cast(type_)
+    except pa.ArrowInvalid:
+        for value in values:
+            if value:
+                try:
+                    pa.array([value], pa.string()).cast(type_)
+                except pa.ArrowInvalid:
+                    raise ValueTooPrecise(
+                        f"{column}: {value!r} is not a decimal that fits {type_} (never rounded)"
+                    ) from None
+        raise
+
+
+def _levels(rows: Sequence[Sequence[tuple[str, str]] | None], column: str) -> pa.Array:
+    offsets = [0]
+    prices: list[str] = []
+    sizes: list[str] = []
+    for levels in rows:
+        for p, q in levels or ():
+            prices.append(p)
+            sizes.append(q)
+        offsets.append(len(prices))
+    inner = pa.StructArray.from_arrays(
+        [_decimals(prices, PRICE, column), _decimals(sizes, SIZE, column)], fields=list(LEVEL)
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner, type=LEVELS)
+
+
+def array(column: Column, values: Sequence[Any]) -> pa.Array:
+    """Buffered values → one Arrow array of the column's type."""
+    source = column.source
+    if source == "ts":
+        return pa.array(values, pa.string()).cast(column.type)
+    if source in ("ms", "s"):
+        return pa.array(values, pa.int64()).cast(column.type)
+    if source == "dec":
+        return _decimals(values, column.type, column.name)
+    if source == "levels":
+        return _levels(values, column.name)
+    return pa.array(values, column.type)
+
+
+def batch(table: str, buffers: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    """One record batch of ``table`` from its buffered columns (in :data:`TABLES` order)."""
+    cols = TABLES[table]
+    return pa.RecordBatch.from_arrays([array(c, v) for c, v in zip(cols, buffers, strict=True)], schema=SCHEMAS[table])

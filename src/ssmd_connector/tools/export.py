@@ -1,0 +1,110 @@
+"""``ssmd export DIR --out OUT``: the archive as Parquet research datasets (see :mod:`ssmd_connector.export`).
+
+Bad input is told plainly, naming what is wrong and what was expected, with its own exit status,
+never a traceback: 2 for the command line (a missing archive, a time that is not one, an unknown
+table), 3 for data that cannot be exported exactly (a value finer than its decimal column),
+4 when the output cannot be written. 1 with ``--strict`` when archive lines had to be skipped.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..archive import Reader
+from ..export.run import Export, Options
+from ..export.tables import TABLES, ValueTooPrecise
+from .book import convention
+from .read import normalize_ts
+
+BAD_INPUT, NOT_EXACT, NOT_WRITABLE = 2, 3, 4
+
+
+def _names(text: str | None, what: str) -> frozenset[str] | None:
+    if text is None:
+        return None
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise ValueError(f"--{what}: expected a comma-separated list, got {text!r}")
+    return names
+
+
+def export(
+    path: Path,
+    out: Path,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    series: str | None = None,
+    tickers: str | None = None,
+    tables: str | None = None,
+    snapshot_every: float = 1.0,
+    depth: int = 25,
+    yes_price: bool | None = None,
+    feed: str | None = None,
+    strict: bool = False,
+) -> int:
+    def bad(text: str) -> int:
+        print(f"ssmd export: {text}", file=sys.stderr)
+        return BAD_INPUT
+
+    if not path.exists():
+        return bad(f"{path}: no such file or directory (expected an archive: its root, a day directory or a file)")
+    try:
+        opts_start, opts_end = normalize_ts(start), normalize_ts(end)
+        chosen = _names(tables, "tables")
+        if chosen is not None and (unknown := sorted(chosen - set(TABLES))):
+            return bad(f"--tables: unknown table(s) {', '.join(unknown)}; expected some of {', '.join(TABLES)}")
+        ticker_set, series_set = _names(tickers, "tickers"), _names(series, "series")
+    except ValueError as exc:
+        return bad(f"{exc} (times are UTC ISO 8601, e.g. 2026-11-24T10:00:00Z)")
+    if opts_start and opts_end and opts_start >= opts_end:
+        return bad(f"--from {start} is not before --to {end}")
+    if not 0.001 <= snapshot_every <= 86_400:
+        return bad(f"--snapshot-every: expected seconds between 0.001 and 86400, got {snapshot_every}")
+    if depth < 1:
+        return bad(f"--depth: expected at least 1 level, got {depth}")
+    if out.exists() and not out.is_dir():
+        return bad(f"--out {out}: exists and is not a directory")
+    reader = Reader()
+    if yes_price is None:
+        found = convention(path, reader)
+        if len(found) > 1:
+            return bad(
+                f"{path}: order books were subscribed both with and without use_yes_price: "
+                "say which prices the NO side carries with --yes-price or --no-price"
+            )
+        yes_price = found == {True}
+    options = Options(
+        start=opts_start,
+        end=opts_end,
+        tickers=ticker_set,
+        series=series_set,
+        tables=chosen or frozenset(TABLES),
+        snapshot_every_us=round(snapshot_every * 1_000_000),
+        depth=depth,
+        yes_price=yes_price,
+        feed=feed,
+    )
+    try:
+        summary = Export(path, out, options, reader).run()
+    except ValueTooPrecise as exc:
+        print(f"ssmd export: {path}: {exc}; nothing was replaced", file=sys.stderr)
+        return NOT_EXACT
+    except OSError as exc:
+        print(
+            f"ssmd export: cannot write {exc.filename or out}: {exc.strerror or exc}; nothing was replaced",
+            file=sys.stderr,
+        )
+        return NOT_WRITABLE
+    rate = summary.frames / summary.seconds if summary.seconds else 0.0
+    print(f"{summary.frames:,} archive lines in {summary.seconds:.1f} s ({rate:,.0f}/s) → {out}")
+    for table in sorted(summary.rows):
+        print(f"  {table:<15} {summary.rows[table]:>12,} rows")
+    if summary.unknown_deltas:
+        print(f"  {summary.unknown_deltas:,} delta(s) while a book was not known (book_known = false)")
+    if summary.malformed:
+        print(f"  {summary.malformed:,} market-data message(s) not in Kalshi's documented shape (skipped, reported)")
+    if reader.problems:
+        print(f"{reader.problems} unreadable line(s) skipped", file=sys.stderr)
+    return 1 if strict and reader.problems else 0

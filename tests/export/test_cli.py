@@ -1,0 +1,65 @@
+"""``ssmd export`` as a user runs it: bad input told plainly with its own exit status (never a
+traceback), a value that cannot be kept exactly refused without touching the previous output,
+and a re-run over the same range replacing its files (no duplicates, no temporary files left)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from ..faults.harness import SSMD
+from .helpers import T0_NS, rows, write_archive
+
+
+def ssmd_export(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SSMD), "export", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def _trade(i: int, price: str = "0.4200") -> tuple[int, dict[str, Any]]:
+    msg = {
+        "trade_id": f"t{i}",
+        "market_ticker": "KXA-1",
+        "yes_price_dollars": price,
+        "no_price_dollars": "0.5800",
+        "count_fp": "1.50",
+        "taker_side": "yes",
+        "is_block_trade": i % 2 == 0,
+        "ts_ms": T0_NS // 1_000_000,
+    }
+    return T0_NS + i * 1000, {"type": "trade", "sid": 2, "seq": i + 1, "msg": msg}
+
+
+def test_bad_input_is_named_with_its_own_exit_status(tmp_path: Path) -> None:
+    archive = write_archive(tmp_path / "a", [_trade(0)])
+    for args, words in (
+        ([str(tmp_path / "nope"), "--out", str(tmp_path / "o")], "no such file or directory"),
+        ([str(archive), "--out", str(tmp_path / "o"), "--from", "yesterday"], "ISO 8601"),
+        ([str(archive), "--out", str(tmp_path / "o"), "--tables", "trades,books"], "unknown table(s) books"),
+        ([str(archive), "--out", str(tmp_path / "o"), "--depth", "0"], "--depth"),
+        (
+            [str(archive), "--out", str(tmp_path / "o"), "--from", "2026-11-25T08:00", "--to", "2026-11-25T07:00"],
+            "before",
+        ),
+    ):
+        done = ssmd_export(*args)
+        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_reruns_replace_their_files_and_a_value_that_cannot_be_exact_changes_nothing(tmp_path: Path) -> None:
+    archive = write_archive(tmp_path / "a", [_trade(i) for i in range(5)])
+    out = tmp_path / "o"
+    for _ in range(2):
+        done = ssmd_export(str(archive), "--out", str(out), "--tables", "trades")
+        assert done.returncode == 0, done.stderr
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert len(files) == 1 and str(files[0]).startswith("trades/date=2026-11-25/part-")
+    assert [r["trade_id"] for r in rows(out, "trades")] == [f"t{i}" for i in range(5)]  # not twice
+    assert [r["is_block_trade"] for r in rows(out, "trades")] == [True, False, True, False, True]
+
+    write_archive(archive, [_trade(9, price="0.12345678")])  # finer than the column keeps: never rounded
+    done = ssmd_export(str(archive), "--out", str(out), "--tables", "trades")
+    assert done.returncode == 3 and "'0.12345678'" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files  # no temporary file left
+    assert len(rows(out, "trades")) == 5  # the previous output, untouched
