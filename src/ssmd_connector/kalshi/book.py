@@ -33,7 +33,7 @@ beyond 10^±18 is not one of them — and would overflow exact arithmetic."""
 
 _SEEN: dict[object, Decimal] = {}
 """Texts already read (prices and sizes repeat endlessly): a lookup instead of a parse."""
-_SEEN_MAX = 1 << 16
+_SEEN_MAX = 1 << 14
 
 
 def dec(text: object) -> Decimal:

@@ -48,10 +48,10 @@ from .wire import (
     UPDATABLE_CHANNELS,
     UPDATE_SUBSCRIPTION,
     ErrorCode,
+    data_frame,
     error_frame,
     message,
     needs_markets,
-    render,
 )
 
 _decode = msgspec.json.decode
@@ -69,10 +69,11 @@ class Subscription:
     seq: int = 0
     skip: int = 0
     """Numbers to leave out before the next one (a fault: the client sees a gap)."""
+    sequenced: bool = field(init=False)
+    """Its channel numbers its messages (``seq``): fixed with the channel, looked up once."""
 
-    @property
-    def sequenced(self) -> bool:
-        return self.channel in SEQUENCED_CHANNELS
+    def __post_init__(self) -> None:
+        self.sequenced = self.channel in SEQUENCED_CHANNELS
 
     def next_seq(self) -> int:
         self.seq += 1 + self.skip
@@ -129,14 +130,26 @@ class ServerSession:
         if msg is not None:
             self.send(ORDERBOOK_SNAPSHOT, msg, sub, cmd_id)
 
-    def deliver(self, channel: str, ticker: str, kind: str, payload: bytes, sending_ts_ms: int | None = None) -> None:
+    def deliver(
+        self, channel: str, ticker: str, kind: str, payload: bytes | msgspec.Raw, sending_ts_ms: int | None = None
+    ) -> None:
         """Market data (``payload``: the encoded ``msg``, shared by every subscriber) to each
-        subscription of ``channel`` that wants ``ticker``; ``sending_ts_ms``: when it was queued."""
-        for sub in self.by_channel.get(channel, ()):
-            if sub.tickers is not None and ticker not in sub.tickers:
+        subscription of ``channel`` that wants ``ticker``; ``sending_ts_ms``: when it was queued.
+        The hot path of the simulator and of replay: kept to plain attribute access."""
+        subs = self.by_channel.get(channel)
+        if not subs:
+            return
+        emit = self._emit
+        for sub in subs:
+            tickers = sub.tickers
+            if tickers is not None and ticker not in tickers:
                 continue
-            seq = sub.next_seq() if sub.sequenced else None
-            self._emit(render(kind, payload, sid=sub.sid, seq=seq, sending_ts_ms=sending_ts_ms), sub)
+            if sub.sequenced:
+                sub.seq += 1 + sub.skip
+                sub.skip = 0
+                emit(data_frame(kind, sub.sid, sub.seq, payload, sending_ts_ms), sub)
+            else:
+                emit(data_frame(kind, sub.sid, None, payload, sending_ts_ms), sub)
 
     def terminate(self, sub: Subscription, code: int) -> None:
         """End a subscription with a terminal error (10, 25): dropped, the error on its sid."""

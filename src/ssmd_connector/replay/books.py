@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from ..kalshi.book import BookError, OrderBook
+from ..kalshi.book import BookError, OrderBook, dec
 from .source import Recorded
 
 
@@ -32,8 +32,11 @@ class Books:
         if kind == "orderbook_delta":
             head = m.head
             book = self._books.get(head.market_ticker)
+            if book is None:
+                self.problems += 1
+                return
             try:
-                if book is None or book.apply_fields(head.side, head.price_dollars, head.delta_fp) is not None:
+                if book.change(head.side, dec(head.price_dollars), dec(head.delta_fp)) < 0:
                     self.problems += 1
             except BookError:
                 self.problems += 1
@@ -45,10 +48,6 @@ class Books:
                 self._books[m.head.market_ticker] = OrderBook.from_snapshot(body)
             except (msgspec.DecodeError, BookError):
                 self.problems += 1
-
-    def forget(self, ticker: str) -> None:
-        """Drop a market's book: it is not known again until its next snapshot (a gap)."""
-        self._books.pop(ticker, None)
 
     def snapshot(self, ticker: str) -> dict[str, Any] | None:
         """The ``msg`` of an ``orderbook_snapshot`` for ``ticker`` now; ``None`` for a market the

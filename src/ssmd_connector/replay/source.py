@@ -68,7 +68,8 @@ class Recorded(msgspec.Struct, gc=False, frozen=True):
     ts: str
     kind: str
     head: Head
-    msg: bytes
+    msg: msgspec.Raw
+    """The exact bytes (a view into the line read: no copy)."""
     live: bool = True
     sid: int = 0
     """The recorder's sid and seq (order-book messages: where the archive's gaps are)."""
@@ -143,7 +144,7 @@ def messages(
                 head = _head.decode(frame.msg)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 head = Head()
-            yield Recorded(ts, kind, head, bytes(frame.msg), live, frame.sid, frame.seq)
+            yield Recorded(ts, kind, head, frame.msg, live, frame.sid, frame.seq)
 
 
 TS_WIDTH = len("2026-11-24T10:30:00.123456Z")
