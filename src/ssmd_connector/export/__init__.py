@@ -9,7 +9,7 @@ Kalshi's deltas is where people lose days. One streaming pass over the archive p
 * :mod:`.books` — ``book_deltas``, ``quotes``, ``book_snapshots`` from the one exact book model
   (:class:`~ssmd_connector.kalshi.book.OrderBook`), honest about books it does not know;
 * :mod:`.messages` — ``trades``, ``tickers``, ``lifecycle``: the messages, typed;
-* :mod:`..archive.holes` — the ledger events that make a book unknown (gaps, disconnects);
+* :mod:`..coverage.holes` — the ledger events that make a book unknown (gaps, disconnects);
 * :mod:`.coverage` — the ``coverage`` table, from ``ssmd coverage``'s model;
 * :mod:`.writer` — date-partitioned Parquet, replaced atomically per run;
 * :mod:`.run` — the pass itself.

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..archive.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..archive.line import ts_ns
 from ..archive.reading import Reader, archive_files
 from ..clock import TimestampFormatter
+from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
+from ..coverage.model import Coverage
 from ..kalshi.universe import series_of
 from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
-from ..tools.coverage import Coverage
 from .books import Books
 from .frames import MALFORMED_BOOK, Frame, Line, Source
 from .messages import Messages

@@ -6,7 +6,7 @@ restart) the deltas of the markets concerned no longer add up to the exchange's 
 next snapshot of each arrives. Replay does what the exchange would have done for the client: it
 holds those markets' deltas back and lets the next archived snapshot through, which resets the
 client's book — and logs it. Which events make a book unknown, and from which frame, is
-:mod:`~ssmd_connector.archive.holes` (the export uses the same).
+:mod:`~ssmd_connector.coverage.holes` (the export uses the same).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..archive.line import ts_ns
 from ..archive.reading import Reader
+from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..kalshi.wire import ORDERBOOK_DELTA
 from .source import ts_text
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Hole:
-    """An :class:`~ssmd_connector.archive.holes.Unknown` with the earliest time its revealing
+    """An :class:`~ssmd_connector.coverage.holes.Unknown` with the earliest time its revealing
     frame may carry (a gap is written to the ledger just after that frame was stamped)."""
 
     unknown: Unknown

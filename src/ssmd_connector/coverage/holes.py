@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..archive.layout import ledger_files
+from ..archive.line import json_object
+from ..archive.reading import Reader
 from ..kalshi.wire import Ev
-from .layout import ledger_files
-from .line import json_object
-from .reading import Reader
 
 LOOKAHEAD_US = 2_000_000
 """How long before a gap event its revealing frame may have been received (µs)."""

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssmd_connector.tools.coverage import Coverage
+from ssmd_connector.coverage.model import Coverage
 
 
 def ev(ts: int, event: str, **fields: Any) -> dict[str, Any]:
