@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="ssmd-export-archive-") as tmp:
         archive = Path(tmp)
-        expected = write_archive(archive, args.frames)
+        expected = write_archive(archive, args.frames).frames
         size_mb = sum(p.stat().st_size for p in archive.rglob("*.jsonl")) / 1e6
         runs: dict[str, list[dict[str, Any]]] = {"duckdb": [], "export": []}
         for _ in range(args.repeat):  # interleaved: both see the same machine load

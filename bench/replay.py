@@ -7,8 +7,9 @@ part — the replay must never be it. So in one run, on the same machine: (1) ``
 picows client (on the other core), and (2) the recorder receiving the same number of frames from
 the benchmark's firehose (``bench.clients recorder``): the ratio of the two is the figure.
 
-The archive is written here from the simulator's market model (order-book snapshots first, then
-deltas, trades, tickers and lifecycle messages, one every ``--spacing-us``). Every run is checked:
+The archive is the export benchmark's (:mod:`bench.archive_gen`: the simulator's market model,
+order-book snapshots first, then deltas, trades, tickers and lifecycle messages; it crosses
+midnight, so two day files). Every run is checked:
 the client must receive exactly the archive's messages of its channels, every sequenced
 subscription's ``seq`` gap-free from 1, and a normal close (1000) at the end — otherwise the run
 fails and prints no figure.
@@ -34,16 +35,10 @@ from typing import Any
 import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from ssmd_connector.archive.layout import day_file
-from ssmd_connector.archive.line import LineEncoder
-from ssmd_connector.kalshi.wire import ORDERBOOK_SNAPSHOT, SEQUENCED_CHANNELS
-from ssmd_connector.message import Message
-from ssmd_connector.sim.market import MarketModel
-
 from .__main__ import _cpu, client, firehose, median
+from .archive_gen import write_archive
 
 CHANNELS = ["orderbook_delta", "ticker", "trade", "market_lifecycle_v2"]
-START_NS = 1_790_000_000 * 1_000_000_000  # 2026-09-21T...Z: a fixed, whole-second start
 CHANNEL_OF = {
     "orderbook_snapshot": "orderbook_delta",
     "orderbook_delta": "orderbook_delta",
@@ -57,44 +52,6 @@ CHANNEL_OF = {
 class RunInvalid(SystemExit):
     def __init__(self, why: str) -> None:
         super().__init__(f"invalid benchmark run: {why}")
-
-
-def write_archive(root: Path, frames: int, markets: int, spacing_us: int) -> tuple[list[str], dict[str, int]]:
-    """An archive of ``frames`` data messages; returns the markets and the count per channel."""
-    model = MarketModel(markets, seed=7, now=START_NS / 1e9)
-    enc = LineEncoder()
-    seqs: dict[str, int] = {}
-    counts: dict[str, int] = {}
-    sids = {ch: i + 1 for i, ch in enumerate(CHANNELS)}
-    path = day_file(root, "kalshi", START_NS, ".jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tickers = list(model.open_tickers)
-    written = 0
-    with path.open("wb", buffering=1 << 20) as out:
-
-        def put(kind: str, msg: Any) -> None:
-            nonlocal written
-            channel = CHANNEL_OF[kind]
-            sid = sids[channel]
-            frame: dict[str, Any] = {"type": kind, "sid": sid}
-            if channel in SEQUENCED_CHANNELS:
-                seqs[channel] = seqs.get(channel, 0) + 1
-                frame["seq"] = seqs[channel]
-            frame["msg"] = msg
-            ns = START_NS + written * spacing_us * 1000
-            out.write(enc.encode(Message(ns, "kalshi", msgspec.json.encode(frame), json_valid=True, kind=kind)))
-            counts[channel] = counts.get(channel, 0) + 1
-            written += 1
-
-        for ticker in tickers:
-            put(ORDERBOOK_SNAPSHOT, model.snapshot_msg(ticker))
-        ts = START_NS / 1e9
-        while written < frames:
-            for _, _, kind, msg in model.step(ts):
-                if written < frames and kind in CHANNEL_OF:
-                    put(kind, msg)
-            ts += spacing_us / 1e6
-    return tickers, counts
 
 
 class _Client(WSListener):
@@ -221,7 +178,8 @@ def memory(frames: int, limit_mb: float) -> dict[str, Any]:
     for name, n in (("small", max(1000, frames // 50)), ("large", frames)):
         with tempfile.TemporaryDirectory(prefix="ssmd-bench-replay-") as d:
             root = Path(d)
-            tickers, counts = write_archive(root, n, 50, spacing_us=10)
+            g = write_archive(root, n, step_us=10)
+            tickers, counts = g.tickers, g.per_channel
             size = sum(p.stat().st_size for p in root.rglob("*.jsonl")) / 1e6
             r = replay_run(root, tickers, counts, "--max-speed")
         out[name] = {"frames": n, "archive_mb": size, "peak_rss_mb": r["peak_rss_mb"]}
@@ -243,7 +201,8 @@ def throughput(frames: int, repeat: int, markets: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ssmd-bench-replay-") as d:
         root = Path(d)
         t0 = time.perf_counter()
-        tickers, counts = write_archive(root, frames, markets, spacing_us=10)
+        g = write_archive(root, frames, markets=markets, step_us=10)
+        tickers, counts = g.tickers, g.per_channel
         size = sum(p.stat().st_size for p in root.rglob("*.jsonl"))
         print(
             f"  archive: {frames:,} frames, {size / 1e6:.0f} MB, {markets} markets, written in "
@@ -280,10 +239,9 @@ def pacing(seconds: float, rate: int) -> list[dict[str, Any]]:
     out = []
     with tempfile.TemporaryDirectory(prefix="ssmd-bench-replay-") as d:
         root = Path(d)
-        spacing_us = 1_000_000 // rate
-        frames = int(seconds * rate) + 1
-        tickers, counts = write_archive(root, frames, 20, spacing_us)
-        span = (frames - 1) * spacing_us / 1e6
+        g = write_archive(root, int(seconds * rate), markets=20, step_us=1_000_000 // rate)
+        tickers, counts = g.tickers, g.per_channel
+        span = (g.last_ns - g.first_ns) / 1e9
         for speed, tolerance in ((1.0, 0.01), (10.0, 0.05)):
             r = replay_run(root, tickers, counts, "--speed", str(speed))
             want = span / speed

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ssmd_connector.export.run import Export, Options
 
-from .helpers import T0_NS, rows, write_archive
+from ..archives import T0_NS, rows, ts, write_archive
 
 TICKERS = ("KXA-1", "KXB-2")
 price = st.integers(1, 9999).map(lambda t: f"{t // 10000}.{t % 10000:04d}")  # sub-penny ticks
@@ -142,7 +142,6 @@ def test_a_gap_in_the_ledger_makes_the_book_unknown_from_the_frame_that_revealed
         (T0_NS + 4000, {"type": "orderbook_snapshot", "sid": 3, "seq": 7, "msg": snap}),
         (T0_NS + 5000, delta(8, "2.50")),
     ]
-    from .helpers import ts  # noqa: PLC0415
 
     gap = {
         "ts": ts(T0_NS + 2500),

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..archives import T0_NS, rows, write_archive
 from ..faults.harness import SSMD
-from .helpers import T0_NS, rows, write_archive
 
 
 def ssmd_export(*args: str) -> subprocess.CompletedProcess[str]:

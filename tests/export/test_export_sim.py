@@ -20,9 +20,9 @@ from ssmd_connector.archive.reading import Reader, archive_files
 from ssmd_connector.sim import SimConfig, SimServer
 from ssmd_connector.sim.market import ONE, Market, MarketEvent, MarketModel
 
+from ..archives import levels, rows
 from ..faults.harness import SSMD
 from ..kalshi_helpers import KEY, KEY_ID, eventually, record
-from .helpers import levels, rows
 
 Book = dict[str, dict[Decimal, Decimal]]
 

@@ -1,4 +1,5 @@
-"""Writing small archives by hand and reading an export back, for the export's tests."""
+"""Small archives written by hand (archive lines and ledger events at chosen receive times), and
+an export read back — for the export's and replay's tests."""
 
 from __future__ import annotations
 
