@@ -158,3 +158,26 @@ async def test_after_a_recorder_restart_every_markets_deltas_wait_for_its_snapsh
         ("orderbook_snapshot", B, None),  # B's delta before it was held back
         ("orderbook_delta", B, "2.00"),
     ]
+
+
+async def test_a_gap_is_revealed_only_by_a_frame_of_the_markets_it_names(tmp_path: Path) -> None:
+    """Two connections number their sids alike: a frame of another market with the gap's sid and
+    seq must not start the hold early (B's last good delta would be held back)."""
+    arc = ArchiveBuilder(tmp_path)
+    arc.frame(0, "orderbook_snapshot", snapshot(A, [["0.4000", "10.00"]]), sid=1, seq=1)  # connection 0
+    arc.frame(1, "orderbook_snapshot", snapshot(B, [["0.2000", "5.00"]]), sid=1, seq=1)  # connection 1
+    for i, ms in enumerate((10, 12, 14, 20)):  # A: seq 2..5 on connection 0's sid 1
+        arc.frame(ms, "orderbook_delta", delta(A, "0.4000", f"{i + 1}.00"), sid=1, seq=2 + i)
+    arc.frame(25, "orderbook_delta", delta(B, "0.2000", "1.00"), sid=1, seq=2)  # B's last good delta
+    arc.frame(29, "orderbook_delta", delta(B, "0.2100", "9.00"), sid=1, seq=5)  # B: 3 and 4 lost
+    arc.event(30, "gap", sid=1, channel="orderbook_delta", expected=3, got=5, missing=2, tickers=[B])
+    arc.frame(40, "orderbook_snapshot", snapshot(B, [["0.2000", "6.00"]]), sid=1, seq=6)
+    frames = await replay_all(arc.write(), ["orderbook_delta"], [A, B])
+    got = [(f["type"], f["msg"]["market_ticker"], f["msg"].get("delta_fp")) for f in frames]
+    assert got == [
+        ("orderbook_snapshot", A, None),
+        ("orderbook_snapshot", B, None),
+        *[("orderbook_delta", A, f"{i}.00") for i in (1, 2, 3, 4)],
+        ("orderbook_delta", B, "1.00"),
+        ("orderbook_snapshot", B, None),  # the delta after B's gap held back
+    ]

@@ -56,16 +56,18 @@ class Holds:
     released: set[str] = field(default_factory=set)
     _next: int = 0
 
-    def check(self, ts: str, sid: int, seq: int | None) -> None:
-        """Start the holds this order-book frame (``sid``/``seq``, stamped ``ts``) reveals, or
-        whose ledger time has passed."""
+    def check(self, ts: str, sid: int, seq: int | None, ticker: str) -> None:
+        """Start the holds this order-book frame (``sid``/``seq``, of ``ticker``, stamped ``ts``)
+        reveals, or whose ledger time has passed. A feed's connections number their sids alike, so
+        a frame reveals a gap only if its market is one the gap names."""
         holes = self.holes
         while self._next < len(holes):
             hole = holes[self._next]
             u = hole.unknown
             if hole.earliest > ts:
                 return
-            if not ((u.sid == sid and u.got == seq) or u.ts <= ts):
+            reveals = u.sid == sid and u.got == seq and u.tickers is not None and ticker in u.tickers
+            if not (reveals or u.ts <= ts):
                 return
             self._next += 1
             if u.tickers is None:
@@ -73,9 +75,9 @@ class Holds:
                 self.held.clear()
                 log.warning("replay: the recorder restarted here: every market's deltas held until its next snapshot")
                 continue
-            for ticker in u.tickers:
-                self.released.discard(ticker)
-                self.held.setdefault(ticker, (ts, 0))
+            for name in u.tickers:
+                self.released.discard(name)
+                self.held.setdefault(name, (ts, 0))
             log.warning(
                 "replay: the archive's order books have a hole here (%s, %d market(s)): their deltas are held "
                 "back until each one's next snapshot",

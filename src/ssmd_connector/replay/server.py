@@ -227,7 +227,7 @@ class _Connection(WSListener):
                 kind = m.kind
                 book = kind in book_kinds
                 if book:
-                    holds.check(m.ts, m.sid, m.seq)
+                    holds.check(m.ts, m.sid, m.seq, m.ticker)
                     if holds.active and holds.holds(kind, m.ticker, m.ts):
                         continue
                 if not m.live:  # before the window: only the books it starts with
