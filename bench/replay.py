@@ -235,6 +235,62 @@ def throughput(frames: int, repeat: int, markets: int) -> dict[str, Any]:
     }
 
 
+def pykalshi_rate(frames: int) -> dict[str, Any]:
+    """How fast a typed third-party client (pykalshi's AsyncFeed, pydantic models) takes a
+    ``--max-speed`` replay: the replay in its own process, the client here; every message of its
+    subscriptions must arrive, typed, or the run fails."""
+    import pykalshi  # noqa: PLC0415  (a dev dependency)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+    from pydantic import BaseModel  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="ssmd-bench-replay-") as d:
+        root = Path(d) / "archive"
+        g = write_archive(root, frames, step_us=10)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key_file = Path(d) / "key.pem"
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        want = sum(g.per_channel.get(ch, 0) for ch in ("orderbook_delta", "trade", "ticker"))
+        proc, url = _server(root, "--max-speed")
+        try:
+
+            async def consume() -> tuple[int, int, float]:
+                client = pykalshi.AsyncKalshiClient(
+                    api_key_id="bench",
+                    private_key_path=str(key_file),
+                    api_base=url.replace("ws://", "http://").replace("/ws/v2", "/v2"),
+                )
+                feed = client.feed()
+                feed._ws_url = url  # (pykalshi has no setting for its WebSocket address)
+                for channel in ("orderbook_delta", "trade", "ticker"):
+                    feed.subscribe(channel, market_tickers=g.tickers)
+                n = typed = 0
+                began = 0.0
+                async for msg in feed:
+                    began = began or time.perf_counter()
+                    n += 1
+                    typed += isinstance(msg, BaseModel)
+                    if n == want:
+                        break
+                seconds = time.perf_counter() - began
+                await feed.disconnect()
+                await client.aclose()
+                return n, typed, seconds
+
+            n, typed, seconds = asyncio.run(asyncio.wait_for(consume(), 600))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    if n != want or typed != n:
+        raise RunInvalid(f"pykalshi got {n} messages ({typed} typed), the archive holds {want}")
+    print(f"  pykalshi AsyncFeed took {n:,} typed messages at {n / seconds:,.0f}/s", flush=True)
+    return {"messages": n, "seconds": seconds, "per_s": n / seconds}
+
+
 def pacing(seconds: float, rate: int) -> list[dict[str, Any]]:
     out = []
     with tempfile.TemporaryDirectory(prefix="ssmd-bench-replay-") as d:
@@ -269,6 +325,7 @@ def main() -> None:
     p.add_argument("--memory", action="store_true", help="also check that memory does not grow with the archive")
     p.add_argument("--memory-frames", type=int, default=1_000_000)
     p.add_argument("--memory-limit-mb", type=float, default=25.0)
+    p.add_argument("--pykalshi", action="store_true", help="also measure pykalshi's typed feed on a replay")
     p.add_argument("--pacing", action="store_true", help="also check pacing over a 60 s stretch (1x, 10x)")
     p.add_argument("--pacing-seconds", type=float, default=60.0)
     p.add_argument("--out", type=Path, default=Path("bench/results/replay.json"))
@@ -280,6 +337,9 @@ def main() -> None:
     if a.memory:
         print(f"memory: {a.memory_frames:,} frames", flush=True)
         result["memory"] = memory(a.memory_frames, a.memory_limit_mb)
+    if a.pykalshi:
+        print("pykalshi: 100,000 frames", flush=True)
+        result["pykalshi"] = pykalshi_rate(100_000)
     if a.pacing:
         print(f"pacing: {a.pacing_seconds:g}s of archive at 100 messages/s", flush=True)
         result["pacing"] = pacing(a.pacing_seconds, 100)
