@@ -107,6 +107,12 @@ class Holds:
             )
         return False
 
+    def is_held(self, ticker: str) -> bool:
+        """Whether the archive's book of ``ticker`` is not known now."""
+        if ticker in self.held:
+            return True
+        return self.everything is not None and ticker not in self.released
+
     @property
     def active(self) -> bool:
         return bool(self.held) or self.everything is not None

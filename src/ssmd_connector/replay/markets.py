@@ -110,6 +110,8 @@ class MarketIndex:
 
     def __init__(self) -> None:
         self.markets: dict[str, Known] = {}
+        self.first_ns = 0
+        """The archive's first message: before it, the archive knows no market."""
 
     def add(self, m: Recorded) -> None:
         ticker = m.head.market_ticker
@@ -118,6 +120,7 @@ class MarketIndex:
         known = self.markets.get(ticker)
         if known is None:
             known = self.markets[ticker] = Known(ticker, m.ns)
+            self.first_ns = min(self.first_ns, known.first_ns) if self.first_ns else known.first_ns
         if m.kind not in _LIFECYCLE:
             return
         ns = m.ns
@@ -158,9 +161,11 @@ class MarketIndex:
         series, event = query.get("series_ticker"), query.get("event_ticker")
         tickers = set(query["tickers"].split(",")) if query.get("tickers") else None
         mve = query.get("mve_filter")
+        if mve not in (None, "only", "exclude"):
+            raise BadQuery("mve_filter must be 'only' or 'exclude'")
         rows: list[dict[str, Any]] = []
         for known in self._candidates(tickers):
-            if not known.listed_at(ns):
+            if ns < self.first_ns or not known.listed_at(ns):
                 continue
             row = known.json_at(ns)
             if wanted is not None and row["status"] not in wanted:
@@ -182,7 +187,7 @@ class MarketIndex:
     def market(self, ticker: str, ns: int) -> dict[str, Any] | None:
         """``GET /markets/{ticker}`` at replay time ``ns``."""
         known = self.markets.get(ticker)
-        if known is None or not known.listed_at(ns):
+        if known is None or ns < self.first_ns or not known.listed_at(ns):
             return None
         return {"market": known.json_at(ns)}
 

@@ -85,9 +85,16 @@ CHANNEL_OF = {
 """Archived message type → the channel a client subscribes to get it."""
 
 BATCH = 4000
-"""Messages read from the archive per worker-thread call."""
-CLOSE_WAIT = 5.0
-"""Seconds a client has to answer the closing handshake before it is disconnected."""
+"""Messages read from the archive per worker-thread call…"""
+BATCH_BYTES = 2 << 20
+"""…or fewer, when they hold this many bytes."""
+FLUSH_BYTES = 256 << 10
+"""Frames written to the socket in one go; then, if the client is behind, the replay waits."""
+CLOSE_WAIT = 60.0
+"""Seconds a client has to answer the closing handshake before it is disconnected. Generous on
+purpose: a backtest's code often lags behind its socket (its WebSocket library has read the
+close long before the application gets to it), and a library whose close reply meets a dropped
+connection reports an abnormal close (1006) instead of the normal end (1000)."""
 _BOOK_KINDS = frozenset({ORDERBOOK_DELTA, ORDERBOOK_SNAPSHOT})
 
 
@@ -122,10 +129,12 @@ class _Connection(WSListener):
         self.server = server
         self.window = window
         self.books = Books()
-        self.session = ServerSession(self.emit, self.books.snapshot)
+        self.holds = Holds(list(server.holes))
+        self.session = ServerSession(self.emit, self._snapshot)
         self.transport: WSTransport | None = None
         self.sent = 0
         self.pending: list[bytes] = []
+        self.pending_bytes = 0
         self.replay: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()
         self.writable.set()
@@ -164,10 +173,20 @@ class _Connection(WSListener):
     def resume_writing(self) -> None:
         self.writable.set()
 
+    def _snapshot(self, ticker: str) -> Any:
+        """The book to send for ``ticker`` now — none while the archive's book of it is not known
+        (inside a hole: sending what it holds would present a book missing deltas as whole; the
+        market's next archived snapshot will reach the client instead)."""
+        if self.holds.active and self.holds.is_held(ticker):
+            log.warning("replay: no snapshot of %s now: the archive's book of it is not known here (a hole)", ticker)
+            return None
+        return self.books.snapshot(ticker)
+
     # -- frames out --------------------------------------------------------------------------
     def emit(self, frame: bytes, sub: object = None) -> None:
         """Queue a frame; :meth:`flush` writes what is queued in one go."""
         self.pending.append(frame)
+        self.pending_bytes += len(frame)
 
     def flush(self) -> None:
         """Write every queued frame with a single write to the socket.
@@ -184,6 +203,7 @@ class _Connection(WSListener):
             transport.underlying_transport.write(b"".join([_text_header(len(f)) + f for f in pending]))
             self.sent += len(pending)
         pending.clear()
+        self.pending_bytes = 0
 
     def close(self, code: WSCloseCode, reason: str) -> None:
         self.flush()
@@ -204,6 +224,10 @@ class _Connection(WSListener):
             self.server.finished += 1
             log.info("replay finished after %d frames: closing the connection", self.sent)
             self.close(WSCloseCode.OK, "end of replay")
+        await self._await_close()
+
+    async def _await_close(self) -> None:
+        """Give the client :data:`CLOSE_WAIT` to answer the close, then disconnect."""
         try:
             await asyncio.wait_for(self.disconnected.wait(), CLOSE_WAIT)
         except TimeoutError:
@@ -214,7 +238,7 @@ class _Connection(WSListener):
         """Deliver the archive to this connection's subscriptions, paced by its own clock."""
         cfg, session, window, books = self.server.config, self.session, self.window, self.books
         loop = asyncio.get_running_loop()
-        holds = Holds(list(self.server.holes))
+        holds = self.holds
         stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns, self.stop)
         began = 0.0
         first_ns = window.start_ns or None
@@ -222,10 +246,16 @@ class _Connection(WSListener):
         deliver = session.deliver
         channel_of = CHANNEL_OF
         book_kinds = _BOOK_KINDS
-        while batch := await asyncio.to_thread(_take, stream, BATCH):
+        while batch := await asyncio.to_thread(_take, stream, BATCH, BATCH_BYTES):
             for m in batch:
                 kind = m.kind
                 book = kind in book_kinds
+                if not began and m.live:  # the clock starts with the first message of the window
+                    began = loop.time()
+                    first_ns = first_ns or ts_ns(m.ts)
+                    for sub in session.by_channel.get(ORDERBOOK_DELTA, ()):  # the books as the window opens
+                        for ticker in sub.order:
+                            session.snapshot(sub, ticker)
                 if book:
                     holds.check(m.ts, m.sid, m.seq, m.ticker)
                     if holds.active and holds.holds(kind, m.ticker, m.ts):
@@ -234,12 +264,6 @@ class _Connection(WSListener):
                     if book:
                         books.apply(m)
                     continue
-                if not began:  # the clock starts with the first message of the window
-                    began = loop.time()
-                    first_ns = first_ns or ts_ns(m.ts)
-                    for sub in session.by_channel.get(ORDERBOOK_DELTA, ()):  # the books as the window opens
-                        for ticker in sub.order:
-                            session.snapshot(sub, ticker)
                 if speed is not None:
                     assert first_ns is not None
                     due = began + (ts_ns(m.ts) - first_ns) / 1e9 / speed
@@ -253,6 +277,12 @@ class _Connection(WSListener):
                 channel = channel_of.get(kind)
                 if channel is not None:
                     deliver(channel, m.ticker, kind, m.msg)
+                if self.pending_bytes >= FLUSH_BYTES:  # bytes, not frames, bound what waits
+                    self.flush()
+                    if not self.writable.is_set():
+                        await self.writable.wait()
+                    if self.stop.is_set():
+                        return
             self.flush()
             if not self.writable.is_set():  # the client reads slower than the archive is read
                 await self.writable.wait()
@@ -308,8 +338,8 @@ class ReplayServer:
         url = urlsplit(request.path.decode("latin-1"))
         path, query = unquote(url.path), dict(parse_qsl(url.query))
         if path != WS_PATH and not path.startswith(REST_PREFIX + "/markets"):
-            return None  # 404
-        problem = self._auth_problem(request, path)
+            return _respond(HTTPStatus.NOT_FOUND, _error("not_found", f"no such endpoint: {path}"))
+        problem = self._auth_problem(request, url.path)  # (signed as sent, before decoding)
         if problem is not None:
             return _respond(HTTPStatus.UNAUTHORIZED, unauthorized_body(problem))
         try:
@@ -341,7 +371,7 @@ class ReplayServer:
         if keys is None:
             return None
         method = request.method.decode("latin-1")
-        headers = {k: v for k, v in request.headers.items()}
+        headers = request.headers  # (case-insensitive, as HTTP header names are)
         return handshake_problem(keys, headers, method, path, now=time.time(), max_skew=self.config.max_skew)
 
     def _window(self, q: dict[str, str]) -> Window:
@@ -387,11 +417,14 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-def _take(stream: Iterator[Recorded], n: int) -> list[Recorded]:
+def _take(stream: Iterator[Recorded], n: int, max_bytes: int) -> list[Recorded]:
+    """Up to ``n`` messages, or fewer holding ``max_bytes``: big messages make small batches."""
     out: list[Recorded] = []
+    size = 0
     for m in stream:
         out.append(m)
-        if len(out) >= n:
+        size += len(m.msg)
+        if len(out) >= n or size >= max_bytes:
             break
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 
@@ -20,10 +21,21 @@ async def run_replay(args: argparse.Namespace) -> int:
         return 2
     try:
         keys = load_keys(args)
-        start, end = normalize_ts(args.start), normalize_ts(args.end)
     except ValueError as exc:
         print(f"ssmd replay: {exc}", file=sys.stderr)
         return 2
+    times = []
+    for flag, text in (("--from", args.start), ("--to", args.end)):
+        try:
+            times.append(normalize_ts(text))
+        except ValueError:
+            print(
+                f"ssmd replay: {flag}: not a time: {text!r} (expected ISO 8601, e.g. 2026-11-24T10:30; UTC unless it "
+                "says otherwise)",
+                file=sys.stderr,
+            )
+            return 2
+    start, end = times
     feeds = sorted(feeds_in(args.path))
     if args.feed is None and len(feeds) > 1:
         print(
@@ -34,8 +46,14 @@ async def run_replay(args: argparse.Namespace) -> int:
     if not feeds or (args.feed is not None and args.feed not in feeds):
         print(f"ssmd replay: {args.path}: no archive of feed {args.feed or '(any)'} here", file=sys.stderr)
         return 2
-    if args.speed is not None and args.speed <= 0:
-        print("ssmd replay: --speed must be above 0", file=sys.stderr)
+    if args.speed is not None and not (0 < args.speed < math.inf):
+        print(f"ssmd replay: --speed must be a number above 0, got {args.speed:g}", file=sys.stderr)
+        return 2
+    if not 0 <= args.port <= 65535:
+        print(f"ssmd replay: --port must be 0..65535, got {args.port}", file=sys.stderr)
+        return 2
+    if start and end and end <= start:
+        print(f"ssmd replay: --to ({end}) must be after --from ({start})", file=sys.stderr)
         return 2
     config = ReplayConfig(
         root=args.path,
