@@ -181,3 +181,33 @@ async def test_a_gap_is_revealed_only_by_a_frame_of_the_markets_it_names(tmp_pat
         ("orderbook_delta", B, "1.00"),
         ("orderbook_snapshot", B, None),  # the delta after B's gap held back
     ]
+
+
+async def test_use_yes_price_prices_the_no_side_as_yes_and_market_ids_are_refused_not_ignored(tmp_path: Path) -> None:
+    arc = ArchiveBuilder(tmp_path)
+    arc.frame(0, "orderbook_snapshot", snapshot(A, [["0.4000", "10.00"]], no=[["0.5500", "3.00"]]), seq=1)
+    arc.frame(10, "orderbook_delta", delta(A, "0.5500", "1.00", side="no"), seq=2)
+    arc.frame(20, "orderbook_delta", delta(A, "0.4000", "1.00", side="yes"), seq=3)
+    root = arc.write()
+    server = ReplayServer(ReplayConfig(root, "kalshi", speed=None))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(server.ws_url) as ws:
+                params = {"channels": ["orderbook_delta"], "market_tickers": [A], "use_yes_price": True}
+                await ws.send_json({"id": 1, "cmd": "subscribe", "params": params})
+                frames = [json.loads(m.data) async for m in ws]
+            msgs = [f["msg"] for f in frames if f["type"] in ("orderbook_snapshot", "orderbook_delta")]
+            assert msgs[0]["no_dollars_fp"] == [["0.4500", "3.00"]] and msgs[0]["yes_dollars_fp"] == [
+                ["0.4000", "10.00"]
+            ]
+            assert (msgs[1]["side"], msgs[1]["price_dollars"]) == ("no", "0.4500")
+            assert (msgs[2]["side"], msgs[2]["price_dollars"]) == ("yes", "0.4000")  # YES levels as they were
+            async with http.ws_connect(server.ws_url) as ws:
+                await ws.send_json(
+                    {"id": 2, "cmd": "subscribe", "params": {"channels": ["ticker"], "market_ids": ["x"]}}
+                )
+                reply = json.loads((await ws.receive()).data)
+                assert reply["type"] == "error" and reply["id"] == 2
+    finally:
+        await server.stop()

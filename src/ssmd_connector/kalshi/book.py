@@ -151,6 +151,13 @@ class OrderBook:
         return msg
 
 
+def yes_prices(msg: Mapping[str, Any]) -> dict[str, Any]:
+    """An order-book message in Kalshi's default terms, with its NO-side prices given as YES prices
+    (one minus the NO price) — what a ``use_yes_price: true`` subscription receives. The inverse of
+    :func:`no_prices` (the conversion is its own inverse)."""
+    return no_prices(msg)
+
+
 def no_prices(msg: Mapping[str, Any]) -> dict[str, Any]:
     """A message from a ``use_yes_price: true`` subscription, with its NO-side prices turned back
     into NO prices (one minus the YES price), so every book is kept in Kalshi's default terms."""

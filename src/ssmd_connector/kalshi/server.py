@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from ..archive.line import within_depth
+from .book import yes_prices
 from .wire import (
     ADD_MARKETS,
     DELETE_MARKETS,
@@ -38,6 +39,7 @@ from .wire import (
     P_MARKET_TICKERS,
     P_SID,
     P_SIDS,
+    P_USE_YES_PRICE,
     SEQUENCED_CHANNELS,
     SUBSCRIBE,
     SUBSCRIBED,
@@ -55,6 +57,8 @@ from .wire import (
 )
 
 _decode = msgspec.json.decode
+_encode = msgspec.json.encode
+BOOK_TYPES = frozenset({ORDERBOOK_SNAPSHOT, ORDERBOOK_DELTA})
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Subscription:
     """Numbers to leave out before the next one (a fault: the client sees a gap)."""
     sequenced: bool = field(init=False)
     """Its channel numbers its messages (``seq``): fixed with the channel, looked up once."""
+    yes_price: bool = False
+    """``use_yes_price: true``: order-book NO-side levels priced as YES (one minus the NO price)."""
 
     def __post_init__(self) -> None:
         self.sequenced = self.channel in SEQUENCED_CHANNELS
@@ -119,6 +125,8 @@ class ServerSession:
     # -- frames out ----------------------------------------------------------------------------
     def send(self, kind: str, msg: Any, sub: Subscription | None = None, cmd_id: int | None = None) -> None:
         """A reply or data message; consumes a seq when the subscription's channel is sequenced."""
+        if sub is not None and sub.yes_price and kind in BOOK_TYPES and isinstance(msg, dict):
+            msg = yes_prices(msg)
         seq = sub.next_seq() if sub is not None and sub.sequenced else None
         self._emit(message(kind, msg, sid=sub.sid if sub is not None else None, seq=seq, cmd_id=cmd_id), sub)
 
@@ -140,16 +148,22 @@ class ServerSession:
         if not subs:
             return
         emit = self._emit
+        converted: bytes | None = None
         for sub in subs:
             tickers = sub.tickers
             if tickers is not None and ticker not in tickers:
                 continue
+            if sub.yes_price and kind in BOOK_TYPES:  # (re-encoded once per message, for those who asked)
+                converted = converted or _encode(yes_prices(_decode(payload)))
+                payload_for: bytes | msgspec.Raw = converted
+            else:
+                payload_for = payload
             if sub.sequenced:
                 sub.seq += 1 + sub.skip
                 sub.skip = 0
-                emit(data_frame(kind, sub.sid, sub.seq, payload, sending_ts_ms), sub)
+                emit(data_frame(kind, sub.sid, sub.seq, payload_for, sending_ts_ms), sub)
             else:
-                emit(data_frame(kind, sub.sid, None, payload, sending_ts_ms), sub)
+                emit(data_frame(kind, sub.sid, None, payload_for, sending_ts_ms), sub)
 
     def terminate(self, sub: Subscription, code: int) -> None:
         """End a subscription with a terminal error (10, 25): dropped, the error on its sid."""
@@ -225,8 +239,13 @@ class ServerSession:
         if tickers and self._over_limit(len(tickers) * filtered):
             self.error(ErrorCode.MARKET_LIMIT, cmd_id)
             return
+        yes_price = params.get(P_USE_YES_PRICE)
+        if yes_price is not None and not isinstance(yes_price, bool):
+            self.error(ErrorCode.INVALID_PARAMETER, cmd_id)
+            return
         for channel in channels:
             sub = self.add(channel, None if channel in GLOBAL_CHANNELS else tickers)
+            sub.yes_price = bool(yes_price) and channel == ORDERBOOK_DELTA
             self._emit(message(SUBSCRIBED, {"channel": channel, "sid": sub.sid}, cmd_id=cmd_id), None)
             if channel == ORDERBOOK_DELTA:
                 for ticker in sub.order:
@@ -311,6 +330,8 @@ def _tickers(params: dict[str, Any]) -> list[str] | None:
     """The market filter (``None`` when absent); raises :class:`_InvalidParameter` when malformed."""
     one, many = params.get(P_MARKET_TICKER), params.get(P_MARKET_TICKERS)
     if one is not None and many is not None:
+        raise _InvalidParameter
+    if params.get("market_ids") is not None:  # (markets by id: not served here — said, not ignored)
         raise _InvalidParameter
     if one is not None:
         if not isinstance(one, str) or not one:
