@@ -79,24 +79,9 @@ class Reader:
         """``(line number, line without its newline)`` for every complete line of one file (all
         members of a compressed file). A last line without a newline is a torn write: reported,
         not returned. A corrupt or truncated compressed member ends the file, reported."""
-        number = 0
-        tail = b""
-        try:
-            with path.open("rb") as f:
-                for block in codec(compression_of(path) or "none").stream(f):
-                    pieces = (tail + block).split(b"\n") if tail else block.split(b"\n")
-                    tail = pieces.pop()
-                    for line in pieces:
-                        number += 1
-                        yield number, line
-        except CorruptMember as exc:
-            self.report(path, number + 1, f"{exc}; the rest of the file is not readable")
-            return
-        except OSError as exc:
-            self.report(path, 0, f"cannot read: {exc.strerror or exc}")
-            return
-        if tail:
-            self.report(path, number + 1, f"torn last line ({len(tail)} bytes without a newline)")
+        for first, whole in self.blocks(path):
+            for i, line in enumerate(whole.split(b"\n")[:-1]):
+                yield first + i, line
 
     def blocks(self, path: Path) -> Iterator[tuple[int, bytes]]:
         """``(number of the first line, whole lines)``: the file's content cut at line ends, for
