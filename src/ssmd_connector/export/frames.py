@@ -64,8 +64,10 @@ class Msg(msgspec.Struct, gc=False):
     settlement_value: str | None = None
     is_deactivated: bool | None = None
     price_level_structure: str | None = None
-    price_ranges: msgspec.Raw | None = None
-    additional_metadata: msgspec.Raw | None = None
+    # JSON kept as sent. Plain ``Raw`` with an empty default: msgspec (0.23) reads ``Raw | None`` as
+    # "null only", which refused every message carrying them (every ``created``).
+    price_ranges: msgspec.Raw = msgspec.Raw()
+    additional_metadata: msgspec.Raw = msgspec.Raw()
 
 
 class Frame(msgspec.Struct, gc=False):

@@ -26,7 +26,7 @@ from ..coverage.model import Coverage
 from ..kalshi.universe import series_of
 from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
 from .books import Books
-from .frames import MALFORMED_BOOK, Frame, Line, Source
+from .frames import MALFORMED_BOOK, Frame, Line, Msg, Source
 from .messages import Messages
 from .tables import TABLES
 from .writer import ROWS_PER_BATCH, Output
@@ -275,11 +275,11 @@ class Export:
     def _selected_event(self, series: str | None) -> bool:
         return self.opts.tickers is None and (self.opts.series is None or series in self.opts.series)
 
-    def _lifecycle_coverage(self, ts: str, kind: str, m: object) -> None:
+    def _lifecycle_coverage(self, ts: str, kind: str, m: Msg) -> None:
         msg = {k: getattr(m, k) for k in ("market_ticker", "event_type", "event_ticker", "series_ticker")}
-        meta = getattr(m, "additional_metadata", None)
-        if meta is not None:
-            msg["additional_metadata"] = json.loads(bytes(meta))
+        meta = bytes(m.additional_metadata)
+        if meta:
+            msg["additional_metadata"] = json.loads(meta)
         self.coverage.frame(ts, {"type": kind, "msg": msg})
 
     # -- output ----------------------------------------------------------------------------
