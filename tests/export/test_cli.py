@@ -63,3 +63,37 @@ def test_reruns_replace_their_files_and_a_value_that_cannot_be_exact_changes_not
     assert done.returncode == 3 and "'0.12345678'" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files  # no temporary file left
     assert len(rows(out, "trades")) == 5  # the previous output, untouched
+
+
+def test_an_order_book_value_the_book_cannot_take_makes_it_unknown_and_the_run_goes_on(tmp_path: Path) -> None:
+    def snap(t: str, size: str = "10") -> dict[str, Any]:
+        return {"type": "orderbook_snapshot", "sid": 1, "msg": {"market_ticker": t, "yes_dollars_fp": [["0.5", size]]}}
+
+    def delta(t: str, price: str | None = "0.5", change: str = "1", side: str = "yes") -> dict[str, Any]:
+        msg = {"market_ticker": t, "price_dollars": price, "delta_fp": change, "side": side}
+        return {"type": "orderbook_delta", "sid": 1, "msg": msg}
+
+    bad = {
+        "KXA-1": delta("KXA-1", price="NaN"),
+        "KXB-1": delta("KXB-1", change="1e999999999"),
+        "KXC-1": snap("KXC-1", size="Infinity"),
+        "KXD-1": delta("KXD-1", side="maybe"),
+        "KXE-1": delta("KXE-1", price=None),
+    }
+    frames: list[dict[str, Any]] = []
+    for t, message in bad.items():
+        frames += [snap(t), message, delta(t), snap(t), delta(t)]
+    archive = write_archive(tmp_path / "a", [(T0_NS + i * 1000, f) for i, f in enumerate(frames)])
+    out = tmp_path / "o"
+    done = ssmd_export(str(archive), "--out", str(out), "--tables", "book_deltas,quotes")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "5 unreadable line(s) skipped" in done.stderr and "kalshi.jsonl:2: orderbook_delta" in done.stderr
+    assert "5 market-data message(s)" in done.stdout
+    for t in bad:
+        got = [(r["is_snapshot"], r["book_known"]) for r in rows(out, "book_deltas") if r["market"] == t and r["side"]]
+        # known; the bad message (no row); the next delta not applied; known again from the next snapshot
+        assert got == [(True, True), (False, False), (True, True), (False, True)], (t, got)
+        quotes = [r["book_known"] for r in rows(out, "quotes") if r["market"] == t]
+        assert quotes == [True, False, True, True], (t, quotes)
+    strict = ssmd_export(str(archive), "--out", str(out), "--tables", "book_deltas,quotes", "--strict")
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ..kalshi.book import OrderBook, dec, no_prices
+from ..kalshi.book import BookError, OrderBook, dec, no_prices
 from .frames import Msg
 
 ONE = Decimal(1)
+SIDES = frozenset({"yes", "no"})
 
 
 class _Market:
@@ -90,12 +91,16 @@ class Books:
         self._quote(ts, ms, t, st)
 
     def delta(self, ts: str, m: Msg) -> None:
+        """A delta, applied if the book is known. :class:`BookError` for one not in the documented
+        shape (a price or size that is not a finite decimal, an unknown side): nothing is changed."""
         t = m.market_ticker
         st = self.markets.get(t)
         if st is None:
             st = self._market(t)
         book = st.book
         side = m.side
+        if side not in SIDES:
+            raise BookError(f"side: expected 'yes' or 'no', got {side!r}")
         ptext = m.price_dollars or ""
         price = self._prices.get(ptext)
         if price is None:

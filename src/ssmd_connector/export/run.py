@@ -23,6 +23,7 @@ from ..archive.reading import Reader, archive_files
 from ..clock import TimestampFormatter
 from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..coverage.model import Coverage
+from ..kalshi.book import BookError
 from ..kalshi.universe import series_of
 from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
 from .books import Books
@@ -86,6 +87,7 @@ class Export:
         self._keep: dict[str, bool] = {}
         self._ended = False
         self.books.emit = options.start is None
+        self.source = Source(self.reader)
 
     # -- time ------------------------------------------------------------------------------
     def _text(self, ns: int) -> str:
@@ -167,7 +169,7 @@ class Export:
         for ev in evs:
             if not self.opts.end or str(ev["ts"]) < self.opts.end:
                 self.coverage.event(ev)
-        source = Source(self.reader)
+        source = self.source
         summary = Summary()
         try:
             for path in archive_files(self.archive, self.opts.feed):
@@ -247,7 +249,10 @@ class Export:
                     u = self._watch.pop((data.sid, data.seq), None)
                     if u is not None:
                         self._apply(Unknown(ts, u.tickers, u.reason))
-                delta(ts, m)
+                try:
+                    delta(ts, m)
+                except BookError as exc:
+                    self._bad_book(i, ts, kind, m, exc)
                 if not self._next_tick:
                     self._next_tick = self._tick_after(ts)
                     due = self._threshold()
@@ -258,7 +263,10 @@ class Export:
                 if trades and books.emit:
                     msgs.trade(ts, m)
             elif kind == "orderbook_snapshot":
-                snapshot(ts, m)
+                try:
+                    snapshot(ts, m)
+                except BookError as exc:
+                    self._bad_book(i, ts, kind, m, exc)
             elif kind in LIFECYCLE_TYPES:
                 if lifecycle and (books.emit or not self.opts.start):
                     if selecting and not m.market_ticker and not self._selected_event(m.series_ticker):
@@ -267,6 +275,13 @@ class Export:
                     self._lifecycle_coverage(ts, kind, m)
             elif kind == MALFORMED_BOOK:
                 books.invalidate(ts, m.market_ticker)
+
+    def _bad_book(self, index: int, ts: str, kind: str, m: Msg, exc: BookError) -> None:
+        """An order-book message with a value the book cannot take: reported, and the market's book
+        is not known until its next snapshot (never left as if the message had not come)."""
+        self.source.malformed += 1
+        self.source.report(index, f"{kind} for {m.market_ticker!r} not usable ({exc}): book unknown until a snapshot")
+        self.books.invalidate(ts, m.market_ticker)
 
     def _selected(self, ticker: str) -> bool:
         o = self.opts
