@@ -82,7 +82,8 @@ class Export:
         self._fmt = TimestampFormatter()
         self._day = ""
         self._next_tick = ""
-        self._watch: dict[tuple[int | None, int | None], Unknown] = {}
+        self._watch: dict[tuple[int | None, int | None], list[Unknown]] = {}
+        """Gaps whose revealing frame may come now, by (sid, got): several connections may share both."""
         self._unknowns: list[Unknown] = []
         self._keep: dict[str, bool] = {}
         self._ended = False
@@ -105,7 +106,7 @@ class Export:
             at = u.ts if u.sid is None else self._text(ts_ns(u.ts) - LOOKAHEAD_US * 1000)
             due = min(due, at)
         if self._watch:
-            due = min(due, *(u.ts for u in self._watch.values()))
+            due = min(due, *(u.ts for us in self._watch.values() for u in us))
         if not self.books.emit and self.opts.start:
             due = min(due, self.opts.start)
         if self.opts.end:
@@ -124,7 +125,7 @@ class Export:
                     steps.append((u.ts, 0, self._apply_next_unknown))
                 elif u.sid is not None and self._text(ts_ns(u.ts) - LOOKAHEAD_US * 1000) <= ts:
                     steps.append((ts, 0, self._watch_next_gap))
-            for u in list(self._watch.values()):
+            for u in [u for us in self._watch.values() for u in us]:
                 if u.ts <= ts:
                     steps.append((u.ts, 0, functools.partial(self._apply_watched, u)))
             if not self.books.emit and self.opts.start and self.opts.start <= ts:
@@ -149,11 +150,26 @@ class Export:
 
     def _watch_next_gap(self) -> None:
         u = self._unknowns.pop(0)
-        self._watch[(u.sid, u.got)] = u
+        self._watch.setdefault((u.sid, u.got), []).append(u)
+
+    def _unwatch(self, u: Unknown) -> None:
+        us = self._watch[(u.sid, u.got)]
+        us.remove(u)
+        if not us:
+            del self._watch[(u.sid, u.got)]
 
     def _apply_watched(self, u: Unknown) -> None:
-        self._watch.pop((u.sid, u.got), None)
+        """A gap whose revealing frame was not seen: its markets' books are unknown from the event."""
+        self._unwatch(u)
         self._apply(u)
+
+    def _revealed(self, gaps: list[Unknown], ts: str, ticker: str) -> None:
+        """A delta with a watched gap's sid and ``got``: it revealed the gap only if its market is one
+        of the gap's (sids repeat across connections), and then the books are unknown from it."""
+        for u in list(gaps):
+            if u.tickers is not None and ticker in u.tickers:
+                self._unwatch(u)
+                self._apply(Unknown(ts, u.tickers, u.reason))
 
     def _open_window(self) -> None:
         self.books.emit = True
@@ -221,7 +237,7 @@ class Export:
         trades, tickers = ("trades" in want), ("tickers" in want)
         lifecycle = "lifecycle" in want or "coverage" in want
         selecting = self.opts.tickers is not None or self.opts.series is not None
-        keep = self._keep
+        keep, watch = self._keep, self._watch
         due = self._threshold()
         for i in range(lo, hi):
             ln = lines[i]
@@ -237,6 +253,11 @@ class Export:
             if m is None:
                 continue
             kind = data.type
+            if watch and kind == "orderbook_delta":  # before the selection: the same rows either way
+                gaps = watch.get((data.sid, data.seq))
+                if gaps is not None:
+                    self._revealed(gaps, ts, m.market_ticker)
+                    due = self._threshold()
             if selecting:
                 t = m.market_ticker
                 k = keep.get(t)
@@ -245,10 +266,6 @@ class Export:
                 if not k:
                     continue
             if kind == "orderbook_delta":
-                if self._watch:
-                    u = self._watch.pop((data.sid, data.seq), None)
-                    if u is not None:
-                        self._apply(Unknown(ts, u.tickers, u.reason))
                 try:
                     delta(ts, m)
                 except BookError as exc:
