@@ -90,9 +90,9 @@ def test_export_books_match_an_independent_exact_model(
             continue
         book = known
         after = book.get((s, Fraction(p)), Fraction(0)) + Fraction(d)
-        if after < 0:  # a desync: the book is no longer known
+        if after < 0:  # a desync: the book is no longer known (a marker row), and the delta not applied
             books[ticker] = None
-            want_deltas.append((ticker, False, None))
+            want_deltas += [(ticker, False, None), (ticker, False, None)]
             want_quotes.append((ticker, False, None))
             continue
         if after:
@@ -157,11 +157,14 @@ def test_a_gap_in_the_ledger_makes_the_book_unknown_from_the_frame_that_revealed
     assert [(s, k, None if q is None else str(q)) for s, k, q in got] == [
         (True, True, "10.000000"),
         (False, True, "11.000000"),
+        (False, False, None),  # the marker: the book is not known from the revealing frame
         (False, False, None),  # the delta after the gap is not applied to the book it skipped past
         (False, False, None),
         (True, True, "10.000000"),
         (False, True, "12.500000"),
     ]
+    marker = rows(tmp_path / "o", "book_deltas")[2]
+    assert (marker["side"], marker["price"], marker["is_snapshot"], marker["book_known"]) == (None, None, False, False)
     assert [r["book_known"] for r in rows(tmp_path / "o", "quotes")] == [True, True, False, True, True]
 
 

@@ -182,7 +182,8 @@ class Books:
             self._quote(ts, m.ts_ms, t, st)
 
     def invalidate(self, ts: str, ticker: str) -> None:
-        """The market's book is not known from ``ts`` until its next snapshot (a quote row says so)."""
+        """The market's book is not known from ``ts`` until its next snapshot: a ``quotes`` row and a
+        ``book_deltas`` marker row (no side, not a snapshot, ``book_known`` false) say so."""
         st = self.markets.get(ticker)
         if st is None or st.book is None:
             return
@@ -190,8 +191,13 @@ class Books:
         st.yes_best = st.no_best = None
         st.dirty = False
         if self.emit:
-            for col, value in zip(self.quotes, (ts, None, ticker, False, *([None] * 8)), strict=True):
-                col.append(value)
+            self._unknown_rows(ts, ticker)
+
+    def _unknown_rows(self, ts: str, ticker: str) -> None:
+        for col, value in zip(self.quotes, (ts, None, ticker, False, *([None] * 8)), strict=True):
+            col.append(value)
+        for col, value in zip(self.deltas, (ts, None, ticker, None, None, None, None, False, False), strict=True):
+            col.append(value)
 
     def tick(self, ts: str) -> None:
         """A ``book_snapshots`` row at ``ts`` for every known book that changed since its last row."""
