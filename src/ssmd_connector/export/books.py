@@ -72,10 +72,24 @@ class Books:
         st.yes_best = max(book.yes) if book.yes else None
         st.no_best = max(book.no) if book.no else None
         st.dirty = False
-        if not self.emit:
-            return
-        t = m.market_ticker
-        ms = m.ts_ms
+        if self.emit:
+            self._state(ts, m.ts_ms, m.market_ticker, "exchange", st)
+
+    def open_window(self, ts: str) -> None:
+        """``--from``: every book's state at ``ts`` — a known one as snapshot rows (``book_deltas``,
+        a ``window`` row in ``book_snapshots``, a quote), an unknown one as its marker rows — so the
+        window's tables need nothing from before it."""
+        self.emit = True
+        for ticker, st in self.markets.items():
+            if st.book is None:
+                self._unknown_rows(ts, ticker)
+            else:
+                self._state(ts, None, ticker, "window", st)
+
+    def _state(self, ts: str, ms: int | None, t: str, source: str, st: _Market) -> None:
+        """A whole book as ``book_deltas`` snapshot rows, a ``book_snapshots`` row and a quote."""
+        book = st.book
+        assert book is not None
         d = self.deltas
         rows = 0
         for side in ("yes", "no"):
@@ -87,7 +101,7 @@ class Books:
         if not rows:  # an empty book: one row says so, or the table alone could not reset it
             for col, value in zip(d, (ts, ms, t, None, None, None, None, True, True), strict=True):
                 col.append(value)
-        self._snapshot_row(ts, ms, t, "exchange", book)
+        self._snapshot_row(ts, ms, t, source, book)
         self._quote(ts, ms, t, st)
 
     def delta(self, ts: str, m: Msg) -> None:

@@ -116,22 +116,24 @@ class Export:
     def _due(self, ts: str) -> str:
         """Everything due at or before ``ts``, in time order; returns the next threshold."""
         while True:
+            # At one instant: the window closes first (``--to`` is excluded) and opens first
+            # (``--from`` is included); books become unknown before a snapshot tick at that instant.
             steps: list[tuple[str, int, Callable[[], None]]] = []
             if self._next_tick and self._next_tick <= ts:
-                steps.append((self._next_tick, 1, self._tick))
+                steps.append((self._next_tick, 3, self._tick))
             if self._unknowns:
                 u = self._unknowns[0]
                 if u.ts <= ts:
-                    steps.append((u.ts, 0, self._apply_next_unknown))
+                    steps.append((u.ts, 2, self._apply_next_unknown))
                 elif u.sid is not None and self._text(ts_ns(u.ts) - LOOKAHEAD_US * 1000) <= ts:
-                    steps.append((ts, 0, self._watch_next_gap))
+                    steps.append((ts, 2, self._watch_next_gap))
             for u in [u for us in self._watch.values() for u in us]:
                 if u.ts <= ts:
-                    steps.append((u.ts, 0, functools.partial(self._apply_watched, u)))
+                    steps.append((u.ts, 2, functools.partial(self._apply_watched, u)))
             if not self.books.emit and self.opts.start and self.opts.start <= ts:
-                steps.append((self.opts.start, 2, self._open_window))
+                steps.append((self.opts.start, 1, self._open_window))
             if self.opts.end and self.opts.end <= ts:
-                steps.append((self.opts.end, 3, self._close_window))
+                steps.append((self.opts.end, 0, self._close_window))
             if not steps or self._ended:
                 return self._threshold()
             min(steps, key=lambda s: (s[0], s[1]))[2]()
@@ -172,7 +174,8 @@ class Export:
                 self._apply(Unknown(ts, u.tickers, u.reason))
 
     def _open_window(self) -> None:
-        self.books.emit = True
+        assert self.opts.start is not None
+        self.books.open_window(self.opts.start)
 
     def _close_window(self) -> None:
         self._ended = True
