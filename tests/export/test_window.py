@@ -70,3 +70,26 @@ def test_the_window_is_from_inclusive_to_exclusive_and_self_contained(tmp_path: 
         window = table(tmp_path / "w", name)
         inside = [r for r in rows(tmp_path / "full", name) if at <= r["ts"] < until]
         assert all(tuple(str(v) for k, v in r.items() if k != "date") in window for r in inside), name
+
+
+def test_rows_are_partitioned_by_their_own_receive_day(tmp_path: Path) -> None:
+    """A snapshot tick (or the window's opening) due just before midnight is written when the next
+    frame — the next day's — arrives; its row belongs to its own day's partition all the same."""
+    midnight = T0_NS - T0_NS % (86_400 * S) + 86_400 * S
+    trade = {"type": "trade", "sid": 2, "msg": {"market_ticker": "KXA-1", "yes_price_dollars": "0.4", "count_fp": "1"}}
+    frames = [
+        (midnight - 3 * S // 2, _snap("KXA-1", [["0.40", "10"]])),
+        (midnight - 7 * S // 5, _delta("KXA-1", "0.40", "1")),  # a tick at midnight - 1 s
+        (midnight + 3 * S, trade),
+    ]
+    archive = write_archive(tmp_path / "a", frames)
+    tables = frozenset({"book_snapshots", "quotes", "book_deltas"})
+    Export(archive, tmp_path / "o", Options(tables=tables)).run()
+    Export(archive, tmp_path / "w", Options(start=ts(midnight - S // 2), tables=tables)).run()
+    sources = []
+    for out in (tmp_path / "o", tmp_path / "w"):
+        for name in tables:
+            for r in rows(out, name):
+                assert str(r["date"]) == r["ts"].date().isoformat(), (out.name, name, r)
+        sources += [r["source"] for r in rows(out, "book_snapshots")]
+    assert sources == ["exchange", "interval", "window"]

@@ -17,6 +17,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 
 from ..archive.line import ts_ns
 from ..archive.reading import Reader, archive_files
@@ -319,7 +320,7 @@ class Export:
 
     # -- output ----------------------------------------------------------------------------
     def _flush(self, at_least: int) -> None:
-        want, day, out = self.opts.tables, self._day, self.output
+        want = self.opts.tables
         for table, buffers in (
             ("book_deltas", self.books.deltas),
             ("quotes", self.books.quotes),
@@ -330,9 +331,24 @@ class Export:
         ):
             if len(buffers[0]) >= at_least:
                 if table in want:
-                    out.write(table, day, buffers)
+                    self._write(table, buffers)
                 for col in buffers:
                     col.clear()
+
+    def _write(self, table: str, buffers: list[list[object]]) -> None:
+        """Buffered rows into their own receive day's partition (a snapshot tick or the window's
+        opening may be written after the archive moved on to the next day)."""
+        stamps = cast("list[str]", buffers[0])
+        day = stamps[0][:10]
+        if stamps[-1][:10] == day:
+            self.output.write(table, day, buffers)
+            return
+        start = 0
+        for i in range(1, len(stamps) + 1):
+            if i == len(stamps) or stamps[i][:10] != day:
+                self.output.write(table, day, [col[start:i] for col in buffers])
+                if i < len(stamps):
+                    start, day = i, stamps[i][:10]
 
     def _coverage_rows(self) -> None:
         if "coverage" not in self.opts.tables:
