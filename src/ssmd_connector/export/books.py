@@ -23,6 +23,8 @@ from .frames import Msg
 
 ONE = Decimal(1)
 SIDES = frozenset({"yes", "no"})
+CACHE_MAX = 1 << 14
+"""Decimal texts kept parsed per kind (prices repeat endlessly; sizes less so): bounded memory."""
 
 
 class _Market:
@@ -119,7 +121,7 @@ class Books:
         price = self._prices.get(ptext)
         if price is None:
             price = self._prices[ptext] = dec(ptext)
-            if len(self._prices) > 1_000_000:
+            if len(self._prices) >= CACHE_MAX:
                 self._prices.clear()
         if self.yes_price and side == "no":
             price = ONE - price
@@ -127,7 +129,7 @@ class Books:
         change = self._sizes.get(m.delta_fp)
         if change is None:
             change = self._sizes[m.delta_fp] = dec(m.delta_fp)
-            if len(self._sizes) > 1_000_000:
+            if len(self._sizes) >= CACHE_MAX:
                 self._sizes.clear()
         if book is None:
             self.unknown_deltas += 1

@@ -191,6 +191,7 @@ class Export:
                 self.coverage.event(ev)
         source = self.source
         summary = Summary()
+        self.output.start()
         try:
             for path in archive_files(self.archive, self.opts.feed):
                 for lines in source.batches(path):
@@ -222,6 +223,12 @@ class Export:
         while done < len(lines):
             day = lines[done].ts[:10]
             if day != self._day:
+                if self._day and day > self._day:  # the archive moved past a day: finish its rows, close it
+                    self._due(self._day + "T99")  # (sorts after every time of that day)
+                    self._flush(1)
+                    self.output.close_before(day)
+                    if self._ended:
+                        break
                 self._flush(1)
                 self._day = day
             if lines[-1].ts[:10] == day:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..archive import Reader
 from ..export.run import Export, Options
 from ..export.tables import TABLES, ValueTooPrecise
+from ..export.writer import OutputClash
 from .book import convention
 from .read import normalize_ts
 
@@ -88,6 +89,8 @@ def export(
     )
     try:
         summary = Export(path, out, options, reader).run()
+    except OutputClash as exc:
+        return bad(f"--out {exc}")
     except ValueTooPrecise as exc:
         print(f"ssmd export: {path}: {exc}; nothing was replaced", file=sys.stderr)
         return NOT_EXACT
