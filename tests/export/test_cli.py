@@ -97,3 +97,25 @@ def test_an_order_book_value_the_book_cannot_take_makes_it_unknown_and_the_run_g
         assert quotes == [True, False, True, True], (t, quotes)
     strict = ssmd_export(str(archive), "--out", str(out), "--tables", "book_deltas,quotes", "--strict")
     assert strict.returncode == 1 and "Traceback" not in strict.stderr
+
+
+def test_a_book_value_that_cannot_be_kept_exactly_is_refused_whatever_the_tables(tmp_path: Path) -> None:
+    """Decimal's default context keeps 28 digits: 999999999999999999 + 0.00000000001 would be rounded
+    to 999999999999999999 and pass a quotes-only export; a 70-digit size could not be added at all."""
+
+    def book(size: str, change: str) -> list[tuple[int, dict[str, Any]]]:
+        snap = {"market_ticker": "KXA-1", "yes_dollars_fp": [["0.5", size]]}
+        delta = {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": change, "side": "yes"}
+        return [
+            (T0_NS, {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": snap}),
+            (T0_NS + 1000, {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": delta}),
+        ]
+
+    for name, frames, words in (
+        ("wide", book("999999999999999999", "0.00000000001"), "is not a decimal that fits"),
+        ("long", book("0." + "1" * 70, "1"), "more than 60 significant digits"),
+    ):
+        archive = write_archive(tmp_path / name, frames)
+        for tables in ("quotes", "book_deltas,quotes,book_snapshots"):
+            done = ssmd_export(str(archive), "--out", str(tmp_path / f"o-{name}"), "--tables", tables)
+            assert done.returncode == 3 and words in done.stderr and "Traceback" not in done.stderr, (name, done.stderr)

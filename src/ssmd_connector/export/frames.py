@@ -118,14 +118,17 @@ class Source:
                 lines = list(self._one_by_one(path, first, block))
             yield lines
 
+    def number(self, index: int) -> int:
+        """The line number of line ``index`` of the block last yielded."""
+        if self._numbers is not None:
+            return self._numbers[index]
+        # a whole block decoded: its lines in order, blank ones skipped
+        filled = (n for n, ln in enumerate(self._block.split(b"\n")[:-1], self._first) if ln.strip())
+        return next(n for i, n in enumerate(filled) if i == index)
+
     def report(self, index: int, reason: str) -> None:
         """Report a problem with line ``index`` of the block last yielded (found after decoding)."""
-        if self._numbers is not None:
-            number = self._numbers[index]
-        else:  # a whole block decoded: its lines in order, blank ones skipped
-            filled = (n for n, ln in enumerate(self._block.split(b"\n")[:-1], self._first) if ln.strip())
-            number = next(n for i, n in enumerate(filled) if i == index)
-        self.reader.report(self.path, number, reason)
+        self.reader.report(self.path, self.number(index), reason)
 
     def _one_by_one(self, path: Path, first: int, block: bytes) -> Iterator[Line]:
         decode = _lines.decode

@@ -9,6 +9,7 @@ string comparison for all of them (archive times in one format compare as text).
 
 from __future__ import annotations
 
+import decimal
 import functools
 import hashlib
 import json
@@ -17,7 +18,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import NoReturn, cast
 
 from ..archive.line import ts_ns
 from ..archive.reading import Reader, archive_files
@@ -30,10 +31,13 @@ from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MAR
 from .books import Books
 from .frames import MALFORMED_BOOK, Frame, Line, Msg, Source
 from .messages import Messages
-from .tables import TABLES
+from .tables import TABLES, ValueTooPrecise
 from .writer import ROWS_PER_BATCH, Output
 
 LIFECYCLE_TYPES = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE, "event_fee_update"})
+EXACT = decimal.Context(prec=60, Emin=-999, Emax=999, traps=[decimal.Inexact, decimal.InvalidOperation])
+"""The books' arithmetic: far more digits than any column keeps, and a result that would need
+rounding refused (``decimal.Inexact``) — never rounded silently at the default 28 digits."""
 NEVER = "9999"
 """Sorts after every archive time: nothing due."""
 
@@ -193,15 +197,8 @@ class Export:
         summary = Summary()
         self.output.start()
         try:
-            for path in archive_files(self.archive, self.opts.feed):
-                for lines in source.batches(path):
-                    summary.frames += self._lines(lines)
-                    self._flush(ROWS_PER_BATCH)
-                    if self._ended:
-                        break
-                if self._ended:
-                    break
-            self._flush(1)
+            with decimal.localcontext(EXACT):
+                self._pass(summary)
             self._coverage_rows()
             summary.files = self.output.commit()
         except BaseException:
@@ -214,6 +211,17 @@ class Export:
         summary.negative_levels = self.books.negative
         summary.seconds = time.perf_counter() - began
         return summary
+
+    def _pass(self, summary: Summary) -> None:
+        for path in archive_files(self.archive, self.opts.feed):
+            for lines in self.source.batches(path):
+                summary.frames += self._lines(lines)
+                self._flush(ROWS_PER_BATCH)
+                if self._ended:
+                    break
+            if self._ended:
+                break
+        self._flush(1)
 
     def _lines(self, lines: list[Line]) -> int:
         """One block, split where the day changes (each day is its own partition)."""
@@ -281,6 +289,8 @@ class Export:
                     delta(ts, m)
                 except BookError as exc:
                     self._bad_book(i, ts, kind, m, exc)
+                except decimal.Inexact:
+                    self._inexact(i, kind, m)
                 if not self._next_tick:
                     self._next_tick = self._tick_after(ts)
                     due = self._threshold()
@@ -295,6 +305,8 @@ class Export:
                     snapshot(ts, m)
                 except BookError as exc:
                     self._bad_book(i, ts, kind, m, exc)
+                except decimal.Inexact:
+                    self._inexact(i, kind, m)
             elif kind in LIFECYCLE_TYPES:
                 if lifecycle and (books.emit or not self.opts.start):
                     if selecting and not m.market_ticker and not self._selected_event(m.series_ticker):
@@ -310,6 +322,13 @@ class Export:
         self.source.malformed += 1
         self.source.report(index, f"{kind} for {m.market_ticker!r} not usable ({exc}): book unknown until a snapshot")
         self.books.invalidate(ts, m.market_ticker)
+
+    def _inexact(self, index: int, kind: str, m: Msg) -> NoReturn:
+        values = f"price {m.price_dollars!r}, change {m.delta_fp!r}" if kind == "orderbook_delta" else "its levels"
+        raise ValueTooPrecise(
+            f"{self.source.path} line {self.source.number(index)}: {kind} for {m.market_ticker!r} ({values}): "
+            f"a book value needing more than {EXACT.prec} significant digits (never rounded)"
+        )
 
     def _selected(self, ticker: str) -> bool:
         o = self.opts
