@@ -32,8 +32,15 @@ def _trade(i: int, price: str = "0.4200") -> tuple[int, dict[str, Any]]:
 
 def test_bad_input_is_named_with_its_own_exit_status(tmp_path: Path) -> None:
     archive = write_archive(tmp_path / "a", [_trade(0)])
+    (tmp_path / "empty" / "2026-11-25").mkdir(parents=True)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "kalshi.jsonl").write_text("not an archive line\n")
     for args, words in (
         ([str(tmp_path / "nope"), "--out", str(tmp_path / "o")], "no such file or directory"),
+        ([str(tmp_path / "empty"), "--out", str(tmp_path / "o")], "no archive files"),
+        ([str(archive), "--out", str(tmp_path / "o"), "--feed", "nosuch"], "no archive files of feed 'nosuch'"),
+        ([str(tmp_path / "junk"), "--out", str(tmp_path / "o")], "no archive lines"),
+        ([str(archive), "--out", str(tmp_path / "o"), "--tables", ","], "expected a comma-separated list, got ','\n"),
         ([str(archive), "--out", str(tmp_path / "o"), "--from", "yesterday"], "ISO 8601"),
         ([str(archive), "--out", str(tmp_path / "o"), "--tables", "trades,books"], "unknown table(s) books"),
         ([str(archive), "--out", str(tmp_path / "o"), "--depth", "0"], "--depth"),
@@ -44,7 +51,7 @@ def test_bad_input_is_named_with_its_own_exit_status(tmp_path: Path) -> None:
     ):
         done = ssmd_export(*args)
         assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o" / "trades").exists()
 
 
 def test_reruns_replace_their_files_and_a_value_that_cannot_be_exact_changes_nothing(tmp_path: Path) -> None:
