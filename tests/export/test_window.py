@@ -93,3 +93,32 @@ def test_rows_are_partitioned_by_their_own_receive_day(tmp_path: Path) -> None:
                 assert str(r["date"]) == r["ts"].date().isoformat(), (out.name, name, r)
         sources += [r["source"] for r in rows(out, "book_snapshots")]
     assert sources == ["exchange", "interval", "window"]
+
+
+def test_the_readmes_book_depth_query_leaves_out_books_not_known_at_that_moment(tmp_path: Path) -> None:
+    import duckdb  # noqa: PLC0415
+
+    frames = [
+        (T0_NS, _snap("KXA-1", [["0.40", "10"]])),
+        (T0_NS + 1, _snap("KXB-1", [["0.40", "10"]])),
+        (T0_NS + S // 2, _delta("KXA-1", "0.40", "1")),
+        (T0_NS + S // 2 + 1, _delta("KXB-1", "0.40", "1")),
+        (T0_NS + 3 * S // 2, _delta("KXA-1", "0.40", "1")),  # revealed the gap: KXA-1 not known from here
+        (T0_NS + 3 * S, _delta("KXB-1", "0.40", "1")),
+    ]
+    gap = {"ts": ts(T0_NS + 3 * S // 2 + 1000), "event": "gap", "sid": 1, "channel": "orderbook_delta"}
+    frames = [(ns, {**f, "seq": 5 if ns == T0_NS + 3 * S // 2 else 1}) for ns, f in frames]
+    archive = write_archive(tmp_path / "a", frames, [{**gap, "got": 5, "tickers": ["KXA-1"]}])
+    Export(archive, tmp_path / "o", Options()).run()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    query = "--" + readme.split("-- book depth at a moment")[1].split("```")[0]
+    query = query.replace("datasets/", f"{tmp_path / 'o'}/")
+
+    def depth(at_ns: int) -> list[tuple[str, str, str]]:
+        at = ts(at_ns).replace("T", " ").replace("Z", "+00")
+        rel = duckdb.sql(query.replace("2026-11-24 10:30:00+00", at))
+        assert rel is not None
+        return sorted((m, str(p), str(q)) for m, _, p, q in rel.fetchall())
+
+    assert depth(T0_NS + S) == [("KXA-1", "0.400000", "11.000000"), ("KXB-1", "0.400000", "11.000000")]
+    assert depth(T0_NS + 5 * S // 2) == [("KXB-1", "0.400000", "11.000000")]
