@@ -90,9 +90,9 @@ def test_export_books_match_an_independent_exact_model(
             continue
         book = known
         after = book.get((s, Fraction(p)), Fraction(0)) + Fraction(d)
-        if after < 0:  # a desync: the book is no longer known
+        if after < 0:  # a desync: the book is no longer known (a marker row), and the delta not applied
             books[ticker] = None
-            want_deltas.append((ticker, False, None))
+            want_deltas += [(ticker, False, None), (ticker, False, None)]
             want_quotes.append((ticker, False, None))
             continue
         if after:
@@ -157,9 +157,55 @@ def test_a_gap_in_the_ledger_makes_the_book_unknown_from_the_frame_that_revealed
     assert [(s, k, None if q is None else str(q)) for s, k, q in got] == [
         (True, True, "10.000000"),
         (False, True, "11.000000"),
+        (False, False, None),  # the marker: the book is not known from the revealing frame
         (False, False, None),  # the delta after the gap is not applied to the book it skipped past
         (False, False, None),
         (True, True, "10.000000"),
         (False, True, "12.500000"),
     ]
+    marker = rows(tmp_path / "o", "book_deltas")[2]
+    assert (marker["side"], marker["price"], marker["is_snapshot"], marker["book_known"]) == (None, None, False, False)
     assert [r["book_known"] for r in rows(tmp_path / "o", "quotes")] == [True, True, False, True, True]
+
+
+def test_a_gap_is_revealed_only_by_a_frame_of_its_own_markets_whatever_the_selection(tmp_path: Path) -> None:
+    """Two connections both use sid 1: KXB-1's seq 5 on the other connection is not the frame that
+    revealed the gap on KXA-1/KXC-1's sid 1; KXC-1's seq 5 is, and a ``--tickers KXA-1`` export marks
+    KXA-1's rows exactly as the full export does."""
+
+    def frame(kind: str, t: str, seq: int, **msg: Any) -> dict[str, Any]:
+        return {"type": f"orderbook_{kind}", "sid": 1, "seq": seq, "msg": {"market_ticker": t, **msg}}
+
+    def delta(t: str, seq: int) -> dict[str, Any]:
+        return frame("delta", t, seq, price_dollars="0.40", delta_fp="1", side="yes")
+
+    def snap(t: str) -> dict[str, Any]:
+        return frame("snapshot", t, 1, yes_dollars_fp=[["0.40", "10"]])
+
+    frames = [
+        (T0_NS, snap("KXA-1")),
+        (T0_NS + 100, snap("KXB-1")),
+        (T0_NS + 200, snap("KXC-1")),
+        (T0_NS + 1500, delta("KXB-1", 5)),  # the other connection's sid 1: reveals nothing
+        (T0_NS + 1800, delta("KXA-1", 2)),
+        (T0_NS + 2000, delta("KXC-1", 5)),  # revealed the gap (seq 3, 4 lost)
+        (T0_NS + 2200, delta("KXA-1", 6)),
+    ]
+    gap = {"ts": ts(T0_NS + 2500), "event": "gap", "sid": 1, "channel": "orderbook_delta", "got": 5}
+    write_archive(tmp_path / "a", frames, [{**gap, "tickers": ["KXA-1", "KXC-1"]}])
+
+    def known(out: Path, **opts: Any) -> list[tuple[str, bool]]:
+        Export(tmp_path / "a", out, Options(tables=frozenset({"book_deltas"}), **opts)).run()
+        return [(r["market"], r["book_known"]) for r in rows(out, "book_deltas") if r["side"]]
+
+    full = known(tmp_path / "full")
+    assert full == [
+        ("KXA-1", True),
+        ("KXB-1", True),
+        ("KXC-1", True),
+        ("KXB-1", True),
+        ("KXA-1", True),  # before the revealing frame: known
+        ("KXC-1", False),
+        ("KXA-1", False),
+    ]
+    assert known(tmp_path / "a-only", tickers=frozenset({"KXA-1"})) == [r for r in full if r[0] == "KXA-1"]

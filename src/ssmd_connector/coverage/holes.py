@@ -9,9 +9,10 @@ shard (the markets last subscribed there, from ``subscribed``/``markets_changed`
 ``recorder_started`` ends every subscription.
 
 The recorder stamps a gap when it has seen the frame that revealed it, a little after that
-frame's receive time: the frame with the gap's sid and ``got`` is looked for among the frames
-received up to :data:`LOOKAHEAD` before the event, and the book is dropped *at* it, so the
-revealing delta is never applied to the book it skipped past.
+frame's receive time: the frame with the gap's sid and ``got`` *and one of the gap's markets*
+(sids and seqs repeat across connections) is looked for among the frames received up to
+:data:`LOOKAHEAD_US` before the event, and the book is dropped *at* it, so the revealing delta is
+never applied to the book it skipped past.
 """
 
 from __future__ import annotations

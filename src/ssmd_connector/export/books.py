@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ..kalshi.book import OrderBook, dec, no_prices
+from ..kalshi.book import BookError, OrderBook, dec, no_prices
 from .frames import Msg
 
 ONE = Decimal(1)
+SIDES = frozenset({"yes", "no"})
+CACHE_MAX = 1 << 14
+"""Decimal texts kept parsed per kind (prices repeat endlessly; sizes less so): bounded memory."""
 
 
 class _Market:
@@ -71,10 +74,24 @@ class Books:
         st.yes_best = max(book.yes) if book.yes else None
         st.no_best = max(book.no) if book.no else None
         st.dirty = False
-        if not self.emit:
-            return
-        t = m.market_ticker
-        ms = m.ts_ms
+        if self.emit:
+            self._state(ts, m.ts_ms, m.market_ticker, "exchange", st)
+
+    def open_window(self, ts: str) -> None:
+        """``--from``: every book's state at ``ts`` — a known one as snapshot rows (``book_deltas``,
+        a ``window`` row in ``book_snapshots``, a quote), an unknown one as its marker rows — so the
+        window's tables need nothing from before it."""
+        self.emit = True
+        for ticker, st in self.markets.items():
+            if st.book is None:
+                self._unknown_rows(ts, ticker)
+            else:
+                self._state(ts, None, ticker, "window", st)
+
+    def _state(self, ts: str, ms: int | None, t: str, source: str, st: _Market) -> None:
+        """A whole book as ``book_deltas`` snapshot rows, a ``book_snapshots`` row and a quote."""
+        book = st.book
+        assert book is not None
         d = self.deltas
         rows = 0
         for side in ("yes", "no"):
@@ -86,21 +103,25 @@ class Books:
         if not rows:  # an empty book: one row says so, or the table alone could not reset it
             for col, value in zip(d, (ts, ms, t, None, None, None, None, True, True), strict=True):
                 col.append(value)
-        self._snapshot_row(ts, ms, t, "exchange", book)
+        self._snapshot_row(ts, ms, t, source, book)
         self._quote(ts, ms, t, st)
 
     def delta(self, ts: str, m: Msg) -> None:
+        """A delta, applied if the book is known. :class:`BookError` for one not in the documented
+        shape (a price or size that is not a finite decimal, an unknown side): nothing is changed."""
         t = m.market_ticker
         st = self.markets.get(t)
         if st is None:
             st = self._market(t)
         book = st.book
         side = m.side
+        if side not in SIDES:
+            raise BookError(f"side: expected 'yes' or 'no', got {side!r}")
         ptext = m.price_dollars or ""
         price = self._prices.get(ptext)
         if price is None:
             price = self._prices[ptext] = dec(ptext)
-            if len(self._prices) > 1_000_000:
+            if len(self._prices) >= CACHE_MAX:
                 self._prices.clear()
         if self.yes_price and side == "no":
             price = ONE - price
@@ -108,7 +129,7 @@ class Books:
         change = self._sizes.get(m.delta_fp)
         if change is None:
             change = self._sizes[m.delta_fp] = dec(m.delta_fp)
-            if len(self._sizes) > 1_000_000:
+            if len(self._sizes) >= CACHE_MAX:
                 self._sizes.clear()
         if book is None:
             self.unknown_deltas += 1
@@ -177,7 +198,8 @@ class Books:
             self._quote(ts, m.ts_ms, t, st)
 
     def invalidate(self, ts: str, ticker: str) -> None:
-        """The market's book is not known from ``ts`` until its next snapshot (a quote row says so)."""
+        """The market's book is not known from ``ts`` until its next snapshot: a ``quotes`` row and a
+        ``book_deltas`` marker row (no side, not a snapshot, ``book_known`` false) say so."""
         st = self.markets.get(ticker)
         if st is None or st.book is None:
             return
@@ -185,8 +207,13 @@ class Books:
         st.yes_best = st.no_best = None
         st.dirty = False
         if self.emit:
-            for col, value in zip(self.quotes, (ts, None, ticker, False, *([None] * 8)), strict=True):
-                col.append(value)
+            self._unknown_rows(ts, ticker)
+
+    def _unknown_rows(self, ts: str, ticker: str) -> None:
+        for col, value in zip(self.quotes, (ts, None, ticker, False, *([None] * 8)), strict=True):
+            col.append(value)
+        for col, value in zip(self.deltas, (ts, None, ticker, None, None, None, None, False, False), strict=True):
+            col.append(value)
 
     def tick(self, ts: str) -> None:
         """A ``book_snapshots`` row at ``ts`` for every known book that changed since its last row."""

@@ -64,8 +64,10 @@ class Msg(msgspec.Struct, gc=False):
     settlement_value: str | None = None
     is_deactivated: bool | None = None
     price_level_structure: str | None = None
-    price_ranges: msgspec.Raw | None = None
-    additional_metadata: msgspec.Raw | None = None
+    # JSON kept as sent. Plain ``Raw`` with an empty default: msgspec (0.23) reads ``Raw | None`` as
+    # "null only", which refused every message carrying them (every ``created``).
+    price_ranges: msgspec.Raw = msgspec.Raw()
+    additional_metadata: msgspec.Raw = msgspec.Raw()
 
 
 class Frame(msgspec.Struct, gc=False):
@@ -97,21 +99,45 @@ class Source:
         self.reader = reader
         self.malformed = 0
         """Market-data messages not in the documented shape (reported)."""
+        self.path = Path()
+        self._first = 0
+        self._block = b""
+        self._numbers: list[int] | None = None
 
     def batches(self, path: Path) -> Iterator[list[Line]]:
         """Every archive line of ``path`` that decodes as a :class:`Line`, a block at a time, in order."""
         decode_lines = _lines.decode_lines
+        self.path = path
         for first, block in self.reader.blocks(path):
+            self._first, self._block = first, block
             try:
-                yield decode_lines(block)
+                lines = decode_lines(block)
+                self._numbers = None
             except (msgspec.DecodeError, msgspec.ValidationError):
-                yield list(self._one_by_one(path, first, block))
+                self._numbers = []
+                lines = list(self._one_by_one(path, first, block))
+            yield lines
+
+    def number(self, index: int) -> int:
+        """The line number of line ``index`` of the block last yielded."""
+        if self._numbers is not None:
+            return self._numbers[index]
+        # a whole block decoded: its lines in order, blank ones skipped
+        filled = (n for n, ln in enumerate(self._block.split(b"\n")[:-1], self._first) if ln.strip())
+        return next(n for i, n in enumerate(filled) if i == index)
+
+    def report(self, index: int, reason: str) -> None:
+        """Report a problem with line ``index`` of the block last yielded (found after decoding)."""
+        self.reader.report(self.path, self.number(index), reason)
 
     def _one_by_one(self, path: Path, first: int, block: bytes) -> Iterator[Line]:
         decode = _lines.decode
+        numbers = self._numbers
+        assert numbers is not None
         for number, line in enumerate(block.split(b"\n")[:-1], first):
             try:
                 yield decode(line)
+                numbers.append(number)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 obj = parse_line(line)
                 if obj is None:
@@ -127,3 +153,4 @@ class Source:
                 ticker = msg.get("market_ticker") if isinstance(msg, dict) else None
                 if kind in BOOK_TYPES and isinstance(ticker, str):
                     yield Line(str(obj["ts"]), Frame(MALFORMED_BOOK, msg=Msg(market_ticker=ticker)))
+                    numbers.append(number)

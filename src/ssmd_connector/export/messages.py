@@ -7,7 +7,15 @@ columns, ``price_ranges`` and ``additional_metadata`` stay JSON text, byte for b
 
 from __future__ import annotations
 
+import msgspec
+
 from .frames import Msg
+
+
+def _json(raw: msgspec.Raw) -> str | None:
+    """A member's JSON text as sent; ``None`` when absent or ``null``."""
+    text = bytes(raw).decode()
+    return None if not text or text == "null" else text
 
 
 class Messages:
@@ -72,8 +80,8 @@ class Messages:
             m.settlement_value,
             m.is_deactivated,
             m.price_level_structure,
-            None if m.price_ranges is None else bytes(m.price_ranges).decode(),
-            None if m.additional_metadata is None else bytes(m.additional_metadata).decode(),
+            _json(m.price_ranges),
+            _json(m.additional_metadata),
         )
         for col, value in zip(self.lifecycle, row, strict=True):
             col.append(value)

@@ -9,6 +9,7 @@ string comparison for all of them (archive times in one format compare as text).
 
 from __future__ import annotations
 
+import decimal
 import functools
 import hashlib
 import json
@@ -17,21 +18,26 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NoReturn, cast
 
 from ..archive.line import ts_ns
 from ..archive.reading import Reader, archive_files
 from ..clock import TimestampFormatter
 from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..coverage.model import Coverage
+from ..kalshi.book import BookError
 from ..kalshi.universe import series_of
 from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
 from .books import Books
-from .frames import MALFORMED_BOOK, Frame, Line, Source
+from .frames import MALFORMED_BOOK, Frame, Line, Msg, Source
 from .messages import Messages
-from .tables import TABLES
+from .tables import TABLES, ValueTooPrecise
 from .writer import ROWS_PER_BATCH, Output
 
 LIFECYCLE_TYPES = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE, "event_fee_update"})
+EXACT = decimal.Context(prec=60, Emin=-999, Emax=999, traps=[decimal.Inexact, decimal.InvalidOperation])
+"""The books' arithmetic: far more digits than any column keeps, and a result that would need
+rounding refused (``decimal.Inexact``) — never rounded silently at the default 28 digits."""
 NEVER = "9999"
 """Sorts after every archive time: nothing due."""
 
@@ -81,11 +87,13 @@ class Export:
         self._fmt = TimestampFormatter()
         self._day = ""
         self._next_tick = ""
-        self._watch: dict[tuple[int | None, int | None], Unknown] = {}
+        self._watch: dict[tuple[int | None, int | None], list[Unknown]] = {}
+        """Gaps whose revealing frame may come now, by (sid, got): several connections may share both."""
         self._unknowns: list[Unknown] = []
         self._keep: dict[str, bool] = {}
         self._ended = False
         self.books.emit = options.start is None
+        self.source = Source(self.reader)
 
     # -- time ------------------------------------------------------------------------------
     def _text(self, ns: int) -> str:
@@ -103,7 +111,7 @@ class Export:
             at = u.ts if u.sid is None else self._text(ts_ns(u.ts) - LOOKAHEAD_US * 1000)
             due = min(due, at)
         if self._watch:
-            due = min(due, *(u.ts for u in self._watch.values()))
+            due = min(due, *(u.ts for us in self._watch.values() for u in us))
         if not self.books.emit and self.opts.start:
             due = min(due, self.opts.start)
         if self.opts.end:
@@ -113,22 +121,24 @@ class Export:
     def _due(self, ts: str) -> str:
         """Everything due at or before ``ts``, in time order; returns the next threshold."""
         while True:
+            # At one instant: the window closes first (``--to`` is excluded) and opens first
+            # (``--from`` is included); books become unknown before a snapshot tick at that instant.
             steps: list[tuple[str, int, Callable[[], None]]] = []
             if self._next_tick and self._next_tick <= ts:
-                steps.append((self._next_tick, 1, self._tick))
+                steps.append((self._next_tick, 3, self._tick))
             if self._unknowns:
                 u = self._unknowns[0]
                 if u.ts <= ts:
-                    steps.append((u.ts, 0, self._apply_next_unknown))
+                    steps.append((u.ts, 2, self._apply_next_unknown))
                 elif u.sid is not None and self._text(ts_ns(u.ts) - LOOKAHEAD_US * 1000) <= ts:
-                    steps.append((ts, 0, self._watch_next_gap))
-            for u in list(self._watch.values()):
+                    steps.append((ts, 2, self._watch_next_gap))
+            for u in [u for us in self._watch.values() for u in us]:
                 if u.ts <= ts:
-                    steps.append((u.ts, 0, functools.partial(self._apply_watched, u)))
+                    steps.append((u.ts, 2, functools.partial(self._apply_watched, u)))
             if not self.books.emit and self.opts.start and self.opts.start <= ts:
-                steps.append((self.opts.start, 2, self._open_window))
+                steps.append((self.opts.start, 1, self._open_window))
             if self.opts.end and self.opts.end <= ts:
-                steps.append((self.opts.end, 3, self._close_window))
+                steps.append((self.opts.end, 0, self._close_window))
             if not steps or self._ended:
                 return self._threshold()
             min(steps, key=lambda s: (s[0], s[1]))[2]()
@@ -147,14 +157,30 @@ class Export:
 
     def _watch_next_gap(self) -> None:
         u = self._unknowns.pop(0)
-        self._watch[(u.sid, u.got)] = u
+        self._watch.setdefault((u.sid, u.got), []).append(u)
+
+    def _unwatch(self, u: Unknown) -> None:
+        us = self._watch[(u.sid, u.got)]
+        us.remove(u)
+        if not us:
+            del self._watch[(u.sid, u.got)]
 
     def _apply_watched(self, u: Unknown) -> None:
-        self._watch.pop((u.sid, u.got), None)
+        """A gap whose revealing frame was not seen: its markets' books are unknown from the event."""
+        self._unwatch(u)
         self._apply(u)
 
+    def _revealed(self, gaps: list[Unknown], ts: str, ticker: str) -> None:
+        """A delta with a watched gap's sid and ``got``: it revealed the gap only if its market is one
+        of the gap's (sids repeat across connections), and then the books are unknown from it."""
+        for u in list(gaps):
+            if u.tickers is not None and ticker in u.tickers:
+                self._unwatch(u)
+                self._apply(Unknown(ts, u.tickers, u.reason))
+
     def _open_window(self) -> None:
-        self.books.emit = True
+        assert self.opts.start is not None
+        self.books.open_window(self.opts.start)
 
     def _close_window(self) -> None:
         self._ended = True
@@ -167,18 +193,12 @@ class Export:
         for ev in evs:
             if not self.opts.end or str(ev["ts"]) < self.opts.end:
                 self.coverage.event(ev)
-        source = Source(self.reader)
+        source = self.source
         summary = Summary()
+        self.output.start()
         try:
-            for path in archive_files(self.archive, self.opts.feed):
-                for lines in source.batches(path):
-                    summary.frames += self._lines(lines)
-                    self._flush(ROWS_PER_BATCH)
-                    if self._ended:
-                        break
-                if self._ended:
-                    break
-            self._flush(1)
+            with decimal.localcontext(EXACT):
+                self._pass(summary)
             self._coverage_rows()
             summary.files = self.output.commit()
         except BaseException:
@@ -192,6 +212,17 @@ class Export:
         summary.seconds = time.perf_counter() - began
         return summary
 
+    def _pass(self, summary: Summary) -> None:
+        for path in archive_files(self.archive, self.opts.feed):
+            for lines in self.source.batches(path):
+                summary.frames += self._lines(lines)
+                self._flush(ROWS_PER_BATCH)
+                if self._ended:
+                    break
+            if self._ended:
+                break
+        self._flush(1)
+
     def _lines(self, lines: list[Line]) -> int:
         """One block, split where the day changes (each day is its own partition)."""
         if not lines:
@@ -200,6 +231,12 @@ class Export:
         while done < len(lines):
             day = lines[done].ts[:10]
             if day != self._day:
+                if self._day and day > self._day:  # the archive moved past a day: finish its rows, close it
+                    self._due(self._day + "T99")  # (sorts after every time of that day)
+                    self._flush(1)
+                    self.output.close_before(day)
+                    if self._ended:
+                        break
                 self._flush(1)
                 self._day = day
             if lines[-1].ts[:10] == day:
@@ -219,7 +256,7 @@ class Export:
         trades, tickers = ("trades" in want), ("tickers" in want)
         lifecycle = "lifecycle" in want or "coverage" in want
         selecting = self.opts.tickers is not None or self.opts.series is not None
-        keep = self._keep
+        keep, watch = self._keep, self._watch
         due = self._threshold()
         for i in range(lo, hi):
             ln = lines[i]
@@ -235,6 +272,11 @@ class Export:
             if m is None:
                 continue
             kind = data.type
+            if watch and kind == "orderbook_delta":  # before the selection: the same rows either way
+                gaps = watch.get((data.sid, data.seq))
+                if gaps is not None:
+                    self._revealed(gaps, ts, m.market_ticker)
+                    due = self._threshold()
             if selecting:
                 t = m.market_ticker
                 k = keep.get(t)
@@ -243,11 +285,12 @@ class Export:
                 if not k:
                     continue
             if kind == "orderbook_delta":
-                if self._watch:
-                    u = self._watch.pop((data.sid, data.seq), None)
-                    if u is not None:
-                        self._apply(Unknown(ts, u.tickers, u.reason))
-                delta(ts, m)
+                try:
+                    delta(ts, m)
+                except BookError as exc:
+                    self._bad_book(i, ts, kind, m, exc)
+                except decimal.Inexact:
+                    self._inexact(i, kind, m)
                 if not self._next_tick:
                     self._next_tick = self._tick_after(ts)
                     due = self._threshold()
@@ -258,7 +301,12 @@ class Export:
                 if trades and books.emit:
                     msgs.trade(ts, m)
             elif kind == "orderbook_snapshot":
-                snapshot(ts, m)
+                try:
+                    snapshot(ts, m)
+                except BookError as exc:
+                    self._bad_book(i, ts, kind, m, exc)
+                except decimal.Inexact:
+                    self._inexact(i, kind, m)
             elif kind in LIFECYCLE_TYPES:
                 if lifecycle and (books.emit or not self.opts.start):
                     if selecting and not m.market_ticker and not self._selected_event(m.series_ticker):
@@ -268,6 +316,20 @@ class Export:
             elif kind == MALFORMED_BOOK:
                 books.invalidate(ts, m.market_ticker)
 
+    def _bad_book(self, index: int, ts: str, kind: str, m: Msg, exc: BookError) -> None:
+        """An order-book message with a value the book cannot take: reported, and the market's book
+        is not known until its next snapshot (never left as if the message had not come)."""
+        self.source.malformed += 1
+        self.source.report(index, f"{kind} for {m.market_ticker!r} not usable ({exc}): book unknown until a snapshot")
+        self.books.invalidate(ts, m.market_ticker)
+
+    def _inexact(self, index: int, kind: str, m: Msg) -> NoReturn:
+        values = f"price {m.price_dollars!r}, change {m.delta_fp!r}" if kind == "orderbook_delta" else "its levels"
+        raise ValueTooPrecise(
+            f"{self.source.path} line {self.source.number(index)}: {kind} for {m.market_ticker!r} ({values}): "
+            f"a book value needing more than {EXACT.prec} significant digits (never rounded)"
+        )
+
     def _selected(self, ticker: str) -> bool:
         o = self.opts
         return (o.tickers is None or ticker in o.tickers) and (o.series is None or series_of(ticker) in o.series)
@@ -275,16 +337,16 @@ class Export:
     def _selected_event(self, series: str | None) -> bool:
         return self.opts.tickers is None and (self.opts.series is None or series in self.opts.series)
 
-    def _lifecycle_coverage(self, ts: str, kind: str, m: object) -> None:
+    def _lifecycle_coverage(self, ts: str, kind: str, m: Msg) -> None:
         msg = {k: getattr(m, k) for k in ("market_ticker", "event_type", "event_ticker", "series_ticker")}
-        meta = getattr(m, "additional_metadata", None)
-        if meta is not None:
-            msg["additional_metadata"] = json.loads(bytes(meta))
+        meta = bytes(m.additional_metadata)
+        if meta:
+            msg["additional_metadata"] = json.loads(meta)
         self.coverage.frame(ts, {"type": kind, "msg": msg})
 
     # -- output ----------------------------------------------------------------------------
     def _flush(self, at_least: int) -> None:
-        want, day, out = self.opts.tables, self._day, self.output
+        want = self.opts.tables
         for table, buffers in (
             ("book_deltas", self.books.deltas),
             ("quotes", self.books.quotes),
@@ -295,9 +357,24 @@ class Export:
         ):
             if len(buffers[0]) >= at_least:
                 if table in want:
-                    out.write(table, day, buffers)
+                    self._write(table, buffers)
                 for col in buffers:
                     col.clear()
+
+    def _write(self, table: str, buffers: list[list[object]]) -> None:
+        """Buffered rows into their own receive day's partition (a snapshot tick or the window's
+        opening may be written after the archive moved on to the next day)."""
+        stamps = cast("list[str]", buffers[0])
+        day = stamps[0][:10]
+        if stamps[-1][:10] == day:
+            self.output.write(table, day, buffers)
+            return
+        start = 0
+        for i in range(1, len(stamps) + 1):
+            if i == len(stamps) or stamps[i][:10] != day:
+                self.output.write(table, day, [col[start:i] for col in buffers])
+                if i < len(stamps):
+                    start, day = i, stamps[i][:10]
 
     def _coverage_rows(self) -> None:
         if "coverage" not in self.opts.tables:

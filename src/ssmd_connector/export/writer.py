@@ -3,19 +3,29 @@
 Why this shape: Hive-style ``date=`` directories are what DuckDB (``hive_partitioning``) and
 polars (``scan_parquet(..., hive_partitioning=True)``) prune on. One file per table, day and *run
 key* — the key is derived from what was asked (archive, window, markets, options) — so running the
-same export again writes the same names: each file is written beside its final name as
-``.part-<key>.parquet.tmp`` and moved over it with one ``os.replace`` only when the whole run has
-succeeded. Readers never see a half-written file, and a re-run never duplicates rows. A run that
-fails leaves the previous output as it was and removes its temporary files.
+same export again writes the same names, and they are replaced, never duplicated.
 
-Memory: rows are handed over in batches and written as row groups as they come, so a day of any
-size needs only the current batches in memory.
+Temporary files live outside the partition tree, in ``OUT/.tmp-<key>/`` (a reader globbing
+``OUT/<table>/**`` never meets one), and are moved over their final names with one ``os.replace``
+each only when the whole run has succeeded. A run holds ``OUT/.tmp-<key>.lock`` while it writes;
+the next run removes any temporary directory whose lock nobody holds (a run killed with ``kill -9``).
+A run that fails leaves the previous output as it was and removes its temporary files.
+
+A different request into the same ``OUT`` would add its rows beside the first one's — duplicates a
+reader cannot tell apart — so a partition that already holds a file of another key is refused
+(:class:`OutputClash`): one request per ``--out`` and day.
+
+Memory: rows are handed over in batches and written as row groups as they come, and a day's files
+are closed once the archive has moved past that day (rows for it after that go to a further file,
+``part-<key>-<n>.parquet``), so only the current batches and day stay in memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,21 +33,56 @@ import pyarrow.parquet as pq
 
 from .tables import SCHEMAS, batch
 
-ROWS_PER_BATCH = 100_000
+ROWS_PER_BATCH = 20_000
 """Rows buffered per table before they become a row group (bounded memory, efficient groups)."""
+
+TMP_PREFIX = ".tmp-"
+
+
+class OutputClash(ValueError):
+    """The output directory holds, where this run would write, a file from a different request."""
+
+
+def _key_of(name: str) -> str | None:
+    """The run key of a ``part-<key>[-<n>].parquet`` name."""
+    if not (name.startswith("part-") and name.endswith(".parquet")):
+        return None
+    return name[len("part-") : -len(".parquet")].split("-", maxsplit=1)[0]
 
 
 class Output:
-    """The open Parquet files of one run, committed or discarded together."""
+    """The Parquet files of one run, committed or discarded together."""
 
     def __init__(self, root: Path, key: str) -> None:
         self.root = root
         self.key = key
+        self.tmp = root / f"{TMP_PREFIX}{key}"
+        self._lock: int | None = None
         self._open: dict[tuple[str, str], tuple[pq.ParquetWriter, Path, Path]] = {}
+        self._closed: list[tuple[Path, Path]] = []
+        self._parts: dict[tuple[str, str], int] = {}
         self.rows: dict[str, int] = {}
 
-    def final_path(self, table: str, day: str) -> Path:
-        return self.root / table / f"date={day}" / f"part-{self.key}.parquet"
+    def start(self) -> None:
+        """Take this request's lock, and remove temporary files of runs that are gone."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for lock in sorted(self.root.glob(f"{TMP_PREFIX}*.lock")):
+            _remove_if_stale(lock)
+        for leftover in sorted(self.root.glob(f"{TMP_PREFIX}*")):  # a directory whose lock is gone
+            if leftover.is_dir() and not leftover.with_name(leftover.name + ".lock").exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+        fd = os.open(self.tmp.with_name(self.tmp.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputClash(f"{self.root}: the same export is already running into it") from None
+        self._lock = fd
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def final_path(self, table: str, day: str, part: int = 0) -> Path:
+        name = f"part-{self.key}.parquet" if not part else f"part-{self.key}-{part}.parquet"
+        return self.root / table / f"date={day}" / name
 
     def write(self, table: str, day: str, buffers: list[list[object]]) -> None:
         """Append buffered rows of ``table`` received on ``day`` (one row group)."""
@@ -55,31 +100,90 @@ class Output:
     def _ensure(self, table: str, day: str) -> pq.ParquetWriter:
         entry = self._open.get((table, day))
         if entry is None:
-            final = self.final_path(table, day)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f".{final.name}.tmp")
+            part = self._parts.get((table, day))
+            if part is None:
+                self._check(table, day)
+                part = 0
+            else:
+                part += 1
+            self._parts[(table, day)] = part
+            final = self.final_path(table, day, part)
+            tmp = self.tmp / table / f"date={day}" / f"{final.name}.tmp"
+            tmp.parent.mkdir(parents=True, exist_ok=True)
             entry = self._open[(table, day)] = (pq.ParquetWriter(tmp, SCHEMAS[table], compression="zstd"), tmp, final)
         return entry[0]
 
+    def _check(self, table: str, day: str) -> None:
+        where = self.root / table / f"date={day}"
+        if not where.is_dir():
+            return
+        for p in sorted(where.iterdir()):
+            other = _key_of(p.name)
+            if other is not None and other != self.key:
+                raise OutputClash(
+                    f"{where} already holds {p.name}, written by a different export request "
+                    f"(this one is {self.key}): use another --out, or remove that file"
+                )
+
+    def close_before(self, day: str) -> None:
+        """Close the files of days before ``day`` (the archive has moved past them)."""
+        for (table, d), (writer, tmp, final) in list(self._open.items()):
+            if d < day:
+                writer.close()
+                self._closed.append((tmp, final))
+                del self._open[(table, d)]
+
     def commit(self) -> list[Path]:
         """Close every file and move each over its final name (atomic per file)."""
+        self.close_before("9999")
         done = []
-        for writer, tmp, final in self._open.values():
-            writer.close()
+        for tmp, final in self._closed:
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
             done.append(final)
-        self._open.clear()
+        written = set(done)
+        for table, day in self._parts:  # a previous run of this request wrote more parts: not ours now
+            for p in (self.root / table / f"date={day}").glob(f"part-{self.key}-*.parquet"):
+                if p not in written:
+                    p.unlink(missing_ok=True)
+        self._closed.clear()
+        self._release()
         return done
 
     def discard(self) -> None:
         """Close and remove every temporary file; the previous output stays untouched."""
-        for writer, tmp, _ in self._open.values():
+        for writer, _, _ in self._open.values():
             with contextlib.suppress(Exception):
                 writer.close()
-            tmp.unlink(missing_ok=True)
         self._open.clear()
+        self._closed.clear()
+        self._release()
+
+    def _release(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        if self._lock is not None:
+            self.tmp.with_name(self.tmp.name + ".lock").unlink(missing_ok=True)
+            os.close(self._lock)
+            self._lock = None
+
+
+def _remove_if_stale(lock: Path) -> None:
+    """Remove a temporary directory and its lock if no running export holds the lock."""
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a running export's
+        shutil.rmtree(lock.with_name(lock.name.removesuffix(".lock")), ignore_errors=True)
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

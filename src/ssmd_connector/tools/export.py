@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 from ..archive import Reader
+from ..archive.reading import archive_files
 from ..export.run import Export, Options
 from ..export.tables import TABLES, ValueTooPrecise
+from ..export.writer import OutputClash
 from .book import convention
 from .read import normalize_ts
 
@@ -52,12 +54,15 @@ def export(
         return bad(f"{path}: no such file or directory (expected an archive: its root, a day directory or a file)")
     try:
         opts_start, opts_end = normalize_ts(start), normalize_ts(end)
-        chosen = _names(tables, "tables")
-        if chosen is not None and (unknown := sorted(chosen - set(TABLES))):
-            return bad(f"--tables: unknown table(s) {', '.join(unknown)}; expected some of {', '.join(TABLES)}")
-        ticker_set, series_set = _names(tickers, "tickers"), _names(series, "series")
     except ValueError as exc:
         return bad(f"{exc} (times are UTC ISO 8601, e.g. 2026-11-24T10:00:00Z)")
+    try:
+        chosen = _names(tables, "tables")
+        ticker_set, series_set = _names(tickers, "tickers"), _names(series, "series")
+    except ValueError as exc:
+        return bad(str(exc))
+    if chosen is not None and (unknown := sorted(chosen - set(TABLES))):
+        return bad(f"--tables: unknown table(s) {', '.join(unknown)}; expected some of {', '.join(TABLES)}")
     if opts_start and opts_end and opts_start >= opts_end:
         return bad(f"--from {start} is not before --to {end}")
     if not 0.001 <= snapshot_every <= 86_400:
@@ -66,6 +71,9 @@ def export(
         return bad(f"--depth: expected at least 1 level, got {depth}")
     if out.exists() and not out.is_dir():
         return bad(f"--out {out}: exists and is not a directory")
+    if not archive_files(path, feed):
+        of = f" of feed {feed!r}" if feed else ""
+        return bad(f"{path}: no archive files{of} (expected <feed>.jsonl[.zst|.gz] files, in day directories)")
     reader = Reader()
     if yes_price is None:
         found = convention(path, reader)
@@ -88,6 +96,8 @@ def export(
     )
     try:
         summary = Export(path, out, options, reader).run()
+    except OutputClash as exc:
+        return bad(f"--out {exc}")
     except ValueTooPrecise as exc:
         print(f"ssmd export: {path}: {exc}; nothing was replaced", file=sys.stderr)
         return NOT_EXACT
@@ -97,6 +107,8 @@ def export(
             file=sys.stderr,
         )
         return NOT_WRITABLE
+    if not summary.frames:
+        return bad(f"{path}: no archive lines{f' of feed {feed!r}' if feed else ''} (nothing exported)")
     rate = summary.frames / summary.seconds if summary.seconds else 0.0
     print(f"{summary.frames:,} archive lines in {summary.seconds:.1f} s ({rate:,.0f}/s) → {out}")
     for table in sorted(summary.rows):

@@ -1,0 +1,89 @@
+"""The output directory: temporary files never inside the partition tree (a reader globbing a table
+meets only finished files, even after ``kill -9``), a killed run's leftovers removed by the next run
+(never a running one's), and a different request into the same partition refused, not mixed in."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import polars as pl
+
+from ssmd_connector.export.run import Export, Options
+from ssmd_connector.export.writer import Output
+
+from ..archives import rows, write_archive
+from .test_cli import _trade, ssmd_export
+
+
+def test_a_killed_runs_temporary_files_are_outside_the_tables_and_removed_by_the_next_run(tmp_path: Path) -> None:
+    archive = write_archive(tmp_path / "a", [_trade(i) for i in range(3)])
+    out = tmp_path / "o"
+    options = Options(tables=frozenset({"trades"}))
+    Export(archive, out, options).run()
+
+    killed = Output(out, "0123456789abcdef")  # a run killed while writing: its lock dies with it
+    killed.start()
+    killed.write("trades", "2026-11-24", _buffers())
+    assert killed._lock is not None
+    os.close(killed._lock)
+    running = Output(out, "fedcba9876543210")  # a run still writing: holds its lock
+    running.start()
+    running.write("trades", "2026-11-26", _buffers())
+
+    assert {p.suffix for p in (out / "trades").rglob("*") if p.is_file()} == {".parquet"}
+    assert pl.scan_parquet(out / "trades" / "**" / "*.parquet").collect().height == 3
+
+    Export(archive, out, options).run()
+    leftovers = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert leftovers == [".tmp-fedcba9876543210", ".tmp-fedcba9876543210.lock"]  # the killed run's: gone
+    running.discard()
+    assert [p.name for p in out.iterdir()] == ["trades"]
+
+
+def _buffers() -> list[list[object]]:
+    msg = _trade(7)[1]["msg"]
+    return [
+        ["2026-11-25T07:20:00.000000Z"],
+        [None],
+        [msg["market_ticker"]],
+        [msg["trade_id"]],
+        [msg["yes_price_dollars"]],
+        [msg["no_price_dollars"]],
+        [msg["count_fp"]],
+        ["yes"],
+        [None],
+        [None],
+        [False],
+    ]
+
+
+def test_a_different_request_into_the_same_partition_is_refused(tmp_path: Path) -> None:
+    archive = write_archive(tmp_path / "a", [_trade(i) for i in range(3)])
+    out = tmp_path / "o"
+    assert ssmd_export(str(archive), "--out", str(out), "--tables", "trades").returncode == 0
+    before = sorted(out.rglob("*"))
+    done = ssmd_export(str(archive), "--out", str(out), "--tables", "trades", "--tickers", "KXA-1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "trades/date=2026-11-25 already holds part-" in done.stderr and "different export request" in done.stderr
+    assert sorted(out.rglob("*")) == before and len(rows(out, "trades")) == 3  # nothing added
+    assert ssmd_export(str(archive), "--out", str(out), "--tables", "trades").returncode == 0  # the same request
+    assert len(rows(out, "trades")) == 3
+
+
+def test_the_same_request_running_twice_at_once_is_refused(tmp_path: Path) -> None:
+    archive = write_archive(tmp_path / "a", [_trade(i) for i in range(3)])
+    out = tmp_path / "o"
+    options = Options(tables=frozenset({"trades"}))
+    key = options.key(archive)
+    out.mkdir()
+    fd = os.open(out / f".tmp-{key}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        done = ssmd_export(str(archive), "--out", str(out), "--tables", "trades")
+        assert done.returncode == 2 and "already running" in done.stderr, done.stderr
+    finally:
+        os.close(fd)
+    assert not (out / "trades").exists()
