@@ -47,13 +47,10 @@ async def test_a_bad_key_at_start_up_is_a_state_that_lasts_until_the_key_works(t
     """A bad key fails market discovery (REST 401) before any WebSocket connection exists: no
     per-shard ``ssmd_auth_failures_total``, and ``ssmd_errors_total{kind="auth"}`` moves once.
     ``ssmd_auth_failing`` stays 1 while every retry is rejected, and 0 once one is accepted."""
-    from prometheus_client import generate_latest  # noqa: PLC0415
-
     from ssmd_connector.kalshi.auth import generate_key_pair  # noqa: PLC0415
-    from ssmd_connector.metrics import make_registry  # noqa: PLC0415
     from ssmd_connector.sim import SimConfig, SimServer  # noqa: PLC0415
 
-    from ..kalshi_helpers import KEY, KEY_ID, eventually, record  # noqa: PLC0415
+    from ..kalshi_helpers import KEY, KEY_ID, eventually, exported, record  # noqa: PLC0415
 
     other, _ = generate_key_pair()
     sim = SimServer(SimConfig(port=0, markets=4, rate=100, public_keys={KEY_ID: other.public_key()}))
@@ -61,20 +58,16 @@ async def test_a_bad_key_at_start_up_is_a_state_that_lasts_until_the_key_works(t
     s = await record(tmp_path, sim, "  channels: [ticker]\n  discover: {refresh: 60}\n")
     stats = s.recorder.runner.stats
 
-    def gauge() -> str:
-        lines = generate_latest(make_registry([stats])).decode().splitlines()
-        return next(line for line in lines if line.startswith("ssmd_auth_failing{"))
-
     try:
         await eventually(lambda: stats.errors["auth"] == 1, what="discovery rejected")
-        assert gauge() == 'ssmd_auth_failing{feed="kalshi"} 1.0'
+        assert exported(stats, "ssmd_auth_failing") == 1
         assert stats.shards == {}  # no connection exists: the per-shard counter cannot say it
         await asyncio.sleep(1.5)  # retries, all rejected: still failing, still one incident
-        assert gauge() == 'ssmd_auth_failing{feed="kalshi"} 1.0' and stats.errors["auth"] == 1
+        assert exported(stats, "ssmd_auth_failing") == 1 and stats.errors["auth"] == 1
         assert sim.config.public_keys is not None
         sim.config.public_keys[KEY_ID] = KEY.public_key()  # the operator fixes the key
         await eventually(lambda: stats.connected, timeout=15, what="recording with the right key")
-        assert gauge() == 'ssmd_auth_failing{feed="kalshi"} 0.0'
+        assert exported(stats, "ssmd_auth_failing") == 0
     finally:
         await s.stop()
         await sim.stop()
