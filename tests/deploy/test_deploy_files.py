@@ -154,6 +154,9 @@ def test_systemd_units_verify_and_are_sandboxed(unit: str, tmp_path: Path) -> No
     for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/", "Restart=on-failure"):
         assert directive in text, directive
     assert "DynamicUser=yes" in text or "User=" in text
+    if unit == "ssmd-archiver.service":  # at boot: after NATS and the recorder that creates the stream
+        after = next(line for line in text.splitlines() if line.startswith("After="))
+        assert "nats-server.service" in after and "ssmd-recorder.service" in after, after
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze not found (Debian package systemd): units checked for directives only")

@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +22,7 @@ from ssmd_connector.tools.archiver import archive, archived_message
 from ssmd_connector.tools.jetstream_pull import stream_sequence
 from ssmd_connector.writers.nats import NatsWriter
 
-from ..helpers import write_config
+from ..helpers import free_port, write_config
 from ..kalshi_helpers import eventually
 from ..natsserver import NatsServer
 
@@ -145,9 +148,53 @@ async def test_archiver_rides_out_a_nats_restart(server: NatsServer, tmp_path: P
     assert archived_seqs(tmp_path / "archive") == list(range(n))  # in stream order, once each
 
 
-def test_archiver_names_a_missing_stream(server: NatsServer, tmp_path: Path) -> None:
+def test_archiver_waits_for_a_missing_stream_and_archives_once_it_exists(server: NatsServer, tmp_path: Path) -> None:
+    """At boot the archiver may start before the recorder created the stream. It used to exit 2
+    (a configuration error: systemd's RestartPreventExitStatus=2 left it dead); now it waits with
+    backoff, ``/ready`` naming the stream, and starts archiving once the stream exists."""
     cfg = archiver_config(tmp_path, server)
-    cmd = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    assert out.returncode == 2, out.stderr
-    assert "nats.stream: no stream 'KALSHI'" in out.stderr and "Traceback" not in out.stderr
+    port = free_port()
+    cmd = [
+        str(BIN / "ssmd"),
+        "archive",
+        "--config-dir",
+        str(cfg),
+        "--env",
+        "arch",
+        "--health-addr",
+        f"127.0.0.1:{port}",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def ready() -> tuple[int, dict[str, Any]]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, body = ready()
+                if "no stream 'KALSHI'" in str(body.get("reasons")):
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the archiver gave up on the stream"
+            time.sleep(0.1)
+        assert status == 503
+        asyncio.run(publish(server.url, 100))  # the recorder creates the stream
+        ckpt = tmp_path / "archive" / ".archiver-kalshi.json"
+        deadline = time.monotonic() + 30
+        while not (ckpt.exists() and json.loads(ckpt.read_text())["stream_seq"] == 100):
+            assert proc.poll() is None and time.monotonic() < deadline, "not archived"
+            time.sleep(0.1)
+        assert ready()[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.count("no stream 'KALSHI'") == 1 and "Traceback" not in err  # said once, not per retry
+    assert archived_seqs(tmp_path / "archive") == list(range(100))

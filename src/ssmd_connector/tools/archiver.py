@@ -103,6 +103,8 @@ class ArchiverHealth:
         self.conn: NatsConnection | None = None
         self.writer: JsonlWriter | None = None
         self.consuming = False
+        self.waiting = ""
+        """Why the archiver is not consuming yet (e.g. the stream does not exist yet), for ``/ready``."""
         self.stopped = ""
         """Why the loop ended (the process is about to exit), for ``/health``."""
 
@@ -130,7 +132,7 @@ class ArchiverHealth:
             url = self.conn.url if self.conn is not None else "NATS"
             reasons.append(f"NATS {url}: {status}")
         elif not self.consuming:
-            reasons.append("starting: checking the stream and creating the consumer")
+            reasons.append(self.waiting or "starting: checking the stream and creating the consumer")
         if self.stats.writes_failing:
             reasons.append(
                 f"writes failing (retrying; nothing is acknowledged until stored): {self.stats.writes_failing}"
@@ -205,6 +207,38 @@ async def _measure_lag(js: JetStreamContext, stream: str, durable: str, stats: A
     stats.lag_known = True
 
 
+async def _wait_for_stream(
+    js: JetStreamContext, env_name: str, stream: str, url: str, health: ArchiverHealth, stop: asyncio.Event
+) -> bool:
+    """Wait (with backoff, ``/ready`` saying why) until the stream exists: at boot the archiver
+    may well start before the recorder has created it — a transient state, not a configuration
+    error to exit on (systemd would not restart an exit 2). False if stopped first."""
+    delay = _RETRY_FIRST
+    while True:
+        try:
+            await asyncio.wait_for(js.stream_info(stream), 5.0)
+        except NotFoundError:
+            why = (
+                f"no stream {stream!r} on {url} yet (environments/{env_name}.yaml: nats.stream; "
+                "the recorder creates it with nats.create_stream: true): waiting for it"
+            )
+        except (NatsError, OSError, TimeoutError) as exc:
+            why = f"stream {stream!r} on {url} could not be looked up ({exc or type(exc).__name__}): retrying"
+        else:
+            if health.waiting:
+                log.info("stream %r found: starting", stream)
+            health.waiting = ""
+            return True
+        if why != health.waiting:
+            log.warning("%s", why)
+        health.waiting = why
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, _RETRY_MAX)
+
+
 async def archive(
     config_dir: Path,
     env_name: str,
@@ -265,16 +299,10 @@ async def _archive(
         return 0
     stats.nats_connected = nc.is_connected
     js = nc.jetstream()
-    try:
-        await js.stream_info(env.nats.stream)
-    except NotFoundError:
+    if not await _wait_for_stream(js, env_name, env.nats.stream, env.nats.url, health, stop):
         await conn.close()
-        raise ConfigError(
-            [
-                f"environments/{env_name}.yaml: nats.stream: no stream {env.nats.stream!r} on {env.nats.url} "
-                "(the recorder creates it with nats.create_stream: true)"
-            ]
-        ) from None
+        print(f"stopped before stream {env.nats.stream!r} existed on {env.nats.url}", file=sys.stderr)
+        return 0
     # The checkpoint, not the consumer, is the source of truth: start a fresh consumer right after
     # it, so delivery is in stream order (redeliveries of a killed run would otherwise come after
     # newer messages, once their ack wait expired).
