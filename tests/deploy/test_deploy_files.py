@@ -136,7 +136,23 @@ def test_compose_stack_is_consistent_and_its_configs_validate(tmp_path: Path) ->
     for env_file in (config / "environments").glob("*.yaml"):
         env_file.write_text(env_file.read_text().replace("/var/lib/ssmd", str(tmp_path / "data")))
     out = run([str(VENV_BIN / "ssmd"), "validate", "--config-dir", str(config)])
-    assert out.returncode == 0 and out.stdout.count("ok: ") == 3, out.stdout + out.stderr
+    assert out.returncode == 0 and out.stdout.count("ok: ") == 4, out.stdout + out.stderr
+    # The archiver follows SSMD_ENV: for each recorder environment, archive-<env> archives the
+    # same feed from the same stream (a fixed archive env archived nothing in Kalshi mode).
+    assert "archive-${SSMD_ENV:-sim}" in services["archiver"]["command"]
+    assert "${SSMD_ENV:-sim}" in services["recorder"]["command"]
+    envs = {p.stem: yaml.safe_load(p.read_text()) for p in (compose_dir / "config" / "environments").glob("*.yaml")}
+    recorders = sorted(name for name in envs if not name.startswith("archive-"))
+    assert recorders == ["kalshi", "sim"]
+    for name in recorders:
+        rec, arch = envs[name], envs[f"archive-{name}"]
+        assert arch["feed"] == rec["feed"] and arch["name"] == f"archive-{name}", name
+        assert (arch["nats"]["url"], arch["nats"]["stream"]) == (rec["nats"]["url"], rec["nats"]["stream"]), name
+    # The key: the secret's path by default, or the PEM text itself (a bind-mounted file keeps
+    # its host owner and mode, which uid 10001 often cannot read).
+    key = services["recorder"]["environment"]["KALSHI_PRIVATE_KEY"]
+    assert key == "${KALSHI_PRIVATE_KEY:-/run/secrets/kalshi-key.pem}", key
+    assert services["recorder"]["secrets"] == ["kalshi-key.pem"]
     promtool = tool("promtool")
     if promtool is None:
         pytest.skip(missing("promtool", "apt-get install prometheus; .ci/run installs it"))
