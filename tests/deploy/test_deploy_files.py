@@ -5,6 +5,7 @@ with the programs (ports, probes, job names, labels, config files that ``ssmd va
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -148,6 +149,20 @@ def test_compose_stack_is_consistent_and_its_configs_validate(tmp_path: Path) ->
         rec, arch = envs[name], envs[f"archive-{name}"]
         assert arch["feed"] == rec["feed"] and arch["name"] == f"archive-{name}", name
         assert (arch["nats"]["url"], arch["nats"]["stream"]) == (rec["nats"]["url"], rec["nats"]["stream"]), name
+    # The disk alert can fire: node-exporter sees each data volume at a mount point it matches.
+    rule = next(
+        r
+        for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "SsmdDiskNearlyFull"
+    )
+    mountpoints = re.search(r'mountpoint=~"([^"]+)"', rule["expr"])
+    assert mountpoints is not None
+    exporter = {v.split(":")[0]: v.split(":")[1] for v in services["node-exporter"]["volumes"]}
+    for service in ("recorder", "archiver"):
+        (volume,) = [v.split(":")[0] for v in services[service]["volumes"] if v.endswith(":/var/lib/ssmd")]
+        assert re.fullmatch(mountpoints.group(1), exporter[volume]), (service, volume)
+    assert targets["node"] == "node-exporter:9100"
     # The key: the secret's path by default, or the PEM text itself (a bind-mounted file keeps
     # its host owner and mode, which uid 10001 often cannot read).
     key = services["recorder"]["environment"]["KALSHI_PRIVATE_KEY"]
