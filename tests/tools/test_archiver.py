@@ -57,10 +57,10 @@ def test_stream_sequences_from_ack_subjects() -> None:
         stream_sequence("_INBOX.abc")
 
 
-async def publish(url: str, n: int) -> None:
-    """``n`` frames (Kalshi ``seq`` 0..n-1) published by the recorder's writer."""
+async def publish(url: str, n: int, first: int = 0) -> None:
+    """Frames with Kalshi ``seq`` first..n-1, published by the recorder's writer."""
     w = NatsWriter(url, "KALSHI", "ssmd", create_stream=True)
-    for start in range(0, n, 5000):
+    for start in range(first, n, 5000):
         await w.write(
             [
                 Message(

@@ -207,6 +207,17 @@ async def _measure_lag(js: JetStreamContext, stream: str, durable: str, stats: A
     stats.lag_known = True
 
 
+async def _lag_loop(
+    js: JetStreamContext, stream: str, durable: str, stats: ArchiverStats, stop: asyncio.Event, every: float
+) -> None:
+    """The lag, on its own timer: measured between batches it froze while a batch was retried
+    (a write outage), just when it matters."""
+    while not stop.is_set():
+        await _measure_lag(js, stream, durable, stats)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 async def _wait_for_stream(
     js: JetStreamContext, env_name: str, stream: str, url: str, health: ArchiverHealth, stop: asyncio.Event
 ) -> bool:
@@ -329,14 +340,11 @@ async def _archive(
     uploads = asyncio.create_task(uploader.run(upload_stop)) if uploader is not None else None
     log.info("archiving %s from stream %s after sequence %d into %s", feed, env.nats.stream, last, storage.path)
     health.consuming = True
-    lag_due = 0.0
+    lag = asyncio.create_task(_lag_loop(js, env.nats.stream, durable, stats, stop, lag_every))
     try:
         while not stop.is_set():
-            health.last_cycle = now = time.monotonic()
+            health.last_cycle = time.monotonic()
             stats.nats_connected = nc.is_connected
-            if now >= lag_due:
-                lag_due = now + lag_every
-                await _measure_lag(js, env.nats.stream, durable, stats)
             msgs = await puller.take(timeout=1.0)
             fresh = []
             for m in msgs:
@@ -374,6 +382,10 @@ async def _archive(
     except SsmdError as exc:
         health.stopped = str(exc)
         raise
+    finally:
+        lag.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag
     await writer.flush()
     await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
     await writer.close()
