@@ -198,3 +198,31 @@ def test_archiver_waits_for_a_missing_stream_and_archives_once_it_exists(server:
     assert proc.returncode == 0, err
     assert err.count("no stream 'KALSHI'") == 1 and "Traceback" not in err  # said once, not per retry
     assert archived_seqs(tmp_path / "archive") == list(range(100))
+
+
+def test_a_second_archiver_of_the_same_feed_and_storage_exits_2(server: NatsServer, tmp_path: Path) -> None:
+    """Two archivers of one feed in one storage path would write the same segments and
+    checkpoint: the second one exits 2 with one line, the first one goes on."""
+    cfg = archiver_config(tmp_path, server)
+    cmd = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(cmd, stdout=out, stderr=out, text=True)
+    try:
+        # No stream yet: the first one took the lock, then waits for the stream (and says so).
+        deadline = time.monotonic() + 20
+        while "no stream 'KALSHI'" not in log.read_text():
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        assert second.returncode == 2, second.stderr
+        lines = [x for x in second.stderr.splitlines() if "ssmd archive:" in x]
+        assert lines == [
+            f"ssmd archive: another ssmd archive is running for feed 'kalshi' in {tmp_path / 'archive'} "
+            "(it holds .archiver-kalshi.lock): one archiver per feed and storage path"
+        ], second.stderr
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(30)
+    assert first.returncode == 0, log.read_text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -21,7 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -70,6 +71,32 @@ def archived_message(line: bytes, subject: str, feed: str, kind_at: int) -> Mess
     tokens = subject.split(".")
     kind = tokens[kind_at] if len(tokens) > kind_at else "_"
     return Message(ns, feed, line, json_valid=True, kind="" if kind == "_" else kind)
+
+
+class AlreadyRunning(SsmdError):
+    """Another ``ssmd archive`` holds the lock of this storage path and feed."""
+
+
+def single_instance(root: Path, feed: str) -> IO[bytes] | None:
+    """An exclusive lock on ``<storage>/.archiver-<feed>.lock``, held while the process lives (the
+    kernel drops it when the process ends, however it ends): two archivers of one feed in one
+    storage path would write the same segments and checkpoint. ``None`` if the lock file cannot be
+    created (the storage is failing: the write retries report it)."""
+    path = root / f".archiver-{feed}.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = path.open("ab")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise AlreadyRunning(
+            f"another ssmd archive is running for feed {feed!r} in {root} (it holds {path.name}): one archiver "
+            "per feed and storage path"
+        ) from None
+    return lock
 
 
 class Checkpoint:
@@ -266,6 +293,7 @@ async def archive(
     if env.nats is None:
         raise ConfigError([f"environments/{env_name}.yaml: nats: the archiver needs a nats block"])
     storage = env.storage
+    lock = single_instance(storage.path, feed)
     writer = archive_writer(storage, durable=True)
     uploader = make_uploader(env, resolve_all([(k.name, k.source) for k in env.keys]))
     stats = ArchiverStats(feed, started_ns=time.time_ns())
@@ -281,6 +309,8 @@ async def archive(
     finally:
         if server is not None:
             await server.stop()
+        if lock is not None:
+            lock.close()
 
 
 async def _archive(
