@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .tools import DEPLOY, VENV_BIN, missing, tool
+from .tools import DEPLOY, VENV_BIN, missing, skip_without, tool
 
 ROOT = DEPLOY.parent
 
@@ -168,9 +168,7 @@ def test_compose_stack_is_consistent_and_its_configs_validate(tmp_path: Path) ->
     key = services["recorder"]["environment"]["KALSHI_PRIVATE_KEY"]
     assert key == "${KALSHI_PRIVATE_KEY:-/run/secrets/kalshi-key.pem}", key
     assert services["recorder"]["secrets"] == ["kalshi-key.pem"]
-    promtool = tool("promtool")
-    if promtool is None:
-        pytest.skip(missing("promtool", "apt-get install prometheus; .ci/run installs it"))
+    promtool = skip_without("promtool")
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(
         (compose_dir / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", "alerts.yml")
