@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import generate_latest
+
 from ssmd_connector.assembly.recorder import Recorder
 from ssmd_connector.config import load
 from ssmd_connector.kalshi.auth import generate_key_pair
+from ssmd_connector.metrics import FeedStats, make_registry
 from ssmd_connector.secrets import Secret
 from ssmd_connector.sim import SimServer
 
@@ -63,6 +66,13 @@ async def record(
     recorder = Recorder.build(load(cfg, "test"), SECRETS if secrets is None else secrets)
     task = asyncio.create_task(recorder.run("127.0.0.1", 0, handle_signals=False))
     return Session(recorder, task, data)
+
+
+def exported(stats: FeedStats, name: str) -> float:
+    """The value ``/metrics`` shows for the feed-labelled series ``name``."""
+    text = generate_latest(make_registry([stats])).decode()
+    prefix = f'{name}{{feed="{stats.feed}"}} '
+    return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix) :])
 
 
 async def eventually(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:

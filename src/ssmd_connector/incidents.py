@@ -65,6 +65,7 @@ class Incidents:
             return False
         internal = kind == "internal"
         self._active[key] = Incident(key, kind, message, self._clock(), internal)
+        self._stats.ongoing[key] = kind
         self._stats.error(kind)
         if internal:
             log.error("internal error: %s (restarting it with backoff)", message, exc_info=exc)
@@ -79,6 +80,7 @@ class Incidents:
         incident = self._active.get(key)
         if incident is None or incident.until is not None:
             return
+        self._stats.ongoing.pop(key, None)
         now = self._clock()
         if incident.internal:
             incident.until = now + self._hold
@@ -92,6 +94,7 @@ class Incidents:
         """An incident that is already over (e.g. a deleted file recreated): counted, logged,
         recorded, and shown for :data:`HOLD` seconds."""
         now = self._clock()
+        self._stats.ongoing.pop(key, None)
         self._active[key] = Incident(key, kind, message, now, kind == "internal", now + self._hold)
         self._stats.error(kind)
         log.error("%s", message)

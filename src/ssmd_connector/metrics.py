@@ -80,10 +80,21 @@ class FeedStats:
     """Connector label → connected; a feed is connected when every one of its connections is."""
     shards: dict[str, ShardStats] = field(default_factory=dict)
     """Kalshi connections' protocol counters, by shard label."""
+    ongoing: dict[str, str] = field(default_factory=dict)
+    """Incidents going on now (key → ``ssmd_errors_total`` kind), kept by
+    :class:`~ssmd_connector.incidents.Incidents`. ``ssmd_errors_total`` moves once per outage; an
+    alert needs a state that lasts as long as the outage does (``ssmd_auth_failing``,
+    ``ssmd_writes_failing``)."""
+    backlog_full: bool = False
+    """A failing writer holds as much as it may: reading is paused (frames are being missed)."""
 
     @property
     def connected(self) -> bool:
         return bool(self.connections) and all(self.connections.values())
+
+    def failing(self, kind: str) -> bool:
+        """An incident of this kind is going on."""
+        return kind in self.ongoing.values()
 
     def error(self, kind: str, n: int = 1) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + n
@@ -118,7 +129,23 @@ class StatsCollector(Collector):
         backlog = GaugeMetricFamily(
             "ssmd_write_backlog_bytes", "Bytes accepted by the writers but not in storage yet", labels=labels
         )
+        auth_failing = GaugeMetricFamily(
+            "ssmd_auth_failing",
+            "1 while the server rejects our credentials (REST discovery or a WebSocket handshake: HTTP 401/403)",
+            labels=labels,
+        )
+        writes_failing = GaugeMetricFamily(
+            "ssmd_writes_failing", "1 while writes fail (data kept in memory, retried)", labels=labels
+        )
+        backlog_full = GaugeMetricFamily(
+            "ssmd_write_backlog_full",
+            "1 while a failing writer holds all it may: reading is paused, frames are being missed",
+            labels=labels,
+        )
         for s in self._stats:
+            auth_failing.add_metric([s.feed], 1.0 if s.failing("auth") else 0.0)
+            writes_failing.add_metric([s.feed], 1.0 if s.failing("write") else 0.0)
+            backlog_full.add_metric([s.feed], 1.0 if s.backlog_full else 0.0)
             backlog.add_metric([s.feed], s.backlog_bytes)
             messages.add_metric([s.feed], s.messages)
             written.add_metric([s.feed], s.bytes_written)
@@ -130,6 +157,7 @@ class StatsCollector(Collector):
             last.add_metric([s.feed], s.last_message_ns / 1e9)
             depth.add_metric([s.feed], s.queue_depth)
         yield from (messages, written, reconnects, errors, retries, connected, last, depth, backlog)
+        yield from (auth_failing, writes_failing, backlog_full)
         yield from self._shards()
 
     def _shards(self) -> Iterator[Metric]:

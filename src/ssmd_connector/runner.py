@@ -339,6 +339,7 @@ class Runner:
             # A failing writer holding its bound stops taking more: the queue fills and reading
             # pauses (at shutdown everything queued is handed over regardless, for the last retries).
             self.backlog_full = failing and not queue.closed and self._writers_full()
+            stats.backlog_full = self.backlog_full
             if self._carry:
                 batch = self._carry  # handed over again after a restart of this loop
             elif self.backlog_full:

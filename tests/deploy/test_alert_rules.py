@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
 import yaml
 
-from .tools import DEPLOY, missing, tool
+from .tools import DEPLOY, needs, tool
 
 PROMTOOL = tool("promtool")
-pytestmark = pytest.mark.skipif(
-    PROMTOOL is None, reason=missing("promtool", "apt-get install prometheus; .ci/run installs it")
-)
+pytestmark = needs("promtool")
 RULES = DEPLOY / "prometheus" / "alerts.yml"
 
 

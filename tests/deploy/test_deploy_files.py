@@ -5,6 +5,7 @@ with the programs (ports, probes, job names, labels, config files that ``ssmd va
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .tools import DEPLOY, VENV_BIN, missing, tool
+from .tools import DEPLOY, VENV_BIN, missing, skip_without, tool
 
 ROOT = DEPLOY.parent
 
@@ -136,10 +137,38 @@ def test_compose_stack_is_consistent_and_its_configs_validate(tmp_path: Path) ->
     for env_file in (config / "environments").glob("*.yaml"):
         env_file.write_text(env_file.read_text().replace("/var/lib/ssmd", str(tmp_path / "data")))
     out = run([str(VENV_BIN / "ssmd"), "validate", "--config-dir", str(config)])
-    assert out.returncode == 0 and out.stdout.count("ok: ") == 3, out.stdout + out.stderr
-    promtool = tool("promtool")
-    if promtool is None:
-        pytest.skip(missing("promtool", "apt-get install prometheus; .ci/run installs it"))
+    assert out.returncode == 0 and out.stdout.count("ok: ") == 4, out.stdout + out.stderr
+    # The archiver follows SSMD_ENV: for each recorder environment, archive-<env> archives the
+    # same feed from the same stream (a fixed archive env archived nothing in Kalshi mode).
+    assert "archive-${SSMD_ENV:-sim}" in services["archiver"]["command"]
+    assert "${SSMD_ENV:-sim}" in services["recorder"]["command"]
+    envs = {p.stem: yaml.safe_load(p.read_text()) for p in (compose_dir / "config" / "environments").glob("*.yaml")}
+    recorders = sorted(name for name in envs if not name.startswith("archive-"))
+    assert recorders == ["kalshi", "sim"]
+    for name in recorders:
+        rec, arch = envs[name], envs[f"archive-{name}"]
+        assert arch["feed"] == rec["feed"] and arch["name"] == f"archive-{name}", name
+        assert (arch["nats"]["url"], arch["nats"]["stream"]) == (rec["nats"]["url"], rec["nats"]["stream"]), name
+    # The disk alert can fire: node-exporter sees each data volume at a mount point it matches.
+    rule = next(
+        r
+        for g in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "SsmdDiskNearlyFull"
+    )
+    mountpoints = re.search(r'mountpoint=~"([^"]+)"', rule["expr"])
+    assert mountpoints is not None
+    exporter = {v.split(":")[0]: v.split(":")[1] for v in services["node-exporter"]["volumes"]}
+    for service in ("recorder", "archiver"):
+        (volume,) = [v.split(":")[0] for v in services[service]["volumes"] if v.endswith(":/var/lib/ssmd")]
+        assert re.fullmatch(mountpoints.group(1), exporter[volume]), (service, volume)
+    assert targets["node"] == "node-exporter:9100"
+    # The key: the secret's path by default, or the PEM text itself (a bind-mounted file keeps
+    # its host owner and mode, which uid 10001 often cannot read).
+    key = services["recorder"]["environment"]["KALSHI_PRIVATE_KEY"]
+    assert key == "${KALSHI_PRIVATE_KEY:-/run/secrets/kalshi-key.pem}", key
+    assert services["recorder"]["secrets"] == ["kalshi-key.pem"]
+    promtool = skip_without("promtool")
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(
         (compose_dir / "prometheus.yml").read_text().replace("/etc/prometheus/alerts.yml", "alerts.yml")
@@ -154,6 +183,9 @@ def test_systemd_units_verify_and_are_sandboxed(unit: str, tmp_path: Path) -> No
     for directive in ("NoNewPrivileges=yes", "ProtectSystem=strict", "ReadWritePaths=/var/lib/", "Restart=on-failure"):
         assert directive in text, directive
     assert "DynamicUser=yes" in text or "User=" in text
+    if unit == "ssmd-archiver.service":  # at boot: after NATS and the recorder that creates the stream
+        after = next(line for line in text.splitlines() if line.startswith("After="))
+        assert "nats-server.service" in after and "ssmd-recorder.service" in after, after
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze not found (Debian package systemd): units checked for directives only")

@@ -32,12 +32,10 @@ from ssmd_connector.sim import SimConfig, SimServer
 
 from ..helpers import CLI, free_port, write_config
 from ..natsserver import NatsServer
-from .tools import DEPLOY, VENV_BIN, missing, tool
+from .tools import DEPLOY, VENV_BIN, needs, tool
 
 PROMETHEUS = tool("prometheus")
-pytestmark = pytest.mark.skipif(
-    PROMETHEUS is None, reason=missing("prometheus", "apt-get install prometheus; .ci/run installs it")
-)
+pytestmark = needs("prometheus")
 RATE_WINDOW = "5s"
 """What ``$__rate_interval`` stands for here (Grafana makes it at least four scrape intervals)."""
 

@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +22,7 @@ from ssmd_connector.tools.archiver import archive, archived_message
 from ssmd_connector.tools.jetstream_pull import stream_sequence
 from ssmd_connector.writers.nats import NatsWriter
 
-from ..helpers import write_config
+from ..helpers import free_port, write_config
 from ..kalshi_helpers import eventually
 from ..natsserver import NatsServer
 
@@ -54,10 +57,10 @@ def test_stream_sequences_from_ack_subjects() -> None:
         stream_sequence("_INBOX.abc")
 
 
-async def publish(url: str, n: int) -> None:
-    """``n`` frames (Kalshi ``seq`` 0..n-1) published by the recorder's writer."""
+async def publish(url: str, n: int, first: int = 0) -> None:
+    """Frames with Kalshi ``seq`` first..n-1, published by the recorder's writer."""
     w = NatsWriter(url, "KALSHI", "ssmd", create_stream=True)
-    for start in range(0, n, 5000):
+    for start in range(first, n, 5000):
         await w.write(
             [
                 Message(
@@ -145,9 +148,81 @@ async def test_archiver_rides_out_a_nats_restart(server: NatsServer, tmp_path: P
     assert archived_seqs(tmp_path / "archive") == list(range(n))  # in stream order, once each
 
 
-def test_archiver_names_a_missing_stream(server: NatsServer, tmp_path: Path) -> None:
+def test_archiver_waits_for_a_missing_stream_and_archives_once_it_exists(server: NatsServer, tmp_path: Path) -> None:
+    """At boot the archiver may start before the recorder created the stream. It used to exit 2
+    (a configuration error: systemd's RestartPreventExitStatus=2 left it dead); now it waits with
+    backoff, ``/ready`` naming the stream, and starts archiving once the stream exists."""
+    cfg = archiver_config(tmp_path, server)
+    port = free_port()
+    cmd = [
+        str(BIN / "ssmd"),
+        "archive",
+        "--config-dir",
+        str(cfg),
+        "--env",
+        "arch",
+        "--health-addr",
+        f"127.0.0.1:{port}",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def ready() -> tuple[int, dict[str, Any]]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, body = ready()
+                if "no stream 'KALSHI'" in str(body.get("reasons")):
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "the archiver gave up on the stream"
+            time.sleep(0.1)
+        assert status == 503
+        asyncio.run(publish(server.url, 100))  # the recorder creates the stream
+        ckpt = tmp_path / "archive" / ".archiver-kalshi.json"
+        deadline = time.monotonic() + 30
+        while not (ckpt.exists() and json.loads(ckpt.read_text())["stream_seq"] == 100):
+            assert proc.poll() is None and time.monotonic() < deadline, "not archived"
+            time.sleep(0.1)
+        assert ready()[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert err.count("no stream 'KALSHI'") == 1 and "Traceback" not in err  # said once, not per retry
+    assert archived_seqs(tmp_path / "archive") == list(range(100))
+
+
+def test_a_second_archiver_of_the_same_feed_and_storage_exits_2(server: NatsServer, tmp_path: Path) -> None:
+    """Two archivers of one feed in one storage path would write the same segments and
+    checkpoint: the second one exits 2 with one line, the first one goes on."""
     cfg = archiver_config(tmp_path, server)
     cmd = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    assert out.returncode == 2, out.stderr
-    assert "nats.stream: no stream 'KALSHI'" in out.stderr and "Traceback" not in out.stderr
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen(cmd, stdout=out, stderr=out, text=True)
+    try:
+        # No stream yet: the first one took the lock, then waits for the stream (and says so).
+        deadline = time.monotonic() + 20
+        while "no stream 'KALSHI'" not in log.read_text():
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        assert second.returncode == 2, second.stderr
+        lines = [x for x in second.stderr.splitlines() if "ssmd archive:" in x]
+        assert lines == [
+            f"ssmd archive: another ssmd archive is running for feed 'kalshi' in {tmp_path / 'archive'} "
+            "(it holds .archiver-kalshi.lock): one archiver per feed and storage path"
+        ], second.stderr
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(30)
+    assert first.returncode == 0, log.read_text()

@@ -4,6 +4,7 @@ NATS outage and a real full disk (a tmpfs in the archiver's own mount namespace)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -76,7 +77,7 @@ def test_archiver_reports_nats_lag_and_a_full_disk_then_archives_everything_once
     1 MiB tmpfs that a filler file has nearly used up: one write error however many retries, not
     ready, the lag in messages and seconds growing; the filler removed (through
     ``/proc/<pid>/root``), it catches up: every frame once, lag 0, ready."""
-    n = 6000
+    n, total = 6000, 6500
     data = tmp_path / "archive"
     data.mkdir()
     out = tmp_path / "copied"
@@ -120,33 +121,44 @@ def test_archiver_reports_nats_lag_and_a_full_disk_then_archives_everything_once
         time.sleep(1.5)  # retries meanwhile (0.5 s, 1 s, ...): still one outage
         during = metrics(port)
         assert during["ssmd_archiver_write_errors_total"] == 1
+        # The lag is measured on its own timer: it grows during the outage (it was measured only
+        # between batches, and froze while one was retried).
+        asyncio.run(publish(server.url, total, first=n))
+        stored = during["ssmd_archiver_checkpoint_sequence"]  # (frozen while writes fail)
+        wait_for(
+            lambda: metrics(port)["ssmd_archiver_lag_messages"] == total - stored, "the lag growing while writes fail"
+        )
         assert during["ssmd_archiver_lag_seconds"] > 0
         assert during["ssmd_archiver_checkpoint_sequence"] < n
+        assert metrics(port)["ssmd_archiver_writes_failing"] == 1  # (still the same outage)
         status, ready = get(port, "/ready")
         assert status == 503 and any("No space left on device" in r for r in ready["reasons"]), ready
 
         children = Path(f"/proc/{shell.pid}/task/{shell.pid}/children").read_text().split()
         archiver = int(children[0])
         (Path(f"/proc/{archiver}/root") / str(data).lstrip("/") / "filler").unlink()  # space is back
-        wait_for(lambda: metrics(port)["ssmd_archiver_frames_total"] == n, "everything archived")
+        wait_for(lambda: metrics(port)["ssmd_archiver_frames_total"] == total, "everything archived")
         wait_for(lambda: metrics(port)["ssmd_archiver_lag_messages"] == 0, "the lag measured as 0")
         after = metrics(port)
         assert after["ssmd_archiver_writes_failing"] == 0 and after["ssmd_archiver_write_errors_total"] == 1
-        assert after["ssmd_archiver_lag_seconds"] == 0 and after["ssmd_archiver_checkpoint_sequence"] == n
+        assert after["ssmd_archiver_lag_seconds"] == 0 and after["ssmd_archiver_checkpoint_sequence"] == total
         assert after["ssmd_archiver_last_frame_timestamp_seconds"] > 1.7e9
         assert get(port, "/ready") == (200, {"ready": True, "feed": "kalshi"})
         status, health = get(port, "/health")
-        assert status == 200 and health["frames"] == n and health["lag_messages"] == 0, health
+        assert status == 200 and health["frames"] == total and health["lag_messages"] == 0, health
 
         os.kill(archiver, signal.SIGTERM)
         assert shell.wait(30) == 0, stderr.read_text()[-2000:]
     finally:
-        if shell.poll() is None:
+        if shell.poll() is None:  # (a failed assertion: the archiver too, not only its shell)
+            with contextlib.suppress(OSError, ValueError):
+                for child in Path(f"/proc/{shell.pid}/task/{shell.pid}/children").read_text().split():
+                    os.kill(int(child), signal.SIGKILL)
             shell.kill()
     log = stderr.read_text()
     assert log.count("No space left on device") == 1, "an outage is logged once, not per retry"
     assert "archive writes work again" in log and "Traceback" not in log
-    assert sorted(archived_seqs(out)) == list(range(n))  # exactly once, ssmd verify passes
+    assert sorted(archived_seqs(out)) == list(range(total))  # exactly once, ssmd verify passes
 
 
 def test_archiver_health_addr_errors_exit_2_without_a_traceback(server: NatsServer, tmp_path: Path) -> None:

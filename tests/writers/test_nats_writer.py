@@ -25,7 +25,7 @@ from ssmd_connector.writers.nats.fast_batch import FastBatch
 from ssmd_connector.writers.nats.wire import render
 
 from ..helpers import read_lines, write_config
-from ..kalshi_helpers import KEY, KEY_ID, eventually, record
+from ..kalshi_helpers import KEY, KEY_ID, eventually, exported, record
 from ..natsserver import NatsServer
 
 T0 = 1_795_000_000 * 10**9
@@ -208,8 +208,14 @@ async def test_nats_down_shows_in_ready_and_recovers(server: NatsServer, tmp_pat
     held = runner.stats.backlog_bytes
     await asyncio.sleep(1.5)
     assert 1 << 20 <= runner.stats.backlog_bytes == held < 2 << 20
+    # The alerts' states: the backlog went flat at its bound, the error counter moved once; both
+    # gauges stay 1 for as long as the outage lasts.
+    assert exported(runner.stats, "ssmd_writes_failing") == 1 == runner.stats.errors["write"]
+    assert exported(runner.stats, "ssmd_write_backlog_full") == 1
     server.start()
     await eventually(lambda: s.recorder.runner.write_error is None, timeout=30, what="writes recovered")
+    await eventually(lambda: exported(runner.stats, "ssmd_write_backlog_full") == 0, what="backlog drained")
+    assert exported(runner.stats, "ssmd_writes_failing") == 0
     await s.stop()
     await sim.stop()
     archived = read_lines(s.data, "kalshi")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -21,7 +22,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -72,6 +73,32 @@ def archived_message(line: bytes, subject: str, feed: str, kind_at: int) -> Mess
     return Message(ns, feed, line, json_valid=True, kind="" if kind == "_" else kind)
 
 
+class AlreadyRunning(SsmdError):
+    """Another ``ssmd archive`` holds the lock of this storage path and feed."""
+
+
+def single_instance(root: Path, feed: str) -> IO[bytes] | None:
+    """An exclusive lock on ``<storage>/.archiver-<feed>.lock``, held while the process lives (the
+    kernel drops it when the process ends, however it ends): two archivers of one feed in one
+    storage path would write the same segments and checkpoint. ``None`` if the lock file cannot be
+    created (the storage is failing: the write retries report it)."""
+    path = root / f".archiver-{feed}.lock"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = path.open("ab")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise AlreadyRunning(
+            f"another ssmd archive is running for feed {feed!r} in {root} (it holds {path.name}): one archiver "
+            "per feed and storage path"
+        ) from None
+    return lock
+
+
 class Checkpoint:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -103,6 +130,8 @@ class ArchiverHealth:
         self.conn: NatsConnection | None = None
         self.writer: JsonlWriter | None = None
         self.consuming = False
+        self.waiting = ""
+        """Why the archiver is not consuming yet (e.g. the stream does not exist yet), for ``/ready``."""
         self.stopped = ""
         """Why the loop ended (the process is about to exit), for ``/health``."""
 
@@ -130,7 +159,7 @@ class ArchiverHealth:
             url = self.conn.url if self.conn is not None else "NATS"
             reasons.append(f"NATS {url}: {status}")
         elif not self.consuming:
-            reasons.append("starting: checking the stream and creating the consumer")
+            reasons.append(self.waiting or "starting: checking the stream and creating the consumer")
         if self.stats.writes_failing:
             reasons.append(
                 f"writes failing (retrying; nothing is acknowledged until stored): {self.stats.writes_failing}"
@@ -205,6 +234,49 @@ async def _measure_lag(js: JetStreamContext, stream: str, durable: str, stats: A
     stats.lag_known = True
 
 
+async def _lag_loop(
+    js: JetStreamContext, stream: str, durable: str, stats: ArchiverStats, stop: asyncio.Event, every: float
+) -> None:
+    """The lag, on its own timer: measured between batches it froze while a batch was retried
+    (a write outage), just when it matters."""
+    while not stop.is_set():
+        await _measure_lag(js, stream, durable, stats)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+async def _wait_for_stream(
+    js: JetStreamContext, env_name: str, stream: str, url: str, health: ArchiverHealth, stop: asyncio.Event
+) -> bool:
+    """Wait (with backoff, ``/ready`` saying why) until the stream exists: at boot the archiver
+    may well start before the recorder has created it — a transient state, not a configuration
+    error to exit on (systemd would not restart an exit 2). False if stopped first."""
+    delay = _RETRY_FIRST
+    while True:
+        try:
+            await asyncio.wait_for(js.stream_info(stream), 5.0)
+        except NotFoundError:
+            why = (
+                f"no stream {stream!r} on {url} yet (environments/{env_name}.yaml: nats.stream; "
+                "the recorder creates it with nats.create_stream: true): waiting for it"
+            )
+        except (NatsError, OSError, TimeoutError) as exc:
+            why = f"stream {stream!r} on {url} could not be looked up ({exc or type(exc).__name__}): retrying"
+        else:
+            if health.waiting:
+                log.info("stream %r found: starting", stream)
+            health.waiting = ""
+            return True
+        if why != health.waiting:
+            log.warning("%s", why)
+        health.waiting = why
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, _RETRY_MAX)
+
+
 async def archive(
     config_dir: Path,
     env_name: str,
@@ -221,6 +293,7 @@ async def archive(
     if env.nats is None:
         raise ConfigError([f"environments/{env_name}.yaml: nats: the archiver needs a nats block"])
     storage = env.storage
+    lock = single_instance(storage.path, feed)
     writer = archive_writer(storage, durable=True)
     uploader = make_uploader(env, resolve_all([(k.name, k.source) for k in env.keys]))
     stats = ArchiverStats(feed, started_ns=time.time_ns())
@@ -236,6 +309,8 @@ async def archive(
     finally:
         if server is not None:
             await server.stop()
+        if lock is not None:
+            lock.close()
 
 
 async def _archive(
@@ -265,16 +340,10 @@ async def _archive(
         return 0
     stats.nats_connected = nc.is_connected
     js = nc.jetstream()
-    try:
-        await js.stream_info(env.nats.stream)
-    except NotFoundError:
+    if not await _wait_for_stream(js, env_name, env.nats.stream, env.nats.url, health, stop):
         await conn.close()
-        raise ConfigError(
-            [
-                f"environments/{env_name}.yaml: nats.stream: no stream {env.nats.stream!r} on {env.nats.url} "
-                "(the recorder creates it with nats.create_stream: true)"
-            ]
-        ) from None
+        print(f"stopped before stream {env.nats.stream!r} existed on {env.nats.url}", file=sys.stderr)
+        return 0
     # The checkpoint, not the consumer, is the source of truth: start a fresh consumer right after
     # it, so delivery is in stream order (redeliveries of a killed run would otherwise come after
     # newer messages, once their ack wait expired).
@@ -301,14 +370,11 @@ async def _archive(
     uploads = asyncio.create_task(uploader.run(upload_stop)) if uploader is not None else None
     log.info("archiving %s from stream %s after sequence %d into %s", feed, env.nats.stream, last, storage.path)
     health.consuming = True
-    lag_due = 0.0
+    lag = asyncio.create_task(_lag_loop(js, env.nats.stream, durable, stats, stop, lag_every))
     try:
         while not stop.is_set():
-            health.last_cycle = now = time.monotonic()
+            health.last_cycle = time.monotonic()
             stats.nats_connected = nc.is_connected
-            if now >= lag_due:
-                lag_due = now + lag_every
-                await _measure_lag(js, env.nats.stream, durable, stats)
             msgs = await puller.take(timeout=1.0)
             fresh = []
             for m in msgs:
@@ -346,6 +412,10 @@ async def _archive(
     except SsmdError as exc:
         health.stopped = str(exc)
         raise
+    finally:
+        lag.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lag
     await writer.flush()
     await asyncio.to_thread(ckpt.save, last, dict(writer.sizes))
     await writer.close()

@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from ..errors import ConfigError, SsmdError  # noqa: PLC0415
         from ..server import AddressInUse  # noqa: PLC0415
-        from .archiver import run_archive  # noqa: PLC0415
+        from .archiver import AlreadyRunning, run_archive  # noqa: PLC0415
 
         logs.setup("INFO")
         try:
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             for problem in exc.problems:
                 print(f"ssmd archive: config error: {problem}", file=sys.stderr)
             return 2
-        except AddressInUse as exc:
+        except (AddressInUse, AlreadyRunning) as exc:
             print(f"ssmd archive: {exc}", file=sys.stderr)
             return 2
         except (SsmdError, NatsError) as exc:  # e.g. the disk is full: the checkpoint stays consistent
