@@ -92,6 +92,7 @@ class Stack:
     sim: SimThread
     recorder_port: int
     archiver_port: int
+    nats: NatsServer
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -183,7 +184,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         url = f"http://127.0.0.1:{prom_port}"
         until(lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200, "prometheus ready", 30)
-        yield Stack(url, sim, rec_port, arch_port)
+        yield Stack(url, sim, rec_port, arch_port, nats)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -251,3 +252,23 @@ def test_silence_makes_the_no_messages_alert_fire_and_clear(stack: Stack) -> Non
     assert "pending" in states or "firing" in states
     assert stack.query("ssmd_connected == 1"), "the alert is about a connected feed"
     until(lambda: stack.alerts("SsmdNoMessages") == [], "SsmdNoMessages resolved once frames flow", 20)
+
+
+def test_nats_killed_fires_the_archiver_and_write_alerts_and_they_clear(stack: Stack) -> None:
+    """A real fault: the NATS server stops. The archiver loses its connection
+    (SsmdArchiverNatsDisconnected) and the recorder cannot publish (SsmdWriteErrors, on the
+    ``ssmd_writes_failing`` state); both fire, and both resolve once NATS is back."""
+    until(lambda: stack.query("ssmd_archiver_nats_connected == 1"), "the archiver on NATS", 20)
+    assert stack.alerts("SsmdArchiverNatsDisconnected") == [] and stack.alerts("SsmdWriteErrors") == []
+    stack.nats.stop()
+    try:
+
+        def firing(name: str) -> bool:
+            return any(a["state"] == "firing" for a in stack.alerts(name))
+
+        until(lambda: firing("SsmdArchiverNatsDisconnected"), "SsmdArchiverNatsDisconnected firing", 20)
+        until(lambda: firing("SsmdWriteErrors"), "SsmdWriteErrors firing", 20)
+    finally:
+        stack.nats.start()
+    until(lambda: stack.alerts("SsmdArchiverNatsDisconnected") == [], "SsmdArchiverNatsDisconnected resolved", 30)
+    until(lambda: stack.alerts("SsmdWriteErrors") == [], "SsmdWriteErrors resolved", 30)
