@@ -5,7 +5,9 @@ a thread of this process, so a fault can be injected at a chosen moment), ``ssmd
 recording it and publishing to JetStream, ``ssmd archive`` archiving the stream, and Debian's
 ``prometheus`` scraping both every second and evaluating a test copy of
 ``deploy/prometheus/alerts.yml`` — the same expressions with every ``for:`` cut to 2 s and every
-range window to 4 s, so an alert's life takes seconds instead of minutes.
+range window to 4 s, so an alert's life takes seconds instead of minutes. Beside them, a second
+recorder whose key a second (signing) simulator refuses: an operator's most common mistake, which
+must show as SsmdAuthFailures and SsmdNotConnected.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import subprocess
 import threading
@@ -28,9 +31,11 @@ from typing import Any
 
 import pytest
 
+from ssmd_connector.kalshi.auth import generate_key_pair
 from ssmd_connector.sim import SimConfig, SimServer
 
 from ..helpers import CLI, free_port, write_config
+from ..kalshi_helpers import KEY, KEY_ID
 from ..natsserver import NatsServer
 from .tools import DEPLOY, VENV_BIN, needs, tool
 
@@ -93,6 +98,8 @@ class Stack:
     recorder_port: int
     archiver_port: int
     nats: NatsServer
+    refused: str
+    """The instance whose key the signing simulator refuses."""
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
@@ -112,9 +119,9 @@ class Stack:
         ]
 
 
-def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     nats = NatsServer(root / "js", free_port())
     nats.start()
     sim = SimThread(SimConfig(markets=20, rate=400.0, public_keys=None))
+    signing = SimThread(SimConfig(markets=5, rate=50.0, public_keys={KEY_ID: KEY.public_key()}))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         feed = (
@@ -144,7 +152,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"name: archive\nfeed: kalshi\nstorage: {{type: local, path: {root / 'archive'}, rotation: 1m}}\n"
             + nats_block
         )
-        rec_port, arch_port, prom_port = free_port(), free_port(), free_port()
+        bad = write_config(
+            root / "bad-cfg",
+            env_name="bad",
+            feed_name="kalshi",
+            feed="name: kalshi\ntype: websocket\nconnector: kalshi\nversions:\n"
+            f"  - {{version: sim, endpoint: '{signing.sim.ws_url}', active: true}}\n",
+            env="name: bad\nfeed: kalshi\nkeys:\n  - {name: kalshi, source: 'env:KALSHI_API_KEY,KALSHI_PRIVATE_KEY'}\n"
+            f"storage: {{type: local, path: {root / 'bad-data'}}}\n"
+            "subscription:\n  channels: [ticker]\n  discover: {refresh: 60}\n",
+        )
+        rec_port, arch_port, prom_port, bad_port = free_port(), free_port(), free_port(), free_port()
+        _, wrong_pem = generate_key_pair()  # a key the signing simulator has never seen
+        procs.append(
+            start(
+                [*CLI, "--env", "bad", "--config-dir", str(bad), "--health-addr", f"127.0.0.1:{bad_port}"],
+                root / "bad-recorder.log",
+                env={**os.environ, "KALSHI_API_KEY": KEY_ID, "KALSHI_PRIVATE_KEY": wrong_pem},
+            )
+        )
         procs.append(
             start(
                 [*CLI, "--env", "live", "--config-dir", str(cfg), "--health-addr", f"127.0.0.1:{rec_port}"],
@@ -166,7 +192,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "rule_files: [alerts.yml]\n"
             "scrape_configs:\n"
-            f"  - {{job_name: ssmd-recorder, static_configs: [{{targets: ['127.0.0.1:{rec_port}']}}]}}\n"
+            f"  - {{job_name: ssmd-recorder, static_configs: [{{targets: ['127.0.0.1:{rec_port}', "
+            f"'127.0.0.1:{bad_port}']}}]}}\n"
             f"  - {{job_name: ssmd-archiver, static_configs: [{{targets: ['127.0.0.1:{arch_port}']}}]}}\n"
         )
         assert PROMETHEUS is not None
@@ -184,7 +211,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         url = f"http://127.0.0.1:{prom_port}"
         until(lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200, "prometheus ready", 30)
-        yield Stack(url, sim, rec_port, arch_port, nats)
+        yield Stack(url, sim, rec_port, arch_port, nats, f"127.0.0.1:{bad_port}")
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -194,6 +221,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             except subprocess.TimeoutExpired:
                 proc.kill()
         sim.stop()
+        signing.stop()
         nats.stop()
 
 
@@ -272,3 +300,18 @@ def test_nats_killed_fires_the_archiver_and_write_alerts_and_they_clear(stack: S
         stack.nats.start()
     until(lambda: stack.alerts("SsmdArchiverNatsDisconnected") == [], "SsmdArchiverNatsDisconnected resolved", 30)
     until(lambda: stack.alerts("SsmdWriteErrors") == [], "SsmdWriteErrors resolved", 30)
+
+
+def test_a_refused_key_fires_the_auth_and_not_connected_alerts_for_that_recorder_only(stack: Stack) -> None:
+    """The second recorder's key is refused from its first request (REST discovery, before any
+    connection exists): SsmdAuthFailures and SsmdNotConnected fire for it, and neither names the
+    recorder whose simulator takes it unsigned."""
+
+    def firing(name: str) -> list[str]:
+        return [a["labels"].get("instance", "") for a in stack.alerts(name) if a["state"] == "firing"]
+
+    until(lambda: stack.refused in firing("SsmdAuthFailures"), "SsmdAuthFailures firing for the refused key", 30)
+    assert firing("SsmdAuthFailures") == [stack.refused]
+    assert stack.query(f'ssmd_auth_failing{{instance="{stack.refused}"}} == 1')
+    until(lambda: stack.refused in firing("SsmdNotConnected"), "SsmdNotConnected firing for it", 20)
+    assert firing("SsmdNotConnected") == [stack.refused]
