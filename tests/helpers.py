@@ -135,3 +135,9 @@ def read_lines(root: Path, feed: str = "testfeed") -> list[bytes]:
     for path in sorted(root.glob(f"*/{feed}.jsonl")):
         out += path.read_bytes().splitlines()
     return out
+
+
+def archiver_cmd(cfg: Path, env: str = "arch", health_port: int | None = None) -> list[str]:
+    """``ssmd archive`` as a user starts it (with ``--health-addr`` on ``health_port``, if given)."""
+    cmd = [str(Path(sys.executable).parent / "ssmd"), "archive", "--config-dir", str(cfg), "--env", env]
+    return cmd if health_port is None else [*cmd, "--health-addr", f"127.0.0.1:{health_port}"]

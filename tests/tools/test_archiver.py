@@ -22,7 +22,7 @@ from ssmd_connector.tools.archiver import archive, archived_message
 from ssmd_connector.tools.jetstream_pull import stream_sequence
 from ssmd_connector.writers.nats import NatsWriter
 
-from ..helpers import free_port, write_config
+from ..helpers import archiver_cmd, free_port, write_config
 from ..kalshi_helpers import eventually
 from ..natsserver import NatsServer
 
@@ -105,7 +105,7 @@ def test_killed_archiver_resumes_without_loss_or_duplicates(server: NatsServer, 
     asyncio.run(publish(server.url, n))
     data = tmp_path / "archive"
     cfg = archiver_config(tmp_path, server)
-    cmd = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
+    cmd = archiver_cmd(cfg)
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = data / ".archiver-kalshi.json"
     deadline = time.monotonic() + 60
@@ -154,16 +154,7 @@ def test_archiver_waits_for_a_missing_stream_and_archives_once_it_exists(server:
     backoff, ``/ready`` naming the stream, and starts archiving once the stream exists."""
     cfg = archiver_config(tmp_path, server)
     port = free_port()
-    cmd = [
-        str(BIN / "ssmd"),
-        "archive",
-        "--config-dir",
-        str(cfg),
-        "--env",
-        "arch",
-        "--health-addr",
-        f"127.0.0.1:{port}",
-    ]
+    cmd = archiver_cmd(cfg, health_port=port)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
 
@@ -204,7 +195,7 @@ def test_a_second_archiver_of_the_same_feed_and_storage_exits_2(server: NatsServ
     """Two archivers of one feed in one storage path would write the same segments and
     checkpoint: the second one exits 2 with one line, the first one goes on."""
     cfg = archiver_config(tmp_path, server)
-    cmd = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
+    cmd = archiver_cmd(cfg)
     log = tmp_path / "first.log"
     with log.open("w") as out:
         first = subprocess.Popen(cmd, stdout=out, stderr=out, text=True)

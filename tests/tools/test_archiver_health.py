@@ -21,9 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..faults.harness import unshare_available
-from ..helpers import free_port, write_config
+from ..helpers import archiver_cmd, free_port, write_config
 from ..natsserver import NatsServer
-from .test_archiver import BIN, archived_seqs, publish
+from .test_archiver import archived_seqs, publish
 
 NO_UNSHARE = unshare_available()
 
@@ -90,16 +90,7 @@ def test_archiver_reports_nats_lag_and_a_full_disk_then_archives_everything_once
         f'mount -t tmpfs -o size=1m tmpfs "{data}" && head -c 900000 /dev/zero > "{data}/filler" 2>/dev/null; '
         f'"$@"; rc=$?; cp -a "{data}/." "{out}/"; rm -f "{out}/filler"; exit $rc'
     )
-    cmd = [
-        str(BIN / "ssmd"),
-        "archive",
-        "--config-dir",
-        str(cfg),
-        "--env",
-        "arch",
-        "--health-addr",
-        f"127.0.0.1:{port}",
-    ]
+    cmd = archiver_cmd(cfg, health_port=port)
     stderr = tmp_path / "stderr"
     with stderr.open("w") as err:
         shell = subprocess.Popen(["unshare", "-rm", "sh", "-c", script, "sh", *cmd], stderr=err)
@@ -163,7 +154,7 @@ def test_archiver_reports_nats_lag_and_a_full_disk_then_archives_everything_once
 
 def test_archiver_health_addr_errors_exit_2_without_a_traceback(server: NatsServer, tmp_path: Path) -> None:
     cfg = config(tmp_path, server.url, tmp_path / "archive")
-    base = [str(BIN / "ssmd"), "archive", "--config-dir", str(cfg), "--env", "arch"]
+    base = archiver_cmd(cfg)
     bad = subprocess.run([*base, "--health-addr", "nowhere"], capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "expected HOST:PORT" in bad.stderr and "Traceback" not in bad.stderr
     with socket.socket() as taken:

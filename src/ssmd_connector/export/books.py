@@ -23,17 +23,15 @@ from .frames import Msg
 
 ONE = Decimal(1)
 SIDES = frozenset({"yes", "no"})
-CACHE_MAX = 1 << 14
-"""Decimal texts kept parsed per kind (prices repeat endlessly; sizes less so): bounded memory."""
 
 
 class _Market:
-    __slots__ = ("book", "dirty", "no_best", "yes_best")
+    __slots__ = ("best", "book", "dirty")
 
     def __init__(self) -> None:
         self.book: OrderBook | None = None
-        self.yes_best: Decimal | None = None
-        self.no_best: Decimal | None = None
+        self.best: dict[str, Decimal | None] = {"yes": None, "no": None}
+        """Each side's best bid, kept as deltas arrive."""
         self.dirty = False
 
 
@@ -55,8 +53,6 @@ class Books:
         self.snapshots: list[list[object]] = [[] for _ in range(6)]
         self.unknown_deltas = 0
         self.negative = 0
-        self._prices: dict[str, Decimal] = {}
-        self._sizes: dict[str, Decimal] = {}
 
     def _market(self, ticker: str) -> _Market:
         st = self.markets.get(ticker)
@@ -71,8 +67,8 @@ class Books:
         book = OrderBook.from_snapshot(no_prices(msg) if self.yes_price else msg)
         st = self._market(m.market_ticker)
         st.book = book
-        st.yes_best = max(book.yes) if book.yes else None
-        st.no_best = max(book.no) if book.no else None
+        st.best["yes"] = max(book.yes) if book.yes else None
+        st.best["no"] = max(book.no) if book.no else None
         st.dirty = False
         if self.emit:
             self._state(ts, m.ts_ms, m.market_ticker, "exchange", st)
@@ -118,19 +114,11 @@ class Books:
         if side not in SIDES:
             raise BookError(f"side: expected 'yes' or 'no', got {side!r}")
         ptext = m.price_dollars or ""
-        price = self._prices.get(ptext)
-        if price is None:
-            price = self._prices[ptext] = dec(ptext)
-            if len(self._prices) >= CACHE_MAX:
-                self._prices.clear()
+        price = dec(ptext)  # (kalshi.book keeps the texts it has read: prices repeat endlessly)
         if self.yes_price and side == "no":
             price = ONE - price
             ptext = str(price)
-        change = self._sizes.get(m.delta_fp)
-        if change is None:
-            change = self._sizes[m.delta_fp] = dec(m.delta_fp)
-            if len(self._sizes) >= CACHE_MAX:
-                self._sizes.clear()
+        change = dec(m.delta_fp)
         if book is None:
             self.unknown_deltas += 1
             if self.emit:
@@ -168,32 +156,19 @@ class Books:
             d[6].append(str(size))
             d[7].append(False)
             d[8].append(True)
-        if side == "yes":
-            best = st.yes_best
-            if best is None or price > best:
-                if not size:
-                    return
-                st.yes_best = price
-            elif price == best:
-                if not size:
-                    st.yes_best = max(book.yes) if book.yes else None
-                elif not change:
-                    return
-            else:
+        best = st.best[side]
+        if best is None or price > best:
+            if not size:
+                return
+            st.best[side] = price
+        elif price == best:
+            if not size:
+                levels = book.side(side)
+                st.best[side] = max(levels) if levels else None
+            elif not change:
                 return
         else:
-            best = st.no_best
-            if best is None or price > best:
-                if not size:
-                    return
-                st.no_best = price
-            elif price == best:
-                if not size:
-                    st.no_best = max(book.no) if book.no else None
-                elif not change:
-                    return
-            else:
-                return
+            return
         if self.emit:
             self._quote(ts, m.ts_ms, t, st)
 
@@ -204,7 +179,7 @@ class Books:
         if st is None or st.book is None:
             return
         st.book = None
-        st.yes_best = st.no_best = None
+        st.best["yes"] = st.best["no"] = None
         st.dirty = False
         if self.emit:
             self._unknown_rows(ts, ticker)
@@ -233,7 +208,7 @@ class Books:
     def _quote(self, ts: str, ms: int | None, ticker: str, st: _Market) -> None:
         book = st.book
         assert book is not None
-        yb, nb = st.yes_best, st.no_best
+        yb, nb = st.best["yes"], st.best["no"]
         ybs = book.yes[yb] if yb is not None else None
         nbs = book.no[nb] if nb is not None else None
         row = (

@@ -369,3 +369,9 @@ def render(
         head += b',"seq":%d' % seq
     tail = b',"sending_ts_ms":%d}' % sending_ts_ms if sending_ts_ms is not None else b"}"
     return head + b',"msg":' + msg_json + tail
+
+
+def endpoint_urls(host: str, port: int) -> tuple[str, str]:
+    """A server's WebSocket and REST base addresses on ``host:port``, as Kalshi lays them out (the
+    simulator and replay both serve both)."""
+    return f"ws://{host}:{port}{WS_PATH}", f"http://{host}:{port}{REST_PREFIX}"

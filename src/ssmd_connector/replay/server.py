@@ -65,6 +65,7 @@ from ..kalshi.wire import (
     TICKER,
     TRADE,
     WS_PATH,
+    endpoint_urls,
 )
 from .books import Books
 from .gaps import Holds, Hole, ledger_holes
@@ -305,11 +306,11 @@ class ReplayServer:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}{WS_PATH}"
+        return endpoint_urls(self.config.host, self.port)[0]
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}{REST_PREFIX}"
+        return endpoint_urls(self.config.host, self.port)[1]
 
     async def start(self) -> None:
         cfg = self.config

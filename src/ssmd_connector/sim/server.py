@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..kalshi.auth import handshake_problem, unauthorized_body
 from ..kalshi.server import ServerSession, Subscription
-from ..kalshi.wire import MARKET_LIFECYCLE_V2, REST_PREFIX, TICKER, WS_PATH, ErrorCode
+from ..kalshi.wire import MARKET_LIFECYCLE_V2, REST_PREFIX, TICKER, WS_PATH, ErrorCode, endpoint_urls
 from .faults import Fault
 from .market import MarketModel
 
@@ -197,11 +197,11 @@ class SimServer:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}{WS_PATH}"
+        return endpoint_urls(self.config.host, self.port)[0]
 
     @property
     def rest_url(self) -> str:
-        return f"http://{self.config.host}:{self.port}{REST_PREFIX}"
+        return endpoint_urls(self.config.host, self.port)[1]
 
     def sent_frames(self) -> list[bytes]:
         return [f for c in self.connections for f in c.sent]

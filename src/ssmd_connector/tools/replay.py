@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
-import signal
 import sys
 
 from ..archive.line import ts_ns
 from ..replay.server import ReplayConfig, ReplayServer
 from ..replay.source import feeds_in
 from .read import normalize_ts
-from .sim import load_keys
+from .sim import load_keys, serve_until_signalled
 
 
 async def run_replay(args: argparse.Namespace) -> int:
@@ -77,12 +75,5 @@ async def run_replay(args: argparse.Namespace) -> int:
         f"{len(server.index.markets)} market(s) listed at {server.rest_url}/markets",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+    await serve_until_signalled(server.stop)
     return 0

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -28,6 +29,19 @@ def load_keys(args: argparse.Namespace) -> dict[str, rsa.RSAPublicKey] | None:
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"--public-key {key_id}: cannot load {path}: {exc}") from None
     return keys
+
+
+async def serve_until_signalled(stop: Callable[[], Awaitable[None]]) -> None:
+    """Wait for SIGINT or SIGTERM, then ``stop`` the server (also if the wait is cancelled): how
+    ``ssmd sim`` and ``ssmd replay`` run until the user ends them."""
+    signalled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, signalled.set)
+    try:
+        await signalled.wait()
+    finally:
+        await stop()
 
 
 async def run_sim(args: argparse.Namespace, keys: dict[str, rsa.RSAPublicKey] | None) -> int:
@@ -55,10 +69,5 @@ async def run_sim(args: argparse.Namespace, keys: dict[str, rsa.RSAPublicKey] | 
         f"{args.markets} markets, {args.rate:g} events/s, auth {'off' if keys is None else 'on'}",
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop()
+    await serve_until_signalled(server.stop)
     return 0
