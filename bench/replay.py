@@ -138,7 +138,9 @@ def replay_run(root: Path, tickers: list[str], counts: dict[str, int], *args: st
         cpu = _cpu(1)
         if cpu != "-1":
             os.sched_setaffinity(0, {int(cpu)})
+        cpu_before = _cpu_seconds(proc.pid)
         c = asyncio.run(_replay_once(url, tickers))
+        cpu_s = _cpu_seconds(proc.pid) - cpu_before
         peak_rss_mb = _peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -160,7 +162,17 @@ def replay_run(root: Path, tickers: list[str], counts: dict[str, int], *args: st
         "fps": expected / seconds,
         "wall": c.last - c.subscribed_at,
         "peak_rss_mb": peak_rss_mb,
+        "server_cpu_s": cpu_s,
+        "fps_per_core": expected / cpu_s,
     }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the replay server has used so far (Linux: ``/proc/PID/stat``):
+    what it spent serving, measured from the client's connection to its close, says how many
+    frames a second one core sustains, whatever the client's own speed."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -218,7 +230,8 @@ def throughput(frames: int, repeat: int, markets: int) -> dict[str, Any]:
                 rec = client("recorder", url, frames)
                 recorder.append(rec)
                 print(
-                    f"  run {i + 1}/{repeat}  replay --max-speed {r['fps']:>10,.0f} frames/s   "
+                    f"  run {i + 1}/{repeat}  replay --max-speed {r['fps']:>10,.0f} frames/s "
+                    f"({r['fps_per_core']:>9,.0f} per server CPU-second)   "
                     f"recorder receiving {rec['fps']:>10,.0f} frames/s",
                     flush=True,
                 )
@@ -228,6 +241,8 @@ def throughput(frames: int, repeat: int, markets: int) -> dict[str, Any]:
         "repeat": repeat,
         "replay_fps": median(replay, "fps"),
         "replay_fps_range": [min(r["fps"] for r in replay), max(r["fps"] for r in replay)],
+        "replay_fps_per_core": median(replay, "fps_per_core"),
+        "replay_fps_per_core_range": [min(r["fps_per_core"] for r in replay), max(r["fps_per_core"] for r in replay)],
         "recorder_fps": median(recorder, "fps"),
         "recorder_fps_range": [min(r["fps"] for r in recorder), max(r["fps"] for r in recorder)],
         "ratio": statistics.median(ratios),
@@ -348,7 +363,10 @@ def main() -> None:
     if a.throughput:
         print(
             f"\nreplay --max-speed to one client: {t['replay_fps']:,.0f} frames/s "
-            f"({t['replay_fps_range'][0]:,.0f}-{t['replay_fps_range'][1]:,.0f}); the recorder receives "
+            f"({t['replay_fps_range'][0]:,.0f}-{t['replay_fps_range'][1]:,.0f}), "
+            f"{t['replay_fps_per_core']:,.0f} per CPU-second of the server "
+            f"({t['replay_fps_per_core_range'][0]:,.0f}-{t['replay_fps_per_core_range'][1]:,.0f}); "
+            "the recorder receives "
             f"{t['recorder_fps']:,.0f} frames/s ({t['recorder_fps_range'][0]:,.0f}-{t['recorder_fps_range'][1]:,.0f}); "
             f"replay / recorder = {t['ratio']:.2f} ({t['ratio_range'][0]:.2f}-{t['ratio_range'][1]:.2f}), "
             f"medians of {t['repeat']} runs of {t['frames']:,} frames"

@@ -22,6 +22,8 @@ from ..kalshi.wire import ORDERBOOK_DELTA
 from .source import ts_text
 
 log = logging.getLogger(__name__)
+_NEVER = "\U0010ffff"
+"""Sorts after every receive time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,12 @@ class Holds:
     """Every market is held (a recorder restart) but those in ``released``."""
     released: set[str] = field(default_factory=set)
     _next: int = 0
+    due: str = field(init=False)
+    """The earliest receive time at which the next hole may begin (past the last: a text above
+    every time) — so a replay calls :meth:`check` only from then on, not for every frame."""
+
+    def __post_init__(self) -> None:
+        self.due = self.holes[0].earliest if self.holes else _NEVER
 
     def check(self, ts: str, sid: int, seq: int | None, ticker: str) -> None:
         """Start the holds this order-book frame (``sid``/``seq``, of ``ticker``, stamped ``ts``)
@@ -70,6 +78,7 @@ class Holds:
             if not (reveals or u.ts <= ts):
                 return
             self._next += 1
+            self.due = holes[self._next].earliest if self._next < len(holes) else _NEVER
             if u.tickers is None:
                 self.everything, self.released = (ts, 0), set()
                 self.held.clear()
