@@ -1,5 +1,5 @@
-"""The export's memory does not grow with the archive: ``python -m bench.export --child export`` (the
-real pass, its own process, peak RSS from ``VmHWM``) over a 60,000-frame and a 300,000-frame archive
+"""The export's memory does not grow with the archive: ``python -m bench.export --child export-1`` (the
+real pass, one job in its own process, peak RSS from ``VmHWM``) over a 60,000-frame and a 300,000-frame archive
 crossing midnight, with many distinct sizes (the decimal caches) and deltas for many markets (the
 row buffers, a day's files). Peak RSS may grow by at most 20 MB between the two (measured: +8 MB,
 and +10 MB from 60,000 to 1,000,000 frames); the 1M-entry caches and 100k-row buffers grew it by
@@ -47,7 +47,7 @@ def _archive(root: Path, frames: int) -> Path:
 
 
 def _peak_mb(archive: Path, out: Path) -> float:
-    cmd = [sys.executable, "-m", "bench.export", "--child", "export", "--archive", str(archive), "--out", str(out)]
+    cmd = [sys.executable, "-m", "bench.export", "--child", "export-1", "--archive", str(archive), "--out", str(out)]
     run = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])

@@ -38,7 +38,7 @@ def test_bad_lines_are_reported_by_line_number_and_the_rest_served_in_order(
             encoded,  # 5: stored with enc: not sent, not a problem
             _line(3, 3, stamp="not a time"),  # 6
             _line(4, 4, stamp=ts(T0_NS + 4_000_000).replace(".004000", ".004")),  # 7: another form of a time
-            b"\n",  # 8: blank
+            b"\n",  # 8: blank (reported, as ssmd verify does)
             _line(5, 5),  # 9
             b'{"ts":"2026',  # 10: torn last line, no newline
         ]
@@ -55,16 +55,14 @@ def test_bad_lines_are_reported_by_line_number_and_the_rest_served_in_order(
     assert got[2].ts == ts(T0_NS + 4_000_000)  # carried in the writer's own form
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     said = dict(w.split(f"kalshi{suffix}:", 1)[1].split(": ", 1) for w in warnings)
-    assert sorted(said, key=int) == ["2", "4", "6", "10"], warnings
+    assert sorted(said, key=int) == ["2", "4", "6", "8", "10"], warnings
     assert "corrupt or torn" in said["2"]
     assert "nested too deep" in said["4"]
     assert "not a receive time: 'not a time'" in said["6"]
     assert "torn last line" in said["10"]
 
 
-def test_a_bad_time_in_a_block_that_decodes_whole_is_reported_at_its_own_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_bad_time_is_reported_at_its_own_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     day = tmp_path / ts(T0_NS)[:10]
     day.mkdir()
     lines = [_line(1, 1), b"\n", _line(2, 2), _line(3, 3, stamp="2026-99-99T00:00:00Z"), _line(4, 4)]
@@ -74,7 +72,8 @@ def test_a_bad_time_in_a_block_that_decodes_whole_is_reported_at_its_own_line(
 
     assert [m.seq for m in got] == [1, 2, 4]
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "kalshi.jsonl:4: not a receive time" in warnings[0], warnings
+    assert len(warnings) == 2 and "kalshi.jsonl:2: not an archive line" in warnings[0], warnings
+    assert "kalshi.jsonl:4: not a receive time" in warnings[1], warnings
 
 
 def test_a_line_nested_too_deep_among_good_ones_is_reported_not_raised(

@@ -61,7 +61,10 @@ class Problem:
 
 
 def warn(problem: Problem) -> None:
-    print(f"warning: {problem} (skipped)", file=sys.stderr)
+    """On stderr, in one write: several processes (``ssmd export --jobs``) may share it, and a line
+    written in pieces could be cut into by another's."""
+    sys.stderr.write(f"warning: {problem} (skipped)\n")
+    sys.stderr.flush()
 
 
 @dataclass
@@ -79,14 +82,17 @@ class Reader:
         """``(line number, line without its newline)`` for every complete line of one file (all
         members of a compressed file). A last line without a newline is a torn write: reported,
         not returned. A corrupt or truncated compressed member ends the file, reported."""
-        for first, whole in self.blocks(path):
+        for first, whole, _ in self.blocks(path):
             for i, line in enumerate(whole.split(b"\n")[:-1]):
                 yield first + i, line
 
-    def blocks(self, path: Path) -> Iterator[tuple[int, bytes]]:
-        """``(number of the first line, whole lines)``: the file's content cut at line ends, for
-        readers that decode many lines in one call (``ssmd export``: a call per line costs more
-        than the decoding). The same problems as :meth:`lines` are reported, the same way."""
+    def blocks(self, path: Path) -> Iterator[tuple[int, bytes, int]]:
+        """``(number of the first line, whole lines, how many)``: the file's content cut at line
+        ends, for readers that decode many lines in one call (``ssmd export``, ``ssmd replay``: a
+        call per line costs more than the decoding). A reader that decodes a block whole checks
+        that it got one value per line (msgspec's ``decode_lines`` passes over blank lines, and
+        reads two objects on one line as two). The same problems as :meth:`lines` are reported,
+        the same way."""
         number = 0
         tail = b""
         try:
@@ -97,8 +103,9 @@ class Reader:
                     tail = data[end:]
                     if end:
                         whole = data[:end] if tail else data
-                        yield number + 1, whole
-                        number += whole.count(b"\n")
+                        count = whole.count(b"\n")
+                        yield number + 1, whole, count
+                        number += count
         except CorruptMember as exc:
             self.report(path, number + 1, f"{exc}; the rest of the file is not readable")
             return

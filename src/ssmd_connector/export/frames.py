@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from ..archive.line import parse_line
+from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, parse_line, within_depth
 from ..archive.reading import Reader
 
 
@@ -101,19 +101,21 @@ class Source:
         """Market-data messages not in the documented shape (reported)."""
         self.path = Path()
         self._first = 0
-        self._block = b""
         self._numbers: list[int] | None = None
 
     def batches(self, path: Path) -> Iterator[list[Line]]:
         """Every archive line of ``path`` that decodes as a :class:`Line`, a block at a time, in order."""
         decode_lines = _lines.decode_lines
         self.path = path
-        for first, block in self.reader.blocks(path):
-            self._first, self._block = first, block
+        for first, block, count in self.reader.blocks(path):
+            self._first = first
             try:
-                lines = decode_lines(block)
+                lines: list[Line] | None = decode_lines(block)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                lines = None
+            if lines is not None and len(lines) == count:  # whole: one value per line, none blank
                 self._numbers = None
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            else:
                 self._numbers = []
                 lines = list(self._one_by_one(path, first, block))
             yield lines
@@ -122,9 +124,7 @@ class Source:
         """The line number of line ``index`` of the block last yielded."""
         if self._numbers is not None:
             return self._numbers[index]
-        # a whole block decoded: its lines in order, blank ones skipped
-        filled = (n for n, ln in enumerate(self._block.split(b"\n")[:-1], self._first) if ln.strip())
-        return next(n for i, n in enumerate(filled) if i == index)
+        return self._first + index  # (a block decoded whole: a value per line)
 
     def report(self, index: int, reason: str) -> None:
         """Report a problem with line ``index`` of the block last yielded (found after decoding)."""
@@ -135,6 +135,9 @@ class Source:
         numbers = self._numbers
         assert numbers is not None
         for number, line in enumerate(block.split(b"\n")[:-1], first):
+            if len(line) > SHALLOW_BYTES and not within_depth(line, MAX_JSON_DEPTH + 2):
+                self.reader.report(path, number, "not an archive line (nested too deep)")
+                continue
             try:
                 yield decode(line)
                 numbers.append(number)

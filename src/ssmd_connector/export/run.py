@@ -14,14 +14,15 @@ import functools
 import hashlib
 import json
 import time
+import zlib
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NoReturn, cast
 
-from ..archive.line import ts_ns
-from ..archive.reading import Reader, archive_files
+from ..archive.line import json_object, ts_ns
+from ..archive.reading import Problem, Reader, archive_files
 from ..clock import TimestampFormatter
 from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..coverage.model import Coverage
@@ -32,7 +33,7 @@ from .books import Books
 from .frames import MALFORMED_BOOK, Frame, Line, Msg, Source
 from .messages import Messages
 from .tables import TABLES, ValueTooPrecise
-from .writer import ROWS_PER_BATCH, Output
+from .writer import ROWS_PER_BATCH, Output, Written
 
 LIFECYCLE_TYPES = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE, "event_fee_update"})
 EXACT = decimal.Context(prec=60, Emin=-999, Emax=999, traps=[decimal.Inexact, decimal.InvalidOperation])
@@ -73,14 +74,47 @@ class Summary:
     unknown_deltas: int = 0
     negative_levels: int = 0
     seconds: float = 0.0
+    peak_rss_mb: list[float] = field(default_factory=list)
+    """Each job's peak memory, when the export ran in several processes (:mod:`.jobs`)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One of ``of`` processes sharing an export (:mod:`.jobs`): it keeps every ``of``-th market
+    in the order markets first appear in the archive, from the ``index``-th (every job reads the
+    same lines, so all agree; a market's rows all come from one job, whose books need no other
+    market). Only job 0 reports what it cannot read, and writes the rows of no market (an event's
+    lifecycle), so each is said and written once."""
+
+    index: int = 0
+    of: int = 1
+
+    def owns(self, ticker: str, order: int | None) -> bool:
+        """``order``: the market's place among those the archive's lines name (``None``: named
+        only by the ledger — then by its name's hash)."""
+        if order is None:
+            order = zlib.crc32(ticker.encode())
+        return order % self.of == self.index
+
+
+def _quiet(problem: Problem) -> None:
+    """A problem job 0 reports."""
 
 
 class Export:
-    def __init__(self, archive: Path, out: Path, options: Options, reader: Reader | None = None) -> None:
+    def __init__(
+        self, archive: Path, out: Path, options: Options, reader: Reader | None = None, job: Job | None = None
+    ) -> None:
         self.archive = archive
         self.opts = options
+        self.job = job = job or Job()
         self.reader = reader or Reader()
-        self.output = Output(out, options.key(archive))
+        self.loud = self.reader
+        """Where problems found in this job's own markets are reported."""
+        if job.index:  # the archive's unreadable lines are job 0's to report
+            self.reader = Reader(on_problem=_quiet)
+        self.output = Output(out, options.key(archive), job.index if job.of > 1 else None)
+        self.bad_books = 0
         self.books = Books(options.depth, options.yes_price)
         self.msgs = Messages()
         self.coverage = Coverage()
@@ -91,6 +125,8 @@ class Export:
         """Gaps whose revealing frame may come now, by (sid, got): several connections may share both."""
         self._unknowns: list[Unknown] = []
         self._keep: dict[str, bool] = {}
+        self._order: dict[str, int] = {}
+        """Markets in the order the archive's lines first name them (which job keeps which)."""
         self._ended = False
         self.books.emit = options.start is None
         self.source = Source(self.reader)
@@ -187,29 +223,43 @@ class Export:
 
     # -- the pass --------------------------------------------------------------------------
     def run(self) -> Summary:
+        """The whole export, in this process: written, then committed (or, on any failure, none of
+        it)."""
         began = time.perf_counter()
+        self.output.start()
+        try:
+            summary = self._run()
+            summary.files = self.output.commit()
+        except BaseException:
+            self.output.discard()
+            raise
+        summary.seconds = time.perf_counter() - began
+        return summary
+
+    def run_job(self) -> tuple[Summary, Written]:
+        """This job's share of an export another process started (:mod:`.jobs`), its files left
+        for that process to commit."""
+        began = time.perf_counter()
+        summary = self._run()
+        written = self.output.finish()
+        summary.seconds = time.perf_counter() - began
+        return summary, written
+
+    def _run(self) -> Summary:
         evs = events(self.archive, self.reader)
         self._unknowns = unknowns(evs)
         for ev in evs:
             if not self.opts.end or str(ev["ts"]) < self.opts.end:
                 self.coverage.event(ev)
-        source = self.source
         summary = Summary()
-        self.output.start()
-        try:
-            with decimal.localcontext(EXACT):
-                self._pass(summary)
-            self._coverage_rows()
-            summary.files = self.output.commit()
-        except BaseException:
-            self.output.discard()
-            raise
+        with decimal.localcontext(EXACT):
+            self._pass(summary)
+        self._coverage_rows()
         summary.rows = dict(self.output.rows)
-        summary.problems = self.reader.problems
-        summary.malformed = source.malformed
+        summary.problems = self.loud.problems if self.job.index else self.reader.problems
+        summary.malformed = self.bad_books + (0 if self.job.index else self.source.malformed)
         summary.unknown_deltas = self.books.unknown_deltas
         summary.negative_levels = self.books.negative
-        summary.seconds = time.perf_counter() - began
         return summary
 
     def _pass(self, summary: Summary) -> None:
@@ -255,8 +305,9 @@ class Export:
         delta, snapshot = books.delta, books.snapshot
         trades, tickers = ("trades" in want), ("tickers" in want)
         lifecycle = "lifecycle" in want or "coverage" in want
-        selecting = self.opts.tickers is not None or self.opts.series is not None
-        keep, watch = self._keep, self._watch
+        selecting = self.opts.tickers is not None or self.opts.series is not None or self.job.of > 1
+        keep, watch, order = self._keep, self._watch, self._order
+        job_index = self.job.index
         due = self._threshold()
         for i in range(lo, hi):
             ln = lines[i]
@@ -279,11 +330,15 @@ class Export:
                     due = self._threshold()
             if selecting:
                 t = m.market_ticker
-                k = keep.get(t)
-                if k is None:
-                    k = keep[t] = self._selected(t) if t else True
-                if not k:
-                    continue
+                if t:
+                    k = keep.get(t)
+                    if k is None:
+                        order[t] = len(order)
+                        k = keep[t] = self._selected(t)
+                    if not k:
+                        continue
+                elif job_index and kind not in LIFECYCLE_TYPES:
+                    continue  # a message of no market: job 0's (an event's lifecycle: every job's coverage)
             if kind == "orderbook_delta":
                 try:
                     delta(ts, m)
@@ -309,18 +364,21 @@ class Export:
                     self._inexact(i, kind, m)
             elif kind in LIFECYCLE_TYPES:
                 if lifecycle and (books.emit or not self.opts.start):
-                    if selecting and not m.market_ticker and not self._selected_event(m.series_ticker):
-                        continue
-                    msgs.lifecycle_event(ts, kind, m)
-                    self._lifecycle_coverage(ts, kind, m)
+                    if not selecting or m.market_ticker or self._selected_event(m.series_ticker):
+                        msgs.lifecycle_event(ts, kind, m)
+                    self._lifecycle_coverage(ts, kind, m)  # (an event's: the series of its markets)
             elif kind == MALFORMED_BOOK:
                 books.invalidate(ts, m.market_ticker)
 
     def _bad_book(self, index: int, ts: str, kind: str, m: Msg, exc: BookError) -> None:
         """An order-book message with a value the book cannot take: reported, and the market's book
         is not known until its next snapshot (never left as if the message had not come)."""
-        self.source.malformed += 1
-        self.source.report(index, f"{kind} for {m.market_ticker!r} not usable ({exc}): book unknown until a snapshot")
+        self.bad_books += 1
+        self.loud.report(
+            self.source.path,
+            self.source.number(index),
+            f"{kind} for {m.market_ticker!r} not usable ({exc}): book unknown until a snapshot",
+        )
         self.books.invalidate(ts, m.market_ticker)
 
     def _inexact(self, index: int, kind: str, m: Msg) -> NoReturn:
@@ -332,16 +390,22 @@ class Export:
 
     def _selected(self, ticker: str) -> bool:
         o = self.opts
-        return (o.tickers is None or ticker in o.tickers) and (o.series is None or series_of(ticker) in o.series)
+        return (
+            (o.tickers is None or ticker in o.tickers)
+            and (o.series is None or series_of(ticker) in o.series)
+            and (self.job.of == 1 or self.job.owns(ticker, self._order.get(ticker)))
+        )
 
     def _selected_event(self, series: str | None) -> bool:
-        return self.opts.tickers is None and (self.opts.series is None or series in self.opts.series)
+        """A lifecycle message of no market (an event's): job 0's."""
+        o = self.opts
+        return o.tickers is None and (o.series is None or series in o.series) and not self.job.index
 
     def _lifecycle_coverage(self, ts: str, kind: str, m: Msg) -> None:
         msg = {k: getattr(m, k) for k in ("market_ticker", "event_type", "event_ticker", "series_ticker")}
-        meta = bytes(m.additional_metadata)
-        if meta:
-            msg["additional_metadata"] = json.loads(meta)
+        meta = json_object(bytes(m.additional_metadata))  # (None for one that is not an object)
+        if meta is not None:
+            msg["additional_metadata"] = meta
         self.coverage.frame(ts, {"type": kind, "msg": msg})
 
     # -- output ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,6 +38,16 @@ ROWS_PER_BATCH = 20_000
 """Rows buffered per table before they become a row group (bounded memory, efficient groups)."""
 
 TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one job wrote: its closed temporary files (with their final names), the partitions it
+    wrote to, and its row counts."""
+
+    files: list[tuple[Path, Path]]
+    parts: list[tuple[str, str]]
+    rows: dict[str, int]
 
 
 class OutputClash(ValueError):
@@ -53,9 +64,12 @@ def _key_of(name: str) -> str | None:
 class Output:
     """The Parquet files of one run, committed or discarded together."""
 
-    def __init__(self, root: Path, key: str) -> None:
+    def __init__(self, root: Path, key: str, job: int | None = None) -> None:
         self.root = root
         self.key = key
+        self.job = job
+        """One of several processes writing this run (``--jobs``): its files are named
+        ``part-<key>-j<job>[-<n>].parquet``, and the process that started the run commits them."""
         self.tmp = root / f"{TMP_PREFIX}{key}"
         self._lock: int | None = None
         self._open: dict[tuple[str, str], tuple[pq.ParquetWriter, Path, Path]] = {}
@@ -81,7 +95,8 @@ class Output:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def final_path(self, table: str, day: str, part: int = 0) -> Path:
-        name = f"part-{self.key}.parquet" if not part else f"part-{self.key}-{part}.parquet"
+        stem = f"part-{self.key}" if self.job is None else f"part-{self.key}-j{self.job}"
+        name = f"{stem}.parquet" if not part else f"{stem}-{part}.parquet"
         return self.root / table / f"date={day}" / name
 
     def write(self, table: str, day: str, buffers: list[list[object]]) -> None:
@@ -148,12 +163,28 @@ class Output:
             done.append(final)
         written = set(done)
         for table, day in self._parts:  # a previous run of this request wrote more parts: not ours now
-            for p in (self.root / table / f"date={day}").glob(f"part-{self.key}-*.parquet"):
+            where = self.root / table / f"date={day}"
+            for p in [where / f"part-{self.key}.parquet", *where.glob(f"part-{self.key}-*.parquet")]:
                 if p not in written:
                     p.unlink(missing_ok=True)
         self._closed.clear()
         self._release()
         return done
+
+    def finish(self) -> Written:
+        """A job's end: every file closed, left in the temporary directory for :meth:`adopt`."""
+        self.close_before("9999")
+        written = Written(list(self._closed), sorted(self._parts), dict(self.rows))
+        self._closed.clear()
+        return written
+
+    def adopt(self, written: Written) -> None:
+        """Take a job's files into this run: committed (or discarded) with its own."""
+        self._closed.extend(written.files)
+        for part in written.parts:
+            self._parts.setdefault(part, 0)
+        for table, n in written.rows.items():
+            self.rows[table] = self.rows.get(table, 0) + n
 
     def discard(self) -> None:
         """Close and remove every temporary file; the previous output stays untouched."""

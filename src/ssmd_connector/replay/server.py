@@ -141,7 +141,7 @@ class _Connection(WSListener):
         self.writable.set()
         self.disconnected = asyncio.Event()
         self.stop = threading.Event()
-        """Set when the client is gone: the reading thread stops at its next line."""
+        """Set when the client is gone: the reading thread stops at its next block of lines."""
 
     # -- picows callbacks --------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:

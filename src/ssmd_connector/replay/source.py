@@ -102,7 +102,8 @@ def messages(
     """Data messages archived under ``root`` (for ``feed``), ``start_ns <= ns < end_ns`` (0: open),
     in receive order — and before them (``live=False``) the order-book messages since the archive
     began, so books are right at ``start_ns``. Replies to the recorder's own commands are not market
-    data: left out. Unreadable lines are skipped and reported. ``stop`` ends the reading early.
+    data: left out. Unreadable lines are skipped and reported. ``stop`` ends the reading early (at
+    the next block of lines).
 
     A block of lines is decoded in one call (a call per line cost more than the decoding: replay
     must outrun a backtest); a block that does not decode whole is read again line by line, so
@@ -114,26 +115,31 @@ def messages(
     decode_head = _head.decode
     start_ts, end_ts = ts_text(start_ns) if start_ns else "", ts_text(end_ns) if end_ns else ""
     for path in archive_files(root, feed):
-        for first, block in reader.blocks(path):
+        for first, block, count in reader.blocks(path):
             if stop is not None and stop.is_set():
                 return
-            numbers: list[int] | None = None  # (a whole block: its lines in order, blank ones skipped)
             try:
-                lines = decode_lines(block)
+                decoded: list[_Line] | None = decode_lines(block)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-                lines, numbers = _one_by_one(reader, path, first, block)
-            for obj in lines:
+                decoded = None
+            whole = decoded is not None and len(decoded) == count  # (one value per line, none blank)
+            items = (
+                enumerate(decoded, first) if whole and decoded is not None else _one_by_one(reader, path, first, block)
+            )
+            for number, obj in items:
+                frame = obj.data
+                if whole and len(frame.msg) > SHALLOW_BYTES and not within_depth(bytes(frame.msg)):
+                    reader.report(path, number, "not an archive line (nested too deep)")  # (as line by line)
+                    continue
                 ts = obj.ts
                 if len(ts) != TS_WIDTH or ts[10] != "T" or ts[19] != "." or ts[26] != "Z":
                     try:  # not the writer's own form: read it, and carry it in that form
                         ts = ts_text(ts_ns(ts))
                     except (ValueError, OverflowError):
-                        number = _number_of(obj, lines, numbers, first, block)
                         reader.report(path, number, f"not a receive time: {ts!r}")
                         continue
                 if end_ts and ts >= end_ts:
                     return
-                frame = obj.data
                 kind = frame.type
                 if not frame.msg or kind in control:
                     continue
@@ -147,35 +153,25 @@ def messages(
                 yield Recorded(ts, kind, head, frame.msg, live, frame.sid, frame.seq)
 
 
-def _one_by_one(reader: Reader, path: Path, first: int, block: bytes) -> tuple[list[_Line], list[int]]:
-    """The lines of a block that did not decode whole, one at a time, and their line numbers: each
-    one that is not an archive line reported (file, line number, why), lines stored with ``enc``
-    passed over."""
-    lines: list[_Line] = []
-    numbers: list[int] = []
+def _one_by_one(reader: Reader, path: Path, first: int, block: bytes) -> Iterator[tuple[int, _Line]]:
+    """The lines of a block that did not decode whole, one at a time, with their line numbers, as
+    they are read (a caller that stops early reports nothing past where it stopped): each one that
+    is not an archive line reported (file, line number, why), lines stored with ``enc`` passed
+    over."""
     for number, line in enumerate(block.split(b"\n")[:-1], first):
-        if not line.strip():
-            continue  # (blank: skipped, as when the block decodes whole)
         if len(line) > SHALLOW_BYTES and not within_depth(line, MAX_JSON_DEPTH + 2):
             reader.report(path, number, "not an archive line (nested too deep)")
             continue
         try:
-            lines.append(_line.decode(line))
-            numbers.append(number)
+            obj = _line.decode(line)
         except msgspec.ValidationError:
             if not _is_encoded(line):  # (encoded: not JSON, nothing a Kalshi client would be sent)
                 reader.report(path, number, "not an archive line (corrupt or torn)")
+            continue
         except msgspec.DecodeError:
             reader.report(path, number, "not an archive line (corrupt or torn)")
-    return lines, numbers
-
-
-def _number_of(obj: _Line, lines: list[_Line], numbers: list[int] | None, first: int, block: bytes) -> int:
-    """The line number of ``obj`` (only to report a problem: not worth keeping for every line)."""
-    index = next(i for i, o in enumerate(lines) if o is obj)
-    if numbers is not None:
-        return numbers[index]
-    return [n for n, line in enumerate(block.split(b"\n")[:-1], first) if line.strip()][index]
+            continue
+        yield number, obj
 
 
 TS_WIDTH = len("2026-11-24T10:30:00.123456Z")

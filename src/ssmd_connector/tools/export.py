@@ -3,7 +3,8 @@
 Bad input is told plainly, naming what is wrong and what was expected, with its own exit status,
 never a traceback: 2 for the command line (a missing archive, a time that is not one, an unknown
 table), 3 for data that cannot be exported exactly (a value finer than its decimal column),
-4 when the output cannot be written. 1 with ``--strict`` when archive lines had to be skipped.
+4 when the output cannot be written, 5 when one of the export's processes (``--jobs``) died (killed,
+out of memory). 1 with ``--strict`` when archive lines had to be skipped.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from pathlib import Path
 
 from ..archive import Reader
 from ..archive.reading import archive_files
-from ..export.run import Export, Options
+from ..export.jobs import JobFailed, default_jobs
+from ..export.jobs import export as run_export
+from ..export.run import Options
 from ..export.tables import TABLES, ValueTooPrecise
 from ..export.writer import OutputClash
 from .book import convention
 from .read import normalize_ts
 
-BAD_INPUT, NOT_EXACT, NOT_WRITABLE = 2, 3, 4
+BAD_INPUT, NOT_EXACT, NOT_WRITABLE, JOB_FAILED = 2, 3, 4, 5
+MAX_JOBS = 64
 
 
 def _names(text: str | None, what: str) -> frozenset[str] | None:
@@ -45,6 +49,7 @@ def export(
     yes_price: bool | None = None,
     feed: str | None = None,
     strict: bool = False,
+    jobs: int | None = None,
 ) -> int:
     def bad(text: str) -> int:
         print(f"ssmd export: {text}", file=sys.stderr)
@@ -69,6 +74,8 @@ def export(
         return bad(f"--snapshot-every: expected seconds between 0.001 and 86400, got {snapshot_every}")
     if depth < 1:
         return bad(f"--depth: expected at least 1 level, got {depth}")
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        return bad(f"--jobs: expected 1 to {MAX_JOBS} processes, got {jobs}")
     if out.exists() and not out.is_dir():
         return bad(f"--out {out}: exists and is not a directory")
     if not archive_files(path, feed):
@@ -95,7 +102,7 @@ def export(
         feed=feed,
     )
     try:
-        summary = Export(path, out, options, reader).run()
+        summary = run_export(path, out, options, jobs or default_jobs())
     except OutputClash as exc:
         return bad(f"--out {exc}")
     except ValueTooPrecise as exc:
@@ -107,6 +114,9 @@ def export(
             file=sys.stderr,
         )
         return NOT_WRITABLE
+    except JobFailed as exc:
+        print(f"ssmd export: {exc}; nothing was replaced", file=sys.stderr)
+        return JOB_FAILED
     if not summary.frames:
         return bad(f"{path}: no archive lines{f' of feed {feed!r}' if feed else ''} (nothing exported)")
     rate = summary.frames / summary.seconds if summary.seconds else 0.0
@@ -117,6 +127,7 @@ def export(
         print(f"  {summary.unknown_deltas:,} delta(s) while a book was not known (book_known = false)")
     if summary.malformed:
         print(f"  {summary.malformed:,} market-data message(s) not in Kalshi's documented shape (skipped, reported)")
-    if reader.problems:
-        print(f"{reader.problems} unreadable line(s) skipped", file=sys.stderr)
-    return 1 if strict and reader.problems else 0
+    problems = reader.problems + summary.problems
+    if problems:
+        print(f"{problems} unreadable line(s) skipped", file=sys.stderr)
+    return 1 if strict and problems else 0

@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--snapshot-every", type=float, default=1.0, metavar="SECONDS", help="book snapshot interval")
     ex.add_argument("--depth", type=int, default=25, metavar="N", help="levels per side in book_snapshots")
     ex.add_argument("--feed", default=None, help="the feed to export (default: every archive file under DIR)")
+    ex.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes sharing the work, by market (default: one per core, at most 8; 1: this process only)",
+    )
     ex_conv = ex.add_mutually_exclusive_group()
     ex_conv.add_argument("--yes-price", dest="yes_price", action="store_true", default=None)
     ex_conv.add_argument("--no-price", dest="yes_price", action="store_false")
@@ -267,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 yes_price=args.yes_price,
                 feed=args.feed,
                 strict=args.strict,
+                jobs=args.jobs,
             )
         except BrokenPipeError:
             return 0

@@ -1,0 +1,153 @@
+"""An export shared by several processes (``--jobs N``), committed as one.
+
+Why processes: the export is Python work per message (books, rows) and a process runs one core;
+markets are independent of each other (a book needs only its own market's messages), so each job
+reads the whole archive and keeps the markets whose name hashes to it (:class:`~.run.Job`). What
+every job repeats is reading and decoding the lines — about a fifth of the work — so two jobs
+take a little over half the time of one.
+
+The process that starts the export takes the output's lock and commits every job's files at once
+when all have succeeded (:meth:`~.writer.Output.adopt`); if one fails — an error it raises, or the
+process dying — the others are stopped and nothing is replaced, exactly as for one job.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+from .run import Export, Job, Options, Summary
+from .writer import Output, Written
+
+
+class JobFailed(RuntimeError):
+    """A job's process ended without a result (killed, out of memory)."""
+
+
+def default_jobs() -> int:
+    """One job per core this process may run on, at most 8 (past that, every job's reading of the
+    whole archive costs more than the cores add)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # (not Linux)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def export(archive: Path, out: Path, options: Options, jobs: int = 1) -> Summary:
+    """Run the export in ``jobs`` processes (1: in this one) and commit it."""
+    if jobs <= 1:
+        return Export(archive, out, options).run()
+    began = time.perf_counter()
+    output = Output(out, options.key(archive))
+    output.start()
+    try:
+        results = _run_jobs(archive, out, options, jobs)
+        for _, written in results:
+            output.adopt(written)
+        files = output.commit()
+    except BaseException:
+        output.discard()
+        raise
+    summary = _merged([s for s, _ in results])
+    summary.files = files
+    summary.seconds = time.perf_counter() - began
+    return summary
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+
+
+def _run_jobs(archive: Path, out: Path, options: Options, jobs: int) -> list[tuple[Summary, Written]]:
+    ctx = multiprocessing.get_context("fork") if _single_threaded() else multiprocessing.get_context("spawn")
+    running: list[_Running] = []
+    results: dict[int, tuple[Summary, Written]] = {}
+    try:
+        for index in range(jobs):
+            receive, send = ctx.Pipe(duplex=False)
+            job = Job(index, jobs)
+            process = ctx.Process(target=_job, args=(archive, out, options, job, send), name=f"ssmd-export-{index}")
+            process.start()
+            send.close()
+            running.append(_Running(job, process, receive))
+        waiting = {r.conn: r for r in running}
+        while waiting:
+            for conn in wait(list(waiting)):
+                assert isinstance(conn, Connection)
+                r = waiting.pop(conn)
+                try:
+                    ok, value = conn.recv()
+                except EOFError:
+                    r.process.join()
+                    raise JobFailed(
+                        f"export job {r.job.index + 1} of {jobs} ended without a result "
+                        f"(exit code {r.process.exitcode}; killed, or out of memory?)"
+                    ) from None
+                if not ok:
+                    raise value
+                results[r.job.index] = value
+    finally:
+        for r in running:
+            if r.process.is_alive() and r.job.index not in results:
+                r.process.kill()
+            r.process.join()
+            r.conn.close()
+    return [results[i] for i in range(jobs)]
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs one thread (Linux: ``/proc/self/task``). Then jobs are forked —
+    they start at once, with everything imported, and no other thread can have been mid-change;
+    otherwise each is a fresh interpreter (``spawn``)."""
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # (not Linux)
+        return False
+
+
+def _job(archive: Path, out: Path, options: Options, job: Job, send: Connection) -> None:
+    """A job's process: its share of the export, and the result (or the error) sent back."""
+    try:
+        summary, written = Export(archive, out, options, job=job).run_job()
+        summary.peak_rss_mb = [_peak_rss_mb()]
+        send.send((True, (summary, written)))
+    except BaseException as exc:  # (all of it goes back: the starting process decides what it means)
+        exc.add_note(f"in export job {job.index + 1} of {job.of}:\n{traceback.format_exc()}")
+        send.send((False, exc))
+    finally:
+        send.close()
+
+
+def _merged(summaries: list[Summary]) -> Summary:
+    """Jobs' summaries as one: every job read every line (the line count is one job's)."""
+    out = Summary(frames=summaries[0].frames)
+    for s in summaries:
+        for table, n in s.rows.items():
+            out.rows[table] = out.rows.get(table, 0) + n
+        out.problems += s.problems
+        out.malformed += s.malformed
+        out.unknown_deltas += s.unknown_deltas
+        out.negative_levels += s.negative_levels
+        out.peak_rss_mb += s.peak_rss_mb
+    return out
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux: ``VmHWM``; elsewhere 0: not known)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
