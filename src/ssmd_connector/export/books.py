@@ -35,12 +35,12 @@ class _Market:
         self.dirty = False
 
 
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+Row = tuple[object, ...]
 
 
 class Books:
-    """Per market: the book and its top. Rows go to column buffers, read and emptied by the caller."""
+    """Per market: the book and its top. Rows (tuples in the tables' column order; prices and
+    sizes as exact ``Decimal``) go to lists the caller reads and empties."""
 
     def __init__(self, depth: int, yes_price: bool) -> None:
         self.depth = depth
@@ -48,9 +48,9 @@ class Books:
         self.markets: dict[str, _Market] = {}
         self.emit = True
         """False before the window opens: books are kept, no row is written."""
-        self.deltas: list[list[object]] = [[] for _ in range(9)]
-        self.quotes: list[list[object]] = [[] for _ in range(12)]
-        self.snapshots: list[list[object]] = [[] for _ in range(6)]
+        self.deltas: list[Row] = []
+        self.quotes: list[Row] = []
+        self.snapshots: list[Row] = []
         self.unknown_deltas = 0
         self.negative = 0
 
@@ -92,13 +92,10 @@ class Books:
         rows = 0
         for side in ("yes", "no"):
             for price, size in sorted(book.side(side).items()):
-                text = str(size)
-                for col, value in zip(d, (ts, ms, t, side, str(price), text, text, True, True), strict=True):
-                    col.append(value)
+                d.append((ts, ms, t, side, price, size, size, True, True))
                 rows += 1
         if not rows:  # an empty book: one row says so, or the table alone could not reset it
-            for col, value in zip(d, (ts, ms, t, None, None, None, None, True, True), strict=True):
-                col.append(value)
+            d.append((ts, ms, t, None, None, None, None, True, True))
         self._snapshot_row(ts, ms, t, source, book)
         self._quote(ts, ms, t, st)
 
@@ -113,25 +110,14 @@ class Books:
         side = m.side
         if side not in SIDES:
             raise BookError(f"side: expected 'yes' or 'no', got {side!r}")
-        ptext = m.price_dollars or ""
-        price = dec(ptext)  # (kalshi.book keeps the texts it has read: prices repeat endlessly)
+        price = dec(m.price_dollars or "")  # (kalshi.book keeps the texts it has read: prices repeat endlessly)
         if self.yes_price and side == "no":
             price = ONE - price
-            ptext = str(price)
         change = dec(m.delta_fp)
         if book is None:
             self.unknown_deltas += 1
             if self.emit:
-                d = self.deltas
-                d[0].append(ts)
-                d[1].append(m.ts_ms)
-                d[2].append(t)
-                d[3].append(side)
-                d[4].append(ptext)
-                d[5].append(m.delta_fp)
-                d[6].append(None)
-                d[7].append(False)
-                d[8].append(False)
+                self.deltas.append((ts, m.ts_ms, t, side, price, change, None, False, False))
             return
         size = book.change(side, price, change)
         if size < 0:  # the book cannot explain this: it is no longer known
@@ -139,23 +125,11 @@ class Books:
             self.invalidate(ts, t)
             self.unknown_deltas += 1
             if self.emit:
-                for col, value in zip(
-                    self.deltas, (ts, m.ts_ms, t, side, ptext, m.delta_fp, None, False, False), strict=True
-                ):
-                    col.append(value)
+                self.deltas.append((ts, m.ts_ms, t, side, price, change, None, False, False))
             return
         st.dirty = True
         if self.emit:
-            d = self.deltas
-            d[0].append(ts)
-            d[1].append(m.ts_ms)
-            d[2].append(t)
-            d[3].append(side)
-            d[4].append(ptext)
-            d[5].append(m.delta_fp)
-            d[6].append(str(size))
-            d[7].append(False)
-            d[8].append(True)
+            self.deltas.append((ts, m.ts_ms, t, side, price, change, size, False, True))
         best = st.best[side]
         if best is None or price > best:
             if not size:
@@ -185,10 +159,8 @@ class Books:
             self._unknown_rows(ts, ticker)
 
     def _unknown_rows(self, ts: str, ticker: str) -> None:
-        for col, value in zip(self.quotes, (ts, None, ticker, False, *([None] * 8)), strict=True):
-            col.append(value)
-        for col, value in zip(self.deltas, (ts, None, ticker, None, None, None, None, False, False), strict=True):
-            col.append(value)
+        self.quotes.append((ts, None, ticker, False, None, None, None, None, None, None, None, None))
+        self.deltas.append((ts, None, ticker, None, None, None, None, False, False))
 
     def tick(self, ts: str) -> None:
         """A ``book_snapshots`` row at ``ts`` for every known book that changed since its last row."""
@@ -200,10 +172,8 @@ class Books:
 
     # -- rows ------------------------------------------------------------------------------
     def _snapshot_row(self, ts: str, ms: int | None, ticker: str, source: str, book: OrderBook) -> None:
-        yes = [(str(p), str(q)) for p, q in book.top("yes", self.depth)]
-        no = [(str(p), str(q)) for p, q in book.top("no", self.depth)]
-        for col, value in zip(self.snapshots, (ts, ms, ticker, source, yes, no), strict=True):
-            col.append(value)
+        depth = self.depth
+        self.snapshots.append((ts, ms, ticker, source, book.top("yes", depth), book.top("no", depth)))
 
     def _quote(self, ts: str, ms: int | None, ticker: str, st: _Market) -> None:
         book = st.book
@@ -211,19 +181,19 @@ class Books:
         yb, nb = st.best["yes"], st.best["no"]
         ybs = book.yes[yb] if yb is not None else None
         nbs = book.no[nb] if nb is not None else None
-        row = (
-            ts,
-            ms,
-            ticker,
-            True,
-            _text(yb),
-            _text(ybs),
-            _text(None if nb is None else ONE - nb),  # a YES ask is one minus the best NO bid
-            _text(nbs),
-            _text(nb),
-            _text(nbs),
-            _text(None if yb is None else ONE - yb),
-            _text(ybs),
+        self.quotes.append(
+            (
+                ts,
+                ms,
+                ticker,
+                True,
+                yb,
+                ybs,
+                None if nb is None else ONE - nb,  # a YES ask is one minus the best NO bid
+                nbs,
+                nb,
+                nbs,
+                None if yb is None else ONE - yb,
+                ybs,
+            )
         )
-        for col, value in zip(self.quotes, row, strict=True):
-            col.append(value)

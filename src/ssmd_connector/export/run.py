@@ -411,7 +411,7 @@ class Export:
     # -- output ----------------------------------------------------------------------------
     def _flush(self, at_least: int) -> None:
         want = self.opts.tables
-        for table, buffers in (
+        for table, rows in (
             ("book_deltas", self.books.deltas),
             ("quotes", self.books.quotes),
             ("book_snapshots", self.books.snapshots),
@@ -419,26 +419,24 @@ class Export:
             ("tickers", self.msgs.tickers),
             ("lifecycle", self.msgs.lifecycle),
         ):
-            if len(buffers[0]) >= at_least:
+            if rows and len(rows) >= at_least:
                 if table in want:
-                    self._write(table, buffers)
-                for col in buffers:
-                    col.clear()
+                    self._write(table, rows)
+                rows.clear()
 
-    def _write(self, table: str, buffers: list[list[object]]) -> None:
+    def _write(self, table: str, rows: list[tuple[object, ...]]) -> None:
         """Buffered rows into their own receive day's partition (a snapshot tick or the window's
         opening may be written after the archive moved on to the next day)."""
-        stamps = cast("list[str]", buffers[0])
-        day = stamps[0][:10]
-        if stamps[-1][:10] == day:
-            self.output.write(table, day, buffers)
+        day = cast("str", rows[0][0])[:10]
+        if cast("str", rows[-1][0])[:10] == day:
+            self.output.write(table, day, list(zip(*rows, strict=True)))
             return
         start = 0
-        for i in range(1, len(stamps) + 1):
-            if i == len(stamps) or stamps[i][:10] != day:
-                self.output.write(table, day, [col[start:i] for col in buffers])
-                if i < len(stamps):
-                    start, day = i, stamps[i][:10]
+        for i in range(1, len(rows) + 1):
+            if i == len(rows) or cast("str", rows[i][0])[:10] != day:
+                self.output.write(table, day, list(zip(*rows[start:i], strict=True)))
+                if i < len(rows):
+                    start, day = i, cast("str", rows[i][0])[:10]
 
     def _coverage_rows(self) -> None:
         if "coverage" not in self.opts.tables:

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ class Output:
         name = f"{stem}.parquet" if not part else f"{stem}-{part}.parquet"
         return self.root / table / f"date={day}" / name
 
-    def write(self, table: str, day: str, buffers: list[list[object]]) -> None:
+    def write(self, table: str, day: str, buffers: Sequence[Sequence[object]]) -> None:
         """Append buffered rows of ``table`` received on ``day`` (one row group)."""
         if not buffers or not buffers[0]:
             return
