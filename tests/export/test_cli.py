@@ -120,7 +120,7 @@ def test_a_book_value_that_cannot_be_kept_exactly_is_refused_whatever_the_tables
 
     for name, frames, words in (
         ("wide", book("999999999999999999", "0.00000000001"), "is not a decimal that fits"),
-        ("long", book("0." + "1" * 70, "1"), "more than 60 significant digits"),
+        ("long", book("0." + "1" * 70, "1"), "more than 18 decimal places"),
     ):
         archive = write_archive(tmp_path / name, frames)
         for tables in ("quotes", "book_deltas,quotes,book_snapshots"):

@@ -10,6 +10,7 @@ exit non-zero with ``--strict``; ``ssmd verify`` always does).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,17 @@ from typing import Any
 from .compression import CorruptMember, codec
 from .layout import SUFFIXES, compression_of, segment_of, time_order
 from .line import parse_line
+
+_BLANK_WITHIN = re.compile(rb"\n[ \t\r]*\n")
+_BLANK_FIRST = re.compile(rb"[ \t\r]*\n")
+
+
+def one_value_per_line(block: bytes, count: int, values: int) -> bool:
+    """Whether a block of ``count`` lines that decoded into ``values`` JSON values holds exactly one
+    on each line. msgspec's ``decode_lines`` passes over blank lines and reads two objects on one
+    line as two, so equal counts alone could hide one of each; with no blank line, every line gave
+    at least one value, and equal counts mean one each."""
+    return values == count and not _BLANK_WITHIN.search(block) and not _BLANK_FIRST.match(block)
 
 
 def archive_files(path: Path, feed: str | None = None) -> list[Path]:

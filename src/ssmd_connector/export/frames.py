@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 
 from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, parse_line, within_depth
-from ..archive.reading import Reader
+from ..archive.reading import Reader, one_value_per_line
 
 
 class Msg(msgspec.Struct, gc=False):
@@ -113,7 +113,7 @@ class Source:
                 lines: list[Line] | None = decode_lines(block)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 lines = None
-            if lines is not None and len(lines) == count:  # whole: one value per line, none blank
+            if lines is not None and one_value_per_line(block, count, len(lines)):
                 self._numbers = None
             else:
                 self._numbers = []

@@ -13,8 +13,11 @@ process dying — the others are stopped and nothing is replaced, exactly as for
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import pickle
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -75,7 +78,9 @@ def _run_jobs(archive: Path, out: Path, options: Options, jobs: int) -> list[tup
         for index in range(jobs):
             receive, send = ctx.Pipe(duplex=False)
             job = Job(index, jobs)
-            process = ctx.Process(target=_job, args=(archive, out, options, job, send), name=f"ssmd-export-{index}")
+            process = ctx.Process(
+                target=_job, args=(archive, out, options, job, send, os.getpid()), name=f"ssmd-export-{index}"
+            )
             process.start()
             send.close()
             running.append(_Running(job, process, receive))
@@ -91,6 +96,10 @@ def _run_jobs(archive: Path, out: Path, options: Options, jobs: int) -> list[tup
                     raise JobFailed(
                         f"export job {r.job.index + 1} of {jobs} ended without a result "
                         f"(exit code {r.process.exitcode}; killed, or out of memory?)"
+                    ) from None
+                except Exception as exc:  # its result or error could not be read back
+                    raise JobFailed(
+                        f"export job {r.job.index + 1} of {jobs}: its result is unreadable ({exc})"
                     ) from None
                 if not ok:
                     raise value
@@ -114,17 +123,45 @@ def _single_threaded() -> bool:
         return False
 
 
-def _job(archive: Path, out: Path, options: Options, job: Job, send: Connection) -> None:
+def _job(archive: Path, out: Path, options: Options, job: Job, send: Connection, parent: int) -> None:
     """A job's process: its share of the export, and the result (or the error) sent back."""
+    _die_with(parent)
     try:
         summary, written = Export(archive, out, options, job=job).run_job()
         summary.peak_rss_mb = [_peak_rss_mb()]
         send.send((True, (summary, written)))
     except BaseException as exc:  # (all of it goes back: the starting process decides what it means)
         exc.add_note(f"in export job {job.index + 1} of {job.of}:\n{traceback.format_exc()}")
-        send.send((False, exc))
+        send.send((False, exc if _travels(exc) else JobFailed(f"{type(exc).__name__}: {exc}")))
     finally:
         send.close()
+
+
+def _travels(exc: BaseException) -> bool:
+    """Whether an exception comes back whole through the pipe (one whose constructor takes other
+    arguments than it keeps would fail to be rebuilt in the starting process)."""
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 (its own bytes, made on the line above)
+    except Exception:
+        return False
+    return True
+
+
+def _die_with(parent: int) -> None:
+    """Make this job end when the process that started it does (killed with ``kill -9``, out of
+    memory): otherwise it would read the whole archive for nobody, into files nobody commits.
+    Linux: the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); the parent may
+    have died before that was asked, so it is checked once after."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # (not Linux: the parent's own clean-up has to do)
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _merged(summaries: list[Summary]) -> Summary:

@@ -26,7 +26,7 @@ from ..archive.reading import Problem, Reader, archive_files
 from ..clock import TimestampFormatter
 from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..coverage.model import Coverage
-from ..kalshi.book import BookError
+from ..kalshi.book import BookError, TooPrecise
 from ..kalshi.universe import series_of
 from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
 from .books import Books
@@ -342,6 +342,8 @@ class Export:
             if kind == "orderbook_delta":
                 try:
                     delta(ts, m)
+                except TooPrecise as exc:
+                    self._inexact(i, kind, m, str(exc))
                 except BookError as exc:
                     self._bad_book(i, ts, kind, m, exc)
                 except decimal.Inexact:
@@ -358,6 +360,8 @@ class Export:
             elif kind == "orderbook_snapshot":
                 try:
                     snapshot(ts, m)
+                except TooPrecise as exc:
+                    self._inexact(i, kind, m, str(exc))
                 except BookError as exc:
                     self._bad_book(i, ts, kind, m, exc)
                 except decimal.Inexact:
@@ -381,11 +385,12 @@ class Export:
         )
         self.books.invalidate(ts, m.market_ticker)
 
-    def _inexact(self, index: int, kind: str, m: Msg) -> NoReturn:
+    def _inexact(self, index: int, kind: str, m: Msg, why: str = "") -> NoReturn:
         values = f"price {m.price_dollars!r}, change {m.delta_fp!r}" if kind == "orderbook_delta" else "its levels"
+        why = why or f"a book value needing more than {EXACT.prec} significant digits"
         raise ValueTooPrecise(
             f"{self.source.path} line {self.source.number(index)}: {kind} for {m.market_ticker!r} ({values}): "
-            f"a book value needing more than {EXACT.prec} significant digits (never rounded)"
+            f"{why} (never rounded)"
         )
 
     def _selected(self, ticker: str) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -143,6 +144,11 @@ def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Arra
     text = pa.array(values, pa.string())
     if text.null_count < len(text):  # Kalshi sends "" for a price never set (a market never traded)
         text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        if (
+            pc.max(pc.utf8_length(text)).as_py() > _SHORT
+            or pc.any(pc.match_substring(text, "e", ignore_case=True)).as_py()
+        ):
+            _check_digits(values, type_, column)  # (rare: one text at a time, only then)
     try:
         return text.cast(type_)
     except pa.ArrowInvalid:
@@ -157,9 +163,28 @@ def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Arra
         raise
 
 
+_SHORT = 40
+"""A decimal text this short, without an exponent, has at most 38 digits."""
+
+
+def _check_digits(values: Sequence[Any], type_: pa.DataType, column: str) -> None:
+    """Refuse a text of more than 38 digits, or scaled past 38 places: Arrow's cast
+    writes such a value as 0 instead of refusing it (pyarrow 26, measured)."""
+    for value in values:
+        if not value:
+            continue
+        try:
+            digits = Decimal(value).as_tuple()
+        except ArithmeticError:
+            continue  # (not a number: the cast refuses it)
+        if isinstance(digits.exponent, int) and (len(digits.digits) > 38 or digits.exponent < -38):
+            raise ValueTooPrecise(f"{column}: {value!r} is not a decimal that fits {type_} (never rounded)")
+
+
 def _exact(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Array:
-    """``Decimal`` values straight into Arrow (no text on the way: a third of the cost), which
-    refuses one that would lose a digit at the column's scale."""
+    """``Decimal`` values straight into Arrow (no text on the way), which refuses one that would
+    lose a digit at the column's scale. They come from the books, whose every input is bounded by
+    :func:`~ssmd_connector.kalshi.book.dec` (at most 37 digits: nothing Arrow would write as 0)."""
     try:
         return pa.array(values, type_)
     except pa.ArrowInvalid:

@@ -27,9 +27,16 @@ class BookError(ValueError):
     unknown side)."""
 
 
+class TooPrecise(BookError):
+    """A price or size with more decimal places than any Kalshi sends (:data:`MAX_EXPONENT`): not
+    a book a decimal column could hold exactly (the export refuses it, never rounds it)."""
+
+
 MAX_EXPONENT = 18
-"""Kalshi's prices are below one dollar and its counts below 10^12: a value whose magnitude is
-beyond 10^±18 is not one of them — and would overflow exact arithmetic."""
+"""Kalshi's prices are below one dollar and its counts below 10^12, with a few decimal places: a
+value whose magnitude is beyond 10^±18, or with more than 18 decimal places, is not one of them —
+and would overflow exact arithmetic (and a 128-bit decimal column: Arrow writes a value of more
+than 38 digits as 0). Within these bounds every sum of such values has at most 37 digits."""
 
 _SEEN: dict[object, Decimal] = {}
 """Texts already read (prices and sizes repeat endlessly): a lookup instead of a parse."""
@@ -60,6 +67,9 @@ def _parse(text: object) -> Decimal:
         raise BookError(f"not a finite number: {text!r}")
     if value and not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
         raise BookError(f"out of range for a price or size: {text!r}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_EXPONENT:
+        raise TooPrecise(f"more than {MAX_EXPONENT} decimal places for a price or size: {text!r}")
     return value
 
 

@@ -17,7 +17,7 @@ import msgspec
 
 from ..archive.layout import segment_of
 from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, ts_ns, within_depth
-from ..archive.reading import Reader, archive_files
+from ..archive.reading import Reader, archive_files, one_value_per_line
 from ..clock import TimestampFormatter
 from ..kalshi.wire import CONTROL_TYPES
 
@@ -122,7 +122,7 @@ def messages(
                 decoded: list[_Line] | None = decode_lines(block)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 decoded = None
-            whole = decoded is not None and len(decoded) == count  # (one value per line, none blank)
+            whole = decoded is not None and one_value_per_line(block, count, len(decoded))
             items = (
                 enumerate(decoded, first) if whole and decoded is not None else _one_by_one(reader, path, first, block)
             )

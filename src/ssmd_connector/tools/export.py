@@ -4,16 +4,18 @@ Bad input is told plainly, naming what is wrong and what was expected, with its 
 never a traceback: 2 for the command line (a missing archive, a time that is not one, an unknown
 table), 3 for data that cannot be exported exactly (a value finer than its decimal column),
 4 when the output cannot be written, 5 when one of the export's processes (``--jobs``) died (killed,
-out of memory). 1 with ``--strict`` when archive lines had to be skipped.
+out of memory), 128 + N when stopped by signal N (Ctrl-C: 130; every job stopped, nothing replaced).
+1 with ``--strict`` when archive lines had to be skipped.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
 from ..archive import Reader
-from ..archive.reading import archive_files
+from ..archive.reading import Problem, archive_files
 from ..export.jobs import JobFailed, default_jobs
 from ..export.jobs import export as run_export
 from ..export.run import Options
@@ -24,6 +26,23 @@ from .read import normalize_ts
 
 BAD_INPUT, NOT_EXACT, NOT_WRITABLE, JOB_FAILED = 2, 3, 4, 5
 MAX_JOBS = 64
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the export is, so it stops its jobs and removes its files on the way
+    out (as for Ctrl-C)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _quiet(problem: Problem) -> None:
+    """A problem the export itself reports."""
 
 
 def _names(text: str | None, what: str) -> frozenset[str] | None:
@@ -83,7 +102,7 @@ def export(
         return bad(f"{path}: no archive files{of} (expected <feed>.jsonl[.zst|.gz] files, in day directories)")
     reader = Reader()
     if yes_price is None:
-        found = convention(path, reader)
+        found = convention(path, Reader(on_problem=_quiet))  # (the export reads the ledgers again, and reports)
         if len(found) > 1:
             return bad(
                 f"{path}: order books were subscribed both with and without use_yes_price: "
@@ -101,8 +120,13 @@ def export(
         yes_price=yes_price,
         feed=feed,
     )
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = run_export(path, out, options, jobs or default_jobs())
+    except (KeyboardInterrupt, Terminated) as exc:  # (every job stopped, the temporary files removed)
+        number = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"ssmd export: stopped by {signal.Signals(number).name}; nothing was replaced", file=sys.stderr)
+        return 128 + number
     except OutputClash as exc:
         return bad(f"--out {exc}")
     except ValueTooPrecise as exc:
@@ -117,6 +141,8 @@ def export(
     except JobFailed as exc:
         print(f"ssmd export: {exc}; nothing was replaced", file=sys.stderr)
         return JOB_FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not summary.frames:
         return bad(f"{path}: no archive lines{f' of feed {feed!r}' if feed else ''} (nothing exported)")
     rate = summary.frames / summary.seconds if summary.seconds else 0.0

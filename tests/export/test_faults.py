@@ -1,0 +1,197 @@
+"""``ssmd export`` where it could go wrong quietly: a block that decodes whole yet hides a blank line
+and a line of two values, a value Arrow would write as 0, a job's error that cannot be rebuilt in
+the starting process, jobs outliving a killed export, a ledger problem said twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from ssmd_connector.archive.compression import CorruptMember
+from ssmd_connector.archive.reading import Problem, Reader
+from ssmd_connector.export import jobs
+from ssmd_connector.export.frames import Source
+from ssmd_connector.export.run import Export, Options
+
+from ..archives import T0_NS, rows, ts, write_archive
+from ..faults.harness import SSMD
+from .test_cli import ssmd_export
+
+
+def _line(ns: int, frame: dict[str, Any]) -> bytes:
+    return b'{"ts":"' + ts(ns).encode() + b'","feed":"kalshi","data":' + msgspec.json.encode(frame) + b"}\n"
+
+
+def _source_read(path: Path) -> tuple[list[int], list[Problem]]:
+    """The line numbers the export's decoder keeps, and what it reports."""
+    problems: list[Problem] = []
+    source = Source(Reader(on_problem=problems.append))
+    numbers = []
+    for lines in source.batches(path):
+        numbers += [source.number(i) for i in range(len(lines))]
+    return numbers, problems
+
+
+# -- the block decoder ---------------------------------------------------------------------------
+
+
+def test_a_blank_line_does_not_hide_a_line_holding_two_values(tmp_path: Path) -> None:
+    """A blank line (one value fewer) and a line holding two objects (one more) in one block balance
+    the decoded count: both are still reported at their own line, the two objects not read as two
+    frames, and the lines between them keep their numbers."""
+    trade = {"type": "trade", "sid": 2, "msg": {"market_ticker": "KXA-1", "trade_id": "a"}}
+    path = tmp_path / "kalshi.jsonl"
+    path.write_bytes(
+        _line(T0_NS, trade)  # 1
+        + b"\n"  # 2: blank
+        + _line(T0_NS + 1, trade)  # 3
+        + _line(T0_NS + 2, trade).rstrip(b"\n")
+        + _line(T0_NS + 3, trade)  # 4: two objects on one line
+    )
+    numbers, problems = _source_read(path)
+    assert [p.line for p in problems] == [2, 4]  # as line by line (and as the replay's reader)
+    assert numbers == [1, 3]
+
+
+# -- never rounded -------------------------------------------------------------------------------
+
+
+def test_a_value_finer_than_any_column_is_never_written_as_zero(tmp_path: Path) -> None:
+    """Arrow's decimal conversion writes a value of more than 38 digits (or scaled past 38 places)
+    as 0 instead of refusing it. A change of -0.999…9 (45 places) on a size of 1 would leave a level
+    of 1E-45: such a value (more places than any price or size Kalshi sends) is refused, as a trade
+    price of 45 places is (exit 3, nothing written)."""
+    tiny = "0." + "0" * 44 + "1"
+    nines = "-0." + "9" * 45
+    snap = {"market_ticker": "KXA-1", "yes_dollars_fp": [["0.5", "1"]], "no_dollars_fp": []}
+    frames: list[tuple[int, dict[str, Any]]] = [
+        (T0_NS, {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": snap}),
+        (
+            T0_NS + 1000,
+            {
+                "type": "orderbook_delta",
+                "sid": 1,
+                "seq": 2,
+                "msg": {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": nines, "side": "yes"},
+            },
+        ),
+        (
+            T0_NS + 2 * 10**9,
+            {"type": "trade", "sid": 2, "msg": {"market_ticker": "KXA-1", "trade_id": "t", "yes_price_dollars": tiny}},
+        ),
+    ]
+    books = write_archive(tmp_path / "books", frames[:2])
+    trades = write_archive(tmp_path / "trades", frames[2:])
+    for archive, table, words in (
+        (books, "quotes", "more than 18 decimal places"),
+        (books, "book_snapshots", "more than 18 decimal places"),
+        (trades, "trades", "yes_price"),
+    ):
+        out = tmp_path / f"out-{table}"
+        done = ssmd_export(str(archive), "--out", str(out), "--tables", table, "--jobs", "1")
+        assert done.returncode == 3 and words in done.stderr and "Traceback" not in done.stderr, (table, done.stderr)
+        assert not rows(out, table)
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+class _Unpicklable(Exception):
+    def __init__(self, where: int, why: str) -> None:
+        super().__init__(f"{where}: {why}")
+
+
+def test_a_job_error_that_does_not_unpickle_still_ends_the_export_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job sends its error back pickled; one whose ``__init__`` takes other arguments than its
+    ``args`` (``CorruptMember(offset, reason)``, the project's own) would not be rebuilt in the
+    starting process: it still ends the export with one line saying what failed, never a
+    traceback."""
+    archive = write_archive(tmp_path / "a", [(T0_NS, {"type": "trade", "sid": 2, "msg": {"market_ticker": "K-1"}})])
+
+    def fail(self: Export) -> None:
+        raise CorruptMember(12, "bad data")
+
+    monkeypatch.setattr(Export, "run_job", fail)
+    monkeypatch.setattr(jobs, "_single_threaded", lambda: True)  # (forked: the patch is in the jobs)
+    with pytest.raises(Exception) as caught:
+        jobs.export(archive, tmp_path / "o", Options(), jobs=2)
+    assert not isinstance(caught.value, TypeError), caught.value
+    assert "bad data" in str(caught.value)
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".tmp-")]
+
+
+def _big(root: Path) -> Path:
+    from bench.archive_gen import write_archive as write_big  # noqa: PLC0415
+
+    write_big(root, 300_000, step_us=400_000)  # (several days)
+    return root
+
+
+def _job_pids(parent: int) -> list[int]:
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[1]) == parent and b"spawn_main" in (p / "cmdline").read_bytes():
+                pids.append(int(p.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_jobs_do_not_outlive_the_process_that_started_them(tmp_path: Path, sig: signal.Signals) -> None:
+    """The export killed (``kill -9``, the OOM killer, ``kill``/``systemctl stop``): its jobs end
+    with it — not reading the archive on for nobody into the request's temporary directory (which
+    a re-run of the same request would be using), nor printing a traceback at the end."""
+    archive = _big(tmp_path / "a")
+    proc = subprocess.Popen(
+        [str(SSMD), "export", str(archive), "--out", str(tmp_path / "o"), "--jobs", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    deadline = time.monotonic() + 30
+    children: list[int] = []
+    while time.monotonic() < deadline and len(children) < 2:
+        children = _job_pids(proc.pid)
+        time.sleep(0.05)
+    assert len(children) == 2
+    time.sleep(1)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    time.sleep(3)
+    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    for pid in alive:  # (clean up what the test started)
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "export jobs still running after their parent died"
+
+
+# -- problems said once --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", ["1", "2"])
+def test_a_torn_ledger_line_is_reported_once(tmp_path: Path, n: str) -> None:
+    """The ledgers are read twice (for the NO-price convention, then by the export): a torn last
+    ledger line (a recorder killed mid-write) is still warned about and counted once, with any
+    ``--jobs``."""
+    trade = {"type": "trade", "sid": 2, "msg": {"market_ticker": "KXA-1", "trade_id": "a", "yes_price_dollars": "0.5"}}
+    archive = write_archive(tmp_path / "a", [(T0_NS, trade)], [{"ts": ts(T0_NS - 10), "event": "connect"}])
+    with (archive / "2026-11-25" / "kalshi.events.jsonl").open("ab") as f:
+        f.write(b'{"ts":"2026-11-25T07:2')
+    done = ssmd_export(str(archive), "--out", str(tmp_path / "o"), "--jobs", n)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("torn last line") == 1, done.stderr
+    assert "1 unreadable line(s) skipped" in done.stderr
