@@ -98,18 +98,19 @@ class Reader:
             for i, line in enumerate(whole.split(b"\n")[:-1]):
                 yield first + i, line
 
-    def blocks(self, path: Path) -> Iterator[tuple[int, bytes, int]]:
+    def blocks(self, path: Path, chunk: int = 1 << 20) -> Iterator[tuple[int, bytes, int]]:
         """``(number of the first line, whole lines, how many)``: the file's content cut at line
         ends, for readers that decode many lines in one call (``ssmd export``, ``ssmd replay``: a
         call per line costs more than the decoding). A reader that decodes a block whole checks
         that it got one value per line (msgspec's ``decode_lines`` passes over blank lines, and
-        reads two objects on one line as two). The same problems as :meth:`lines` are reported,
+        reads two objects on one line as two). ``chunk``: bytes read at a time (a block is about
+        that much, or what it decompresses to). The same problems as :meth:`lines` are reported,
         the same way."""
         number = 0
         tail = b""
         try:
             with path.open("rb") as f:
-                for block in codec(compression_of(path) or "none").stream(f):
+                for block in codec(compression_of(path) or "none").stream(f, chunk):
                     data = tail + block if tail else block
                     end = data.rfind(b"\n") + 1
                     tail = data[end:]

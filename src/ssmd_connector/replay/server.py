@@ -31,7 +31,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -70,7 +69,7 @@ from ..kalshi.wire import (
 from .books import Books
 from .gaps import Holds, Hole, ledger_holes
 from .markets import BadQuery, MarketIndex
-from .source import Recorded, messages
+from .source import batches, messages
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +84,6 @@ CHANNEL_OF = {
 }
 """Archived message type → the channel a client subscribes to get it."""
 
-BATCH = 1000
-"""Messages read from the archive per worker-thread call (few enough that they are still in the
-processor's cache when they are sent: measured a little faster than 4,000)…"""
-BATCH_BYTES = 1 << 19
-"""…or fewer, when they hold this many bytes."""
 FLUSH_BYTES = 256 << 10
 """Frames written to the socket in one go; then, if the client is behind, the replay waits."""
 CLOSE_WAIT = 60.0
@@ -248,14 +242,14 @@ class _Connection(WSListener):
         cfg, session, window, books = self.server.config, self.session, self.window, self.books
         loop = asyncio.get_running_loop()
         holds = self.holds
-        stream = messages(cfg.root, cfg.feed, window.start_ns, window.end_ns, self.stop)
+        stream = batches(cfg.root, cfg.feed, window.start_ns, window.end_ns, self.stop)
         began = 0.0
         first_ns = window.start_ns or None
         speed = window.speed
         deliver = session.deliver
         channel_of = CHANNEL_OF
         book_kinds = _BOOK_KINDS
-        while batch := await asyncio.to_thread(_take, stream, BATCH, BATCH_BYTES):
+        while batch := await asyncio.to_thread(next, stream, None):
             for m in batch:  # (the hot loop: attribute reads and local names only)
                 kind = m.kind
                 book = kind in book_kinds
@@ -433,18 +427,6 @@ def _text_header(n: int) -> bytes:
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
-
-
-def _take(stream: Iterator[Recorded], n: int, max_bytes: int) -> list[Recorded]:
-    """Up to ``n`` messages, or fewer holding ``max_bytes``: big messages make small batches."""
-    out: list[Recorded] = []
-    size = 0
-    for m in stream:
-        out.append(m)
-        size += len(m.msg)
-        if len(out) >= n or size >= max_bytes:
-            break
-    return out
 
 
 def _ns(text: str) -> int:

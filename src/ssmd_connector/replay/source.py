@@ -103,7 +103,26 @@ def messages(
     in receive order — and before them (``live=False``) the order-book messages since the archive
     began, so books are right at ``start_ns``. Replies to the recorder's own commands are not market
     data: left out. Unreadable lines are skipped and reported. ``stop`` ends the reading early (at
-    the next block of lines).
+    the next block of lines)."""
+    for batch in batches(root, feed, start_ns, end_ns, stop):
+        yield from batch
+
+
+CHUNK = 1 << 18
+"""Archive bytes read at a time by :func:`batches`: a batch of about a thousand messages, few enough
+that they are still in the processor's cache when they are sent (measured: faster than 4,000)."""
+
+
+def batches(
+    root: Path,
+    feed: str | None,
+    start_ns: int = 0,
+    end_ns: int = 0,
+    stop: threading.Event | None = None,
+    chunk: int = CHUNK,
+) -> Iterator[list[Recorded]]:
+    """:func:`messages`, a block of lines at a time (never an empty list): what a replaying
+    connection takes from its reading thread in one call.
 
     A block of lines is decoded in one call (a call per line cost more than the decoding: replay
     must outrun a backtest); a block that does not decode whole is read again line by line, so
@@ -115,9 +134,11 @@ def messages(
     decode_head = _head.decode
     start_ts, end_ts = ts_text(start_ns) if start_ns else "", ts_text(end_ns) if end_ns else ""
     for path in archive_files(root, feed):
-        for first, block, count in reader.blocks(path):
+        for first, block, count in reader.blocks(path, chunk):
             if stop is not None and stop.is_set():
                 return
+            out: list[Recorded] = []
+            add = out.append
             try:
                 decoded: list[_Line] | None = decode_lines(block)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
@@ -139,6 +160,8 @@ def messages(
                         reader.report(path, number, f"not a receive time: {ts!r}")
                         continue
                 if end_ts and ts >= end_ts:
+                    if out:
+                        yield out
                     return
                 kind = frame.type
                 if not frame.msg or kind in control:
@@ -150,7 +173,9 @@ def messages(
                     head = decode_head(frame.msg)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     head = Head()
-                yield Recorded(ts, kind, head, frame.msg, live, frame.sid, frame.seq)
+                add(Recorded(ts, kind, head, frame.msg, live, frame.sid, frame.seq))
+            if out:
+                yield out
 
 
 def _one_by_one(reader: Reader, path: Path, first: int, block: bytes) -> Iterator[tuple[int, _Line]]:
