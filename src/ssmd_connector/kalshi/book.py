@@ -67,9 +67,11 @@ def _parse(text: object) -> Decimal:
         raise BookError(f"not a finite number: {text!r}")
     if value and not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
         raise BookError(f"out of range for a price or size: {text!r}")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -MAX_EXPONENT:
-        raise TooPrecise(f"more than {MAX_EXPONENT} decimal places for a price or size: {text!r}")
+    dot = text.find(".")
+    if (dot >= 0 and len(text) - dot > MAX_EXPONENT + 1) or "e" in text or "E" in text:  # (as_tuple is slow)
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -MAX_EXPONENT:
+            raise TooPrecise(f"more than {MAX_EXPONENT} decimal places for a price or size: {text!r}")
     return value
 
 
