@@ -12,5 +12,6 @@ Kalshi's deltas is where people lose days. One streaming pass over the archive p
 * :mod:`..coverage.holes` — the ledger events that make a book unknown (gaps, disconnects);
 * :mod:`.coverage` — the ``coverage`` table, from ``ssmd coverage``'s model;
 * :mod:`.writer` — date-partitioned Parquet, replaced atomically per run;
-* :mod:`.run` — the pass itself.
+* :mod:`.run` — the pass itself (one job's: every market, or every N-th);
+* :mod:`.jobs` — the pass shared by several processes (``--jobs``), committed as one.
 """
