@@ -4,6 +4,7 @@ the starting process, jobs outliving a killed export, a ledger problem said twic
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -19,10 +20,11 @@ from ssmd_connector.archive.compression import CorruptMember
 from ssmd_connector.archive.reading import Problem, Reader
 from ssmd_connector.export import jobs
 from ssmd_connector.export.frames import Source
-from ssmd_connector.export.run import Export, Options
+from ssmd_connector.export.run import Export, Job, Options
 
 from ..archives import T0_NS, rows, ts, write_archive
 from ..faults.harness import SSMD
+from .processes import job_pids
 from .test_cli import ssmd_export
 
 
@@ -114,20 +116,20 @@ def test_a_job_error_that_does_not_unpickle_still_ends_the_export_cleanly(
 ) -> None:
     """A job sends its error back pickled; one whose ``__init__`` takes other arguments than its
     ``args`` (``CorruptMember(offset, reason)``, the project's own) would not be rebuilt in the
-    starting process: it still ends the export with one line saying what failed, never a
-    traceback."""
+    starting process: the job sends back what failed, as an error that travels (the export then
+    ends with one line, exit 5), never one the starting process cannot read."""
     archive = write_archive(tmp_path / "a", [(T0_NS, {"type": "trade", "sid": 2, "msg": {"market_ticker": "K-1"}})])
 
     def fail(self: Export) -> None:
         raise CorruptMember(12, "bad data")
 
     monkeypatch.setattr(Export, "run_job", fail)
-    monkeypatch.setattr(jobs, "_single_threaded", lambda: True)  # (forked: the patch is in the jobs)
-    with pytest.raises(Exception) as caught:
-        jobs.export(archive, tmp_path / "o", Options(), jobs=2)
-    assert not isinstance(caught.value, TypeError), caught.value
-    assert "bad data" in str(caught.value)
-    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(jobs, "_die_with", lambda parent: None)  # (this is the test's process)
+    receive, send = multiprocessing.Pipe(duplex=False)
+    jobs._job(archive, tmp_path / "o", Options(), Job(1, 2), send, os.getpid())  # a job's body, here
+    ok, error = receive.recv()  # (rebuilt from its bytes, as the starting process does)
+    assert not ok and isinstance(error, jobs.JobFailed), error
+    assert "CorruptMember" in str(error) and "bad data" in str(error)
 
 
 def _big(root: Path) -> Path:
@@ -135,20 +137,6 @@ def _big(root: Path) -> Path:
 
     write_big(root, 300_000, step_us=400_000)  # (several days)
     return root
-
-
-def _job_pids(parent: int) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) == parent and b"spawn_main" in (p / "cmdline").read_bytes():
-                pids.append(int(p.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return pids
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -166,7 +154,7 @@ def test_jobs_do_not_outlive_the_process_that_started_them(tmp_path: Path, sig: 
     deadline = time.monotonic() + 30
     children: list[int] = []
     while time.monotonic() < deadline and len(children) < 2:
-        children = _job_pids(proc.pid)
+        children = job_pids(proc.pid)
         time.sleep(0.05)
     assert len(children) == 2
     time.sleep(1)

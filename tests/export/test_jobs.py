@@ -17,6 +17,7 @@ from ssmd_connector.sim.market import MarketModel
 
 from ..archives import rows, ts, write_archive
 from ..faults.harness import SSMD
+from .processes import job_pids, state
 from .test_cli import ssmd_export
 
 START_NS = 1_795_737_480_000_000_000  # 2026-11-25T23:58:00Z: the archive crosses midnight
@@ -157,7 +158,7 @@ def test_a_job_killed_mid_run_ends_the_export_with_nothing_replaced(tmp_path: Pa
     deadline = time.monotonic() + 30
     children: list[int] = []
     while time.monotonic() < deadline and len(children) < 2:
-        children = _children(proc.pid)
+        children = job_pids(proc.pid)
         time.sleep(0.05)
     assert len(children) == 2, "the export did not start its two jobs"
     while time.monotonic() < deadline and not list((out / ".tmp-").parent.glob(".tmp-*/*")):
@@ -169,26 +170,4 @@ def test_a_job_killed_mid_run_ends_the_export_with_nothing_replaced(tmp_path: Pa
     assert "ended without a result" in stderr and "nothing was replaced" in stderr and "Traceback" not in stderr
     assert not list(out.rglob("*.parquet")), "a killed job's export must replace nothing"
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")], "temporary files left behind"
-    assert not [pid for pid in children if Path(f"/proc/{pid}").exists() and _state(pid) != "Z"]
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text() if (task / "children").exists() else ""
-        out += [int(c) for c in text.split()]
-    return sorted(c for c in out if _is_job(c))
-
-
-def _is_job(pid: int) -> bool:
-    try:
-        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() and _state(pid) != "Z"
-    except OSError:
-        return False
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
+    assert not [pid for pid in children if state(pid) != "Z"]

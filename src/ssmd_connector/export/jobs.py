@@ -71,7 +71,7 @@ class _Running:
 
 
 def _run_jobs(archive: Path, out: Path, options: Options, jobs: int) -> list[tuple[Summary, Written]]:
-    ctx = multiprocessing.get_context("fork") if _single_threaded() else multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("spawn")  # (a fresh interpreter: pyarrow has started threads here)
     running: list[_Running] = []
     results: dict[int, tuple[Summary, Written]] = {}
     try:
@@ -111,16 +111,6 @@ def _run_jobs(archive: Path, out: Path, options: Options, jobs: int) -> list[tup
             r.process.join()
             r.conn.close()
     return [results[i] for i in range(jobs)]
-
-
-def _single_threaded() -> bool:
-    """Whether this process runs one thread (Linux: ``/proc/self/task``). Then jobs are forked —
-    they start at once, with everything imported, and no other thread can have been mid-change;
-    otherwise each is a fresh interpreter (``spawn``)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:  # (not Linux)
-        return False
 
 
 def _job(archive: Path, out: Path, options: Options, job: Job, send: Connection, parent: int) -> None:
