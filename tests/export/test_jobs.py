@@ -116,6 +116,7 @@ def test_several_jobs_write_exactly_what_one_does_and_say_each_problem_once(tmp_
     done1 = ssmd_export(str(archive), "--out", str(one), "--jobs", "1")
     done3 = ssmd_export(str(archive), "--out", str(three), "--jobs", "3")
     assert done1.returncode == 0 and done3.returncode == 0, done1.stderr + done3.stderr
+    assert ", 3 jobs) →" in done3.stdout and " jobs)" not in done1.stdout, done3.stdout
 
     for table in TABLES:
         a, b = _table(one, table), _table(three, table)

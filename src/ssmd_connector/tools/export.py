@@ -122,7 +122,8 @@ def export(
     )
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        summary = run_export(path, out, options, jobs or default_jobs())
+        jobs = jobs or default_jobs()
+        summary = run_export(path, out, options, jobs)
     except (KeyboardInterrupt, Terminated) as exc:  # (every job stopped, the temporary files removed)
         number = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
         print(f"ssmd export: stopped by {signal.Signals(number).name}; nothing was replaced", file=sys.stderr)
@@ -146,7 +147,8 @@ def export(
     if not summary.frames:
         return bad(f"{path}: no archive lines{f' of feed {feed!r}' if feed else ''} (nothing exported)")
     rate = summary.frames / summary.seconds if summary.seconds else 0.0
-    print(f"{summary.frames:,} archive lines in {summary.seconds:.1f} s ({rate:,.0f}/s) → {out}")
+    by = f", {jobs} jobs" if jobs > 1 else ""
+    print(f"{summary.frames:,} archive lines in {summary.seconds:.1f} s ({rate:,.0f}/s{by}) → {out}")
     for table in sorted(summary.rows):
         print(f"  {table:<15} {summary.rows[table]:>12,} rows")
     if summary.unknown_deltas:
