@@ -24,20 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssmd_connector.process import peak_rss_mb
+
 from .archive_gen import write_archive
 from .clients import RunInvalid
 
 
 def _peak_mb() -> float:
-    """This process's peak RSS since its ``exec`` (``VmHWM``; ``ru_maxrss`` would include the
-    parent's memory at the ``fork``, which Linux carries over the ``exec``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS since its ``exec`` (``ru_maxrss`` where the kernel does not say)."""
+    return peak_rss_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 KINDS = ("duckdb", "export", "export-1")

@@ -35,6 +35,8 @@ from typing import Any
 import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from ssmd_connector.process import peak_rss_mb
+
 from .__main__ import _cpu, client, firehose, median
 from .archive_gen import write_archive
 
@@ -178,11 +180,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _peak_rss_mb(pid: int) -> float:
-    """The replay server's peak resident memory so far (Linux: ``VmHWM``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit("cannot read the replay server's peak memory (no /proc)")
+    """The replay server's peak resident memory so far."""
+    mb = peak_rss_mb(pid)
+    if mb is None:
+        raise SystemExit("cannot read the replay server's peak memory (no /proc)")
+    return mb
 
 
 def memory(frames: int, limit_mb: float) -> dict[str, Any]:

@@ -167,6 +167,37 @@ def test_jobs_do_not_outlive_the_process_that_started_them(tmp_path: Path, sig: 
     assert not alive, "export jobs still running after their parent died"
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_an_export_stopped_by_a_signal_says_so_in_one_line_and_leaves_nothing(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """``kill`` (``systemctl stop``) or Ctrl-C while the jobs write: every job stopped, the
+    temporary files removed, one line and 128 + the signal's number — never a traceback."""
+    archive = _big(tmp_path / "a")
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [str(SSMD), "export", str(archive), "--out", str(out), "--jobs", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    children: list[int] = []
+    while time.monotonic() < deadline and not (len(children) == 2 and list(out.glob(".tmp-*/*"))):
+        children = job_pids(proc.pid)  # (until both jobs run and write)
+        time.sleep(0.05)
+    assert len(children) == 2 and proc.poll() is None, "the export did not get to its jobs writing"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == code, stderr
+    assert f"stopped by {sig.name}; nothing was replaced" in stderr and "Traceback" not in stderr, stderr
+    assert not list(out.rglob("*.parquet")), "nothing replaced"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")], "temporary files left behind"
+    time.sleep(1)
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], "jobs still running"
+
+
 # -- problems said once --------------------------------------------------------------------------
 
 

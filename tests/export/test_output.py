@@ -25,12 +25,12 @@ def test_a_killed_runs_temporary_files_are_outside_the_tables_and_removed_by_the
 
     killed = Output(out, "0123456789abcdef")  # a run killed while writing: its lock dies with it
     killed.start()
-    killed.write("trades", "2026-11-24", _buffers())
+    killed.write("trades", "2026-11-24", _rows())
     assert killed._lock is not None
     os.close(killed._lock)
     running = Output(out, "fedcba9876543210")  # a run still writing: holds its lock
     running.start()
-    running.write("trades", "2026-11-26", _buffers())
+    running.write("trades", "2026-11-26", _rows())
 
     assert {p.suffix for p in (out / "trades").rglob("*") if p.is_file()} == {".parquet"}
     assert pl.scan_parquet(out / "trades" / "**" / "*.parquet").collect().height == 3
@@ -42,21 +42,10 @@ def test_a_killed_runs_temporary_files_are_outside_the_tables_and_removed_by_the
     assert [p.name for p in out.iterdir()] == ["trades"]
 
 
-def _buffers() -> list[list[object]]:
+def _rows() -> list[tuple[object, ...]]:
     msg = _trade(7)[1]["msg"]
-    return [
-        ["2026-11-25T07:20:00.000000Z"],
-        [None],
-        [msg["market_ticker"]],
-        [msg["trade_id"]],
-        [msg["yes_price_dollars"]],
-        [msg["no_price_dollars"]],
-        [msg["count_fp"]],
-        ["yes"],
-        [None],
-        [None],
-        [False],
-    ]
+    row = ("2026-11-25T07:20:00.000000Z", None, msg["market_ticker"], msg["trade_id"], msg["yes_price_dollars"])
+    return [(*row, msg["no_price_dollars"], msg["count_fp"], "yes", None, None, False)]
 
 
 def test_a_different_request_into_the_same_partition_is_refused(tmp_path: Path) -> None:

@@ -79,6 +79,10 @@ def warn(problem: Problem) -> None:
     sys.stderr.flush()
 
 
+def silent(problem: Problem) -> None:
+    """For a reader whose problems another reader of the same files reports (said once)."""
+
+
 @dataclass
 class Reader:
     """Reads archive files; counts and reports what it has to skip."""

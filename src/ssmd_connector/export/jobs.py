@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from ..process import peak_rss_mb
 from .run import Export, Job, Options, Summary
 from .writer import Output, Written
 
@@ -118,7 +119,8 @@ def _job(archive: Path, out: Path, options: Options, job: Job, send: Connection,
     _die_with(parent)
     try:
         summary, written = Export(archive, out, options, job=job).run_job()
-        summary.peak_rss_mb = [_peak_rss_mb()]
+        mb = peak_rss_mb()
+        summary.peak_rss_mb = [] if mb is None else [mb]  # (not known: left out, never a 0)
         send.send((True, (summary, written)))
     except BaseException as exc:  # (all of it goes back: the starting process decides what it means)
         exc.add_note(f"in export job {job.index + 1} of {job.of}:\n{traceback.format_exc()}")
@@ -166,15 +168,3 @@ def _merged(summaries: list[Summary]) -> Summary:
         out.negative_levels += s.negative_levels
         out.peak_rss_mb += s.peak_rss_mb
     return out
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (Linux: ``VmHWM``; elsewhere 0: not known)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0

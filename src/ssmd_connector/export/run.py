@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import NoReturn, cast
 
 from ..archive.line import json_object, ts_ns
-from ..archive.reading import Problem, Reader, archive_files
+from ..archive.reading import Reader, archive_files, silent
 from ..clock import TimestampFormatter
 from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..coverage.model import Coverage
@@ -30,7 +30,7 @@ from ..kalshi.book import BookError, TooPrecise
 from ..kalshi.universe import series_of
 from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
 from .books import Books
-from .frames import MALFORMED_BOOK, Frame, Line, Msg, Source
+from .frames import BOOK_TYPES, MALFORMED_BOOK, Frame, Line, Msg, Source
 from .messages import Messages
 from .tables import TABLES, ValueTooPrecise
 from .writer import ROWS_PER_BATCH, Output, Written
@@ -97,10 +97,6 @@ class Job:
         return order % self.of == self.index
 
 
-def _quiet(problem: Problem) -> None:
-    """A problem job 0 reports."""
-
-
 class Export:
     def __init__(
         self, archive: Path, out: Path, options: Options, reader: Reader | None = None, job: Job | None = None
@@ -112,7 +108,7 @@ class Export:
         self.loud = self.reader
         """Where problems found in this job's own markets are reported."""
         if job.index:  # the archive's unreadable lines are job 0's to report
-            self.reader = Reader(on_problem=_quiet)
+            self.reader = Reader(on_problem=silent)
         self.output = Output(out, options.key(archive), job.index if job.of > 1 else None)
         self.bad_books = 0
         self.books = Books(options.depth, options.yes_price)
@@ -256,7 +252,7 @@ class Export:
             self._pass(summary)
         self._coverage_rows()
         summary.rows = dict(self.output.rows)
-        summary.problems = self.loud.problems if self.job.index else self.reader.problems
+        summary.problems = self.loud.problems  # (job 0's is its reader: every problem; another's, its markets')
         summary.malformed = self.bad_books + (0 if self.job.index else self.source.malformed)
         summary.unknown_deltas = self.books.unknown_deltas
         summary.negative_levels = self.books.negative
@@ -308,6 +304,7 @@ class Export:
         selecting = self.opts.tickers is not None or self.opts.series is not None or self.job.of > 1
         keep, watch, order = self._keep, self._watch, self._order
         job_index = self.job.index
+        book_types = BOOK_TYPES
         due = self._threshold()
         for i in range(lo, hi):
             ln = lines[i]
@@ -339,16 +336,20 @@ class Export:
                         continue
                 elif job_index and kind not in LIFECYCLE_TYPES:
                     continue  # a message of no market: job 0's (an event's lifecycle: every job's coverage)
-            if kind == "orderbook_delta":
+            if kind in book_types:
+                is_delta = kind == "orderbook_delta"
                 try:
-                    delta(ts, m)
+                    if is_delta:
+                        delta(ts, m)
+                    else:
+                        snapshot(ts, m)
                 except TooPrecise as exc:
                     self._inexact(i, kind, m, str(exc))
                 except BookError as exc:
                     self._bad_book(i, ts, kind, m, exc)
                 except decimal.Inexact:
                     self._inexact(i, kind, m)
-                if not self._next_tick:
+                if is_delta and not self._next_tick:
                     self._next_tick = self._tick_after(ts)
                     due = self._threshold()
             elif kind == "ticker":
@@ -357,15 +358,6 @@ class Export:
             elif kind == "trade":
                 if trades and books.emit:
                     msgs.trade(ts, m)
-            elif kind == "orderbook_snapshot":
-                try:
-                    snapshot(ts, m)
-                except TooPrecise as exc:
-                    self._inexact(i, kind, m, str(exc))
-                except BookError as exc:
-                    self._bad_book(i, ts, kind, m, exc)
-                except decimal.Inexact:
-                    self._inexact(i, kind, m)
             elif kind in LIFECYCLE_TYPES:
                 if lifecycle and (books.emit or not self.opts.start):
                     if not selecting or m.market_ticker or self._selected_event(m.series_ticker):
@@ -434,19 +426,19 @@ class Export:
         opening may be written after the archive moved on to the next day)."""
         day = cast("str", rows[0][0])[:10]
         if cast("str", rows[-1][0])[:10] == day:
-            self.output.write(table, day, list(zip(*rows, strict=True)))
+            self.output.write(table, day, rows)
             return
         start = 0
         for i in range(1, len(rows) + 1):
             if i == len(rows) or cast("str", rows[i][0])[:10] != day:
-                self.output.write(table, day, list(zip(*rows[start:i], strict=True)))
+                self.output.write(table, day, rows[start:i])
                 if i < len(rows):
                     start, day = i, cast("str", rows[i][0])[:10]
 
     def _coverage_rows(self) -> None:
         if "coverage" not in self.opts.tables:
             return
-        rows: dict[str, list[list[object]]] = {}
+        rows: dict[str, list[tuple[object, ...]]] = {}
         for m in self.coverage.finish(self.opts.start, self.opts.end):
             if not self._selected(m.ticker):
                 continue
@@ -454,7 +446,6 @@ class Export:
                 if start is None:
                     continue
                 row = (m.ticker, m.series, "subscribed", start, end, m.created, m.status, m.gaps, m.disconnects)
-                for col, value in zip(rows.setdefault(start[:10], [[] for _ in range(9)]), row, strict=True):
-                    col.append(value)
-        for day, buffers in sorted(rows.items()):
-            self.output.write("coverage", day, buffers)
+                rows.setdefault(start[:10], []).append(row)
+        for day, day_rows in sorted(rows.items()):
+            self.output.write("coverage", day, day_rows)

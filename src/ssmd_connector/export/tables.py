@@ -15,7 +15,7 @@ exchange's own time (``ts_ms``) as ``timestamp[ms, UTC]``; lifecycle times (seco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -152,14 +152,7 @@ def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Arra
     try:
         return text.cast(type_)
     except pa.ArrowInvalid:
-        for value in values:
-            if value:
-                try:
-                    pa.array([value], pa.string()).cast(type_)
-                except pa.ArrowInvalid:
-                    raise ValueTooPrecise(
-                        f"{column}: {value!r} is not a decimal that fits {type_} (never rounded)"
-                    ) from None
+        _name_refused(values, type_, column, lambda v: pa.array([v], pa.string()).cast(type_))
         raise
 
 
@@ -178,7 +171,7 @@ def _check_digits(values: Sequence[Any], type_: pa.DataType, column: str) -> Non
         except ArithmeticError:
             continue  # (not a number: the cast refuses it)
         if isinstance(digits.exponent, int) and (len(digits.digits) > 38 or digits.exponent < -38):
-            raise ValueTooPrecise(f"{column}: {value!r} is not a decimal that fits {type_} (never rounded)")
+            raise _refused(value, type_, column)
 
 
 def _exact(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Array:
@@ -188,15 +181,23 @@ def _exact(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Array:
     try:
         return pa.array(values, type_)
     except pa.ArrowInvalid:
-        for value in values:
-            if value is not None:
-                try:
-                    pa.array([value], type_)
-                except pa.ArrowInvalid:
-                    raise ValueTooPrecise(
-                        f"{column}: {value} is not a decimal that fits {type_} (never rounded)"
-                    ) from None
+        _name_refused(values, type_, column, lambda v: pa.array([v], type_))
         raise
+
+
+def _name_refused(values: Sequence[Any], type_: pa.DataType, column: str, one: Callable[[Any], object]) -> None:
+    """After Arrow refused a column: the value it refuses, one at a time, named (a zero, empty or
+    null value always fits)."""
+    for value in values:
+        if value:
+            try:
+                one(value)
+            except pa.ArrowInvalid:
+                raise _refused(value, type_, column) from None
+
+
+def _refused(value: object, type_: pa.DataType, column: str) -> ValueTooPrecise:
+    return ValueTooPrecise(f"{column}: {str(value)!r} is not a decimal that fits {type_} (never rounded)")
 
 
 def _levels(rows: Sequence[Sequence[tuple[Any, Any]] | None], column: str) -> pa.Array:

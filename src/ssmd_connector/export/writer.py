@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .tables import SCHEMAS, batch
@@ -43,12 +42,11 @@ TMP_PREFIX = ".tmp-"
 
 @dataclass(frozen=True)
 class Written:
-    """What one job wrote: its closed temporary files (with their final names), the partitions it
-    wrote to, and its row counts."""
+    """What one job wrote: its closed temporary files (with their final names) and the partitions it
+    wrote to (its row counts are in its summary)."""
 
     files: list[tuple[Path, Path]]
     parts: list[tuple[str, str]]
-    rows: dict[str, int]
 
 
 class OutputClash(ValueError):
@@ -100,18 +98,14 @@ class Output:
         name = f"{stem}.parquet" if not part else f"{stem}-{part}.parquet"
         return self.root / table / f"date={day}" / name
 
-    def write(self, table: str, day: str, buffers: Sequence[Sequence[object]]) -> None:
-        """Append buffered rows of ``table`` received on ``day`` (one row group)."""
-        if not buffers or not buffers[0]:
+    def write(self, table: str, day: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """Append buffered rows of ``table`` received on ``day`` (one row group; each row a tuple in
+        the table's column order)."""
+        if not rows:
             return
-        record = batch(table, buffers)
+        record = batch(table, list(zip(*rows, strict=True)))
         self._ensure(table, day).write_batch(record)
         self.rows[table] = self.rows.get(table, 0) + record.num_rows
-
-    def write_table(self, table: str, day: str, data: pa.Table) -> None:
-        for rb in data.to_batches():
-            self._ensure(table, day).write_batch(rb)
-            self.rows[table] = self.rows.get(table, 0) + rb.num_rows
 
     def _ensure(self, table: str, day: str) -> pq.ParquetWriter:
         entry = self._open.get((table, day))
@@ -175,7 +169,7 @@ class Output:
     def finish(self) -> Written:
         """A job's end: every file closed, left in the temporary directory for :meth:`adopt`."""
         self.close_before("9999")
-        written = Written(list(self._closed), sorted(self._parts), dict(self.rows))
+        written = Written(list(self._closed), sorted(self._parts))
         self._closed.clear()
         return written
 
@@ -184,8 +178,6 @@ class Output:
         self._closed.extend(written.files)
         for part in written.parts:
             self._parts.setdefault(part, 0)
-        for table, n in written.rows.items():
-            self.rows[table] = self.rows.get(table, 0) + n
 
     def discard(self) -> None:
         """Close and remove every temporary file; the previous output stays untouched."""

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from ..kalshi.book import BookError, OrderBook, dec
-from .source import Head, Recorded
+from .source import Recorded
 
 
 class Books:
@@ -26,10 +26,20 @@ class Books:
         driven negative)."""
 
     def apply(self, m: Recorded) -> None:
-        """Apply an archived message, if it is an order-book one."""
+        """Apply an archived message, if it is an order-book one; a delta uses the fields
+        :mod:`.source` already decoded."""
         kind = m.kind
         if kind == "orderbook_delta":
-            self.delta(m.head)
+            head = m.head
+            book = self._books.get(head.market_ticker)
+            if book is None:
+                self.problems += 1
+                return
+            try:
+                if book.change(head.side, dec(head.price_dollars), dec(head.delta_fp)) < 0:
+                    self.problems += 1
+            except BookError:
+                self.problems += 1
         elif kind == "orderbook_snapshot" and m.head.market_ticker:
             try:
                 body = msgspec.json.decode(m.msg)
@@ -38,18 +48,6 @@ class Books:
                 self._books[m.head.market_ticker] = OrderBook.from_snapshot(body)
             except (msgspec.DecodeError, BookError):
                 self.problems += 1
-
-    def delta(self, head: Head) -> None:
-        """Apply a delta from the fields :mod:`.source` already decoded (the replay's hot path)."""
-        book = self._books.get(head.market_ticker)
-        if book is None:
-            self.problems += 1
-            return
-        try:
-            if book.change(head.side, dec(head.price_dollars), dec(head.delta_fp)) < 0:
-                self.problems += 1
-        except BookError:
-            self.problems += 1
 
     def snapshot(self, ticker: str) -> dict[str, Any] | None:
         """The ``msg`` of an ``orderbook_snapshot`` for ``ticker`` now; ``None`` for a market the

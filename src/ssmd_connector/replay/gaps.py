@@ -57,6 +57,9 @@ class Holds:
     """Every market is held (a recorder restart) but those in ``released``."""
     released: set[str] = field(default_factory=set)
     _next: int = 0
+    active: bool = field(default=False, init=False)
+    """Whether any market is held now (kept as holds start and end, not computed: a replay asks
+    for every order-book message)."""
     due: str = field(init=False)
     """The earliest receive time at which the next hole may begin (past the last: a text above
     every time) — so a replay calls :meth:`check` only from then on, not for every frame."""
@@ -82,11 +85,13 @@ class Holds:
             if u.tickers is None:
                 self.everything, self.released = (ts, 0), set()
                 self.held.clear()
+                self.active = True
                 log.warning("replay: the recorder restarted here: every market's deltas held until its next snapshot")
                 continue
             for name in u.tickers:
                 self.released.discard(name)
                 self.held.setdefault(name, (ts, 0))
+            self.active = bool(self.held) or self.everything is not None
             log.warning(
                 "replay: the archive's order books have a hole here (%s, %d market(s)): their deltas are held "
                 "back until each one's next snapshot",
@@ -107,6 +112,7 @@ class Holds:
         self.held.pop(ticker, None)
         if self.everything is not None:
             self.released.add(ticker)
+        self.active = bool(self.held) or self.everything is not None
         if hold[1]:
             log.warning(
                 "replay: %s resumes at its next snapshot: %d delta(s) over %.3f s held back",
@@ -121,7 +127,3 @@ class Holds:
         if ticker in self.held:
             return True
         return self.everything is not None and ticker not in self.released
-
-    @property
-    def active(self) -> bool:
-        return bool(self.held) or self.everything is not None

@@ -259,13 +259,12 @@ class _Connection(WSListener):
                     for sub in session.by_channel.get(ORDERBOOK_DELTA, ()):  # the books as the window opens
                         for ticker in sub.order:
                             session.snapshot(sub, ticker)
-                head = m.head
-                ticker = head.market_ticker
+                ticker = m.head.market_ticker
                 if book:
                     if m.ts >= holds.due:
                         holds.check(m.ts, m.sid, m.seq, ticker)
-                    if (holds.held or holds.everything is not None) and holds.holds(kind, ticker, m.ts):
-                        continue  # (``holds.active``, spelled out: this runs for every book message)
+                    if holds.active and holds.holds(kind, ticker, m.ts):
+                        continue
                 if not m.live:  # before the window: only the books it starts with
                     if book:
                         books.apply(m)
@@ -278,9 +277,7 @@ class _Connection(WSListener):
                         await asyncio.sleep(wait)
                         if self.stop.is_set():
                             return
-                if kind == ORDERBOOK_DELTA:
-                    books.delta(head)
-                elif book:
+                if book:
                     books.apply(m)
                 channel = channel_of.get(kind)
                 if channel is not None:

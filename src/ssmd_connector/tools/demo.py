@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..archive import Reader, archive_files, read_lines
+from ..archive.reading import silent
 from ..assembly.recorder import Recorder
 from ..config import load
 from ..errors import ConfigError, KeySourceError
@@ -161,7 +162,7 @@ def _summary(recorder: Recorder, root: Path, feed: str) -> None:
         f"market universe: {added} market(s) added (at start-up and as Kalshi listed them), {removed} released "
         f"after settling; {events.get('shard_retired', 0)} connection(s) closed as they emptied"
     )
-    coverage = build(root, Filter(), Reader(on_problem=lambda _: None))
+    coverage = build(root, Filter(), Reader(on_problem=silent))
     matched = [m for m in coverage if m.matched]
     missed = [m.ticker for m in matched if not m.recorded]
     print(

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..archive import Reader
-from ..archive.reading import Problem, archive_files
+from ..archive.reading import archive_files, silent
 from ..export.jobs import JobFailed, default_jobs
 from ..export.jobs import export as run_export
 from ..export.run import Options
@@ -39,10 +39,6 @@ class Terminated(BaseException):
 
 def _terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
-
-
-def _quiet(problem: Problem) -> None:
-    """A problem the export itself reports."""
 
 
 def _names(text: str | None, what: str) -> frozenset[str] | None:
@@ -100,9 +96,8 @@ def export(
     if not archive_files(path, feed):
         of = f" of feed {feed!r}" if feed else ""
         return bad(f"{path}: no archive files{of} (expected <feed>.jsonl[.zst|.gz] files, in day directories)")
-    reader = Reader()
     if yes_price is None:
-        found = convention(path, Reader(on_problem=_quiet))  # (the export reads the ledgers again, and reports)
+        found = convention(path, Reader(on_problem=silent))  # (the export reads the ledgers again, and reports)
         if len(found) > 1:
             return bad(
                 f"{path}: order books were subscribed both with and without use_yes_price: "
@@ -155,7 +150,7 @@ def export(
         print(f"  {summary.unknown_deltas:,} delta(s) while a book was not known (book_known = false)")
     if summary.malformed:
         print(f"  {summary.malformed:,} market-data message(s) not in Kalshi's documented shape (skipped, reported)")
-    problems = reader.problems + summary.problems
+    problems = summary.problems
     if problems:
         print(f"{problems} unreadable line(s) skipped", file=sys.stderr)
     return 1 if strict and problems else 0

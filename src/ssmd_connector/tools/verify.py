@@ -26,6 +26,7 @@ from typing import Any
 from ..archive import Problem, Reader
 from ..archive.layout import segment_files, segment_of, time_order
 from ..archive.line import json_object, parse_line, ts_ns
+from ..archive.reading import silent
 from ..archive.segments import SEAL_GRACE_NS
 
 DAY_NS = 86_400 * 1_000_000_000
@@ -176,13 +177,14 @@ def _duplicates(files: list[Path]) -> int:
     first pass sets two bits per line in a bitmap of 32 bits a line (a Bloom filter) and keeps the
     hashes of the lines whose bits were all set already — every duplicate, and ~0.5 % of lines
     falsely; a second pass compares those lines themselves, so nothing is reported falsely."""
-    expected = sum(1 for f in files for _ in Reader(on_problem=_ignore).lines(f))
+    # (unreadable lines are reported once, by the segment check: these readers are silent)
+    expected = sum(1 for f in files for _ in Reader(on_problem=silent).lines(f))
     bits = max(1 << 16, 1 << (32 * max(expected, 1) - 1).bit_length())
     bitmap = bytearray(bits // 8)
     mask = bits - 1
     candidates: set[int] = set()
     for path in files:
-        for _, line in Reader(on_problem=_ignore).lines(path):
+        for _, line in Reader(on_problem=silent).lines(path):
             h = hash(line)
             a, b = h & mask, (h >> 32) & mask
             if bitmap[a >> 3] & (1 << (a & 7)) and bitmap[b >> 3] & (1 << (b & 7)):
@@ -195,7 +197,7 @@ def _duplicates(files: list[Path]) -> int:
     duplicates = repeats = 0
     example = ""
     for path in files:
-        for number, line in Reader(on_problem=_ignore).lines(path):
+        for number, line in Reader(on_problem=silent).lines(path):
             if hash(line) not in candidates:
                 continue
             if line not in seen_lines:
@@ -220,7 +222,3 @@ def _duplicates(files: list[Path]) -> int:
         return 0
     print(f"{where}: FAILED: {duplicates} duplicated line(s) of sequenced data, e.g. {example}")
     return 1
-
-
-def _ignore(_: Problem) -> None:
-    """(Unreadable lines are reported once, by the segment check.)"""
