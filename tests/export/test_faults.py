@@ -63,6 +63,84 @@ def test_a_blank_line_does_not_hide_a_line_holding_two_values(tmp_path: Path) ->
     assert numbers == [1, 3]
 
 
+def test_frames_of_types_without_a_table_change_no_row_and_are_no_problem(tmp_path: Path) -> None:
+    """Frames the export has no table for (another channel's, a reply whose ``msg`` is an array)
+    between market data: every table is what it is without them, and nothing is reported — in a
+    block decoded whole as in one read line by line (the same archive with a corrupt line in it)."""
+    snap = {"market_ticker": "KXA-1", "yes_dollars_fp": [["0.5", "3"]], "no_dollars_fp": [["0.4", "2"]]}
+    delta = {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": "-1", "side": "yes"}
+    data = [
+        {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": snap},
+        {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": delta},
+        {"type": "trade", "sid": 2, "seq": 1, "msg": _trade_msg()},
+    ]
+    others = [
+        {"type": "market_positions", "sid": 9, "msg": {"market_ticker": "KXA-1", "position_fp": "3.00"}},
+        {"id": 4, "type": "ok", "msg": [{"channel": "orderbook_delta", "sid": 1}]},
+        {"type": "ticker_v3", "sid": 8, "msg": {"market_ticker": "KXB-2", "price": [1, 2]}},
+    ]
+    plain, mixed, torn = tmp_path / "plain", tmp_path / "mixed", tmp_path / "torn"
+    for root, frames, tear in ((plain, data, False), (mixed, data, False), (torn, data, True)):
+        body = b""
+        for i, frame in enumerate(frames):
+            body += _line(T0_NS + i * 1000, frame)
+            if root is not plain:
+                body += b"".join(_line(T0_NS + i * 1000 + 1, o) for o in others)
+        if tear:
+            body += b'{"ts":"corrupt\n'
+        (root / ts(T0_NS)[:10]).mkdir(parents=True)
+        (root / ts(T0_NS)[:10] / "kalshi.jsonl").write_bytes(body)
+    tables = ("book_deltas", "quotes", "trades", "tickers")
+    want = {t: rows(_exported(plain, tmp_path / "o-plain"), t) for t in tables}
+    for root in (mixed, torn):
+        out = _exported(root, tmp_path / f"o-{root.name}")
+        for t in tables:
+            got = [{k: v for k, v in r.items() if k != "ts"} for r in rows(out, t)]
+            assert got == [{k: v for k, v in r.items() if k != "ts"} for r in want[t]], (root.name, t)
+    numbers, problems = _source_read(torn / ts(T0_NS)[:10] / "kalshi.jsonl")
+    assert [(p.line, p.reason) for p in problems] == [(13, "not an archive line (corrupt or torn)")]
+    assert numbers == [1, 2, 4, 5, 6, 8, 9, 10, 12]  # (line by line: the replies are passed over as read)
+
+
+def _trade_msg() -> dict[str, Any]:
+    return {"market_ticker": "KXA-1", "trade_id": "t1", "yes_price_dollars": "0.5", "count_fp": "1.00"}
+
+
+def _exported(archive: Path, out: Path) -> Path:
+    problems: list[Problem] = []
+    summary = Export(archive, out, Options(), Reader(on_problem=problems.append)).run()
+    assert summary.problems == len(problems)
+    return out
+
+
+def test_a_book_value_finer_than_a_millionth_is_refused_not_rounded(tmp_path: Path) -> None:
+    """The books count in millionths (the columns' scale): a price or size with a seventh decimal
+    place could never be written exactly, so the export stops on it (exit 3, named), whichever
+    book table is asked for; a trailing zero past the sixth place is no finer, and is kept."""
+    snap = {"market_ticker": "KXA-1", "yes_dollars_fp": [["0.5", "1.0000000"]], "no_dollars_fp": []}
+    for name, delta_fp, ok in (("fine", "0.0000001", False), ("zeros", "2.0000000", True)):
+        delta = {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": delta_fp, "side": "yes"}
+        archive = write_archive(
+            tmp_path / name,
+            [
+                (T0_NS, {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": snap}),
+                (T0_NS + 1000, {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": delta}),
+            ],
+        )
+        for table in ("book_deltas", "quotes", "book_snapshots"):
+            out = tmp_path / f"o-{name}-{table}"
+            done = ssmd_export(str(archive), "--out", str(out), "--tables", table, "--jobs", "1")
+            if ok:
+                assert done.returncode == 0, done.stderr
+                continue
+            assert done.returncode == 3 and "Traceback" not in done.stderr, (table, done.stderr)
+            assert "'0.0000001' is not a decimal that fits" in done.stderr and "line 2" in done.stderr, done.stderr
+            assert not rows(out, table)
+        if ok:
+            sizes = [r["size_after"] for r in rows(tmp_path / f"o-{name}-book_deltas", "book_deltas")]
+            assert [str(s) for s in sizes] == ["1.000000", "3.000000"]
+
+
 # -- never rounded -------------------------------------------------------------------------------
 
 

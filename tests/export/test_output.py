@@ -42,10 +42,11 @@ def test_a_killed_runs_temporary_files_are_outside_the_tables_and_removed_by_the
     assert [p.name for p in out.iterdir()] == ["trades"]
 
 
-def _rows() -> list[tuple[object, ...]]:
+def _rows() -> list[list[object]]:
+    """One trade row, as the columns ``Output.write`` takes."""
     msg = _trade(7)[1]["msg"]
     row = ("2026-11-25T07:20:00.000000Z", None, msg["market_ticker"], msg["trade_id"], msg["yes_price_dollars"])
-    return [(*row, msg["no_price_dollars"], msg["count_fp"], "yes", None, None, False)]
+    return [[value] for value in (*row, msg["no_price_dollars"], msg["count_fp"], "yes", None, None, False)]
 
 
 def test_a_different_request_into_the_same_partition_is_refused(tmp_path: Path) -> None:

@@ -12,16 +12,17 @@ and no ``size_after``, and is not applied: no row ever comes from a wrong book.
 Prices are kept in Kalshi's default terms (NO levels priced as NO): messages of ``use_yes_price``
 subscriptions are turned back first. The best bid of each side is kept incrementally (a new level
 above it, or its own level changing), so finding the top costs a comparison, not a scan.
+
+Numbers are exact integer millionths (:mod:`.fixed`); rows are buffered flat (a row's values one
+after another, :data:`~.tables.WIDTH` per row), so no object outlives a row but its values.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
+from ..kalshi.book import Book, BookError, fill, no_prices
+from .fixed import MICROS, ONE, micros
+from .frames import DeltaMsg, Msg, SnapshotMsg
 
-from ..kalshi.book import BookError, OrderBook, dec, no_prices
-from .frames import Msg
-
-ONE = Decimal(1)
 SIDES = frozenset({"yes", "no"})
 
 
@@ -29,18 +30,15 @@ class _Market:
     __slots__ = ("best", "book", "dirty")
 
     def __init__(self) -> None:
-        self.book: OrderBook | None = None
-        self.best: dict[str, Decimal | None] = {"yes": None, "no": None}
+        self.book: Book[int] | None = None
+        self.best: dict[str, int | None] = {"yes": None, "no": None}
         """Each side's best bid, kept as deltas arrive."""
         self.dirty = False
 
 
-Row = tuple[object, ...]
-
-
 class Books:
-    """Per market: the book and its top. Rows (tuples in the tables' column order; prices and
-    sizes as exact ``Decimal``) go to lists the caller reads and empties."""
+    """Per market: the book and its top. Rows (flat, in the tables' column order; prices and sizes
+    in exact millionths) go to lists the caller reads and empties."""
 
     def __init__(self, depth: int, yes_price: bool) -> None:
         self.depth = depth
@@ -48,9 +46,9 @@ class Books:
         self.markets: dict[str, _Market] = {}
         self.emit = True
         """False before the window opens: books are kept, no row is written."""
-        self.deltas: list[Row] = []
-        self.quotes: list[Row] = []
-        self.snapshots: list[Row] = []
+        self.deltas: list[object] = []
+        self.quotes: list[object] = []
+        self.snapshots: list[object] = []
         self.unknown_deltas = 0
         self.negative = 0
 
@@ -61,10 +59,11 @@ class Books:
         return st
 
     # -- messages --------------------------------------------------------------------------
-    def snapshot(self, ts: str, m: Msg) -> None:
+    def snapshot(self, ts: str, m: SnapshotMsg | Msg) -> None:
         """An exchange snapshot: the book is known from here, whatever came before."""
-        msg = {"market_id": m.market_id, "yes_dollars_fp": m.yes_dollars_fp, "no_dollars_fp": m.no_dollars_fp}
-        book = OrderBook.from_snapshot(no_prices(msg) if self.yes_price else msg)
+        msg = {"yes_dollars_fp": m.yes_dollars_fp, "no_dollars_fp": m.no_dollars_fp}
+        book = Book[int](m.market_id)
+        fill(book, no_prices(msg) if self.yes_price else msg, micros)
         st = self._market(m.market_ticker)
         st.book = book
         st.best["yes"] = max(book.yes) if book.yes else None
@@ -92,14 +91,14 @@ class Books:
         rows = 0
         for side in ("yes", "no"):
             for price, size in sorted(book.side(side).items()):
-                d.append((ts, ms, t, side, price, size, size, True, True))
+                d += (ts, ms, t, side, price, size, size, True, True)
                 rows += 1
         if not rows:  # an empty book: one row says so, or the table alone could not reset it
-            d.append((ts, ms, t, None, None, None, None, True, True))
+            d += (ts, ms, t, None, None, None, None, True, True)
         self._snapshot_row(ts, ms, t, source, book)
         self._quote(ts, ms, t, st)
 
-    def delta(self, ts: str, m: Msg) -> None:
+    def delta(self, ts: str, m: DeltaMsg | Msg) -> None:
         """A delta, applied if the book is known. :class:`BookError` for one not in the documented
         shape (a price or size that is not a finite decimal, an unknown side): nothing is changed."""
         t = m.market_ticker
@@ -110,14 +109,14 @@ class Books:
         side = m.side
         if side not in SIDES:
             raise BookError(f"side: expected 'yes' or 'no', got {side!r}")
-        price = dec(m.price_dollars or "")  # (kalshi.book keeps the texts it has read: prices repeat endlessly)
+        price = MICROS[m.price_dollars or ""]  # (a lookup: prices repeat endlessly)
         if self.yes_price and side == "no":
             price = ONE - price
-        change = dec(m.delta_fp)
+        change = MICROS[m.delta_fp]
         if book is None:
             self.unknown_deltas += 1
             if self.emit:
-                self.deltas.append((ts, m.ts_ms, t, side, price, change, None, False, False))
+                self.deltas += (ts, m.ts_ms, t, side, price, change, None, False, False)
             return
         size = book.change(side, price, change)
         if size < 0:  # the book cannot explain this: it is no longer known
@@ -125,11 +124,11 @@ class Books:
             self.invalidate(ts, t)
             self.unknown_deltas += 1
             if self.emit:
-                self.deltas.append((ts, m.ts_ms, t, side, price, change, None, False, False))
+                self.deltas += (ts, m.ts_ms, t, side, price, change, None, False, False)
             return
         st.dirty = True
         if self.emit:
-            self.deltas.append((ts, m.ts_ms, t, side, price, change, size, False, True))
+            self.deltas += (ts, m.ts_ms, t, side, price, change, size, False, True)
         best = st.best[side]
         if best is None or price > best:
             if not size:
@@ -159,8 +158,8 @@ class Books:
             self._unknown_rows(ts, ticker)
 
     def _unknown_rows(self, ts: str, ticker: str) -> None:
-        self.quotes.append((ts, None, ticker, False, None, None, None, None, None, None, None, None))
-        self.deltas.append((ts, None, ticker, None, None, None, None, False, False))
+        self.quotes += (ts, None, ticker, False, None, None, None, None, None, None, None, None)
+        self.deltas += (ts, None, ticker, None, None, None, None, False, False)
 
     def tick(self, ts: str) -> None:
         """A ``book_snapshots`` row at ``ts`` for every known book that changed since its last row."""
@@ -171,9 +170,9 @@ class Books:
                     self._snapshot_row(ts, None, ticker, "interval", st.book)
 
     # -- rows ------------------------------------------------------------------------------
-    def _snapshot_row(self, ts: str, ms: int | None, ticker: str, source: str, book: OrderBook) -> None:
+    def _snapshot_row(self, ts: str, ms: int | None, ticker: str, source: str, book: Book[int]) -> None:
         depth = self.depth
-        self.snapshots.append((ts, ms, ticker, source, book.top("yes", depth), book.top("no", depth)))
+        self.snapshots += (ts, ms, ticker, source, book.top("yes", depth), book.top("no", depth))
 
     def _quote(self, ts: str, ms: int | None, ticker: str, st: _Market) -> None:
         book = st.book
@@ -181,19 +180,17 @@ class Books:
         yb, nb = st.best["yes"], st.best["no"]
         ybs = book.yes[yb] if yb is not None else None
         nbs = book.no[nb] if nb is not None else None
-        self.quotes.append(
-            (
-                ts,
-                ms,
-                ticker,
-                True,
-                yb,
-                ybs,
-                None if nb is None else ONE - nb,  # a YES ask is one minus the best NO bid
-                nbs,
-                nb,
-                nbs,
-                None if yb is None else ONE - yb,
-                ybs,
-            )
+        self.quotes += (
+            ts,
+            ms,
+            ticker,
+            True,
+            yb,
+            ybs,
+            None if nb is None else ONE - nb,  # a YES ask is one minus the best NO bid
+            nbs,
+            nb,
+            nbs,
+            None if yb is None else ONE - yb,
+            ybs,
         )

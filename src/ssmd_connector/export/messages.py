@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .frames import Msg
+from .frames import LifecycleMsg, Msg, TickerMsg, TradeMsg
 
 
 def _json(raw: msgspec.Raw) -> str | None:
@@ -18,74 +18,65 @@ def _json(raw: msgspec.Raw) -> str | None:
     return None if not text or text == "null" else text
 
 
-Row = tuple[object, ...]
-
-
 class Messages:
-    """Rows of the three message tables (tuples in their column order), read and emptied by the
-    caller."""
+    """Rows of the three message tables (flat: a row's values one after another, in column order),
+    read and emptied by the caller."""
 
     def __init__(self) -> None:
-        self.trades: list[Row] = []
-        self.tickers: list[Row] = []
-        self.lifecycle: list[Row] = []
+        self.trades: list[object] = []
+        self.tickers: list[object] = []
+        self.lifecycle: list[object] = []
 
-    def trade(self, ts: str, m: Msg) -> None:
-        self.trades.append(
-            (
-                ts,
-                m.ts_ms,
-                m.market_ticker,
-                m.trade_id,
-                m.yes_price_dollars,
-                m.no_price_dollars,
-                m.count_fp,
-                m.taker_side,
-                m.taker_outcome_side,
-                m.taker_book_side,
-                m.is_block_trade,
-            )
+    def trade(self, ts: str, m: TradeMsg | Msg) -> None:
+        self.trades += (
+            ts,
+            m.ts_ms,
+            m.market_ticker,
+            m.trade_id,
+            m.yes_price_dollars,
+            m.no_price_dollars,
+            m.count_fp,
+            m.taker_side,
+            m.taker_outcome_side,
+            m.taker_book_side,
+            m.is_block_trade,
         )
 
-    def ticker(self, ts: str, m: Msg) -> None:
-        self.tickers.append(
-            (
-                ts,
-                m.ts_ms,
-                m.market_ticker,
-                m.price_dollars,
-                m.yes_bid_dollars,
-                m.yes_ask_dollars,
-                m.yes_bid_size_fp,
-                m.yes_ask_size_fp,
-                m.last_trade_size_fp,
-                m.volume_fp,
-                m.open_interest_fp,
-                m.dollar_volume,
-                m.dollar_open_interest,
-            )
+    def ticker(self, ts: str, m: TickerMsg | Msg) -> None:
+        self.tickers += (
+            ts,
+            m.ts_ms,
+            m.market_ticker,
+            m.price_dollars,
+            m.yes_bid_dollars,
+            m.yes_ask_dollars,
+            m.yes_bid_size_fp,
+            m.yes_ask_size_fp,
+            m.last_trade_size_fp,
+            m.volume_fp,
+            m.open_interest_fp,
+            m.dollar_volume,
+            m.dollar_open_interest,
         )
 
-    def lifecycle_event(self, ts: str, kind: str, m: Msg) -> None:
-        self.lifecycle.append(
-            (
-                ts,
-                m.ts_ms,
-                m.market_ticker or None,
-                kind,
-                m.event_type,
-                m.event_ticker,
-                m.series_ticker,
-                m.title,
-                m.open_ts,
-                m.close_ts,
-                m.determination_ts,
-                m.settled_ts,
-                m.result,
-                m.settlement_value,
-                m.is_deactivated,
-                m.price_level_structure,
-                _json(m.price_ranges),
-                _json(m.additional_metadata),
-            )
+    def lifecycle_event(self, ts: str, kind: str, m: LifecycleMsg | Msg) -> None:
+        self.lifecycle += (
+            ts,
+            m.ts_ms,
+            m.market_ticker or None,
+            kind,
+            m.event_type,
+            m.event_ticker,
+            m.series_ticker,
+            m.title,
+            m.open_ts,
+            m.close_ts,
+            m.determination_ts,
+            m.settled_ts,
+            m.result,
+            m.settlement_value,
+            m.is_deactivated,
+            m.price_level_structure,
+            _json(m.price_ranges),
+            _json(m.additional_metadata),
         )

@@ -16,10 +16,10 @@ import json
 import time
 import zlib
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 from ..archive.line import json_object, ts_ns
 from ..archive.reading import Reader, archive_files, silent
@@ -30,9 +30,19 @@ from ..kalshi.book import BookError, TooPrecise
 from ..kalshi.universe import series_of
 from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
 from .books import Books
-from .frames import BOOK_TYPES, MALFORMED_BOOK, Frame, Line, Msg, Source
+from .frames import (
+    BOOK_TYPES,
+    MALFORMED_BOOK,
+    AnyFrame,
+    AnyLine,
+    DeltaMsg,
+    LifecycleMsg,
+    Msg,
+    SnapshotMsg,
+    Source,
+)
 from .messages import Messages
-from .tables import TABLES, ValueTooPrecise
+from .tables import TABLES, WIDTH, ValueTooPrecise
 from .writer import ROWS_PER_BATCH, Output, Written
 
 LIFECYCLE_TYPES = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE, "event_fee_update"})
@@ -269,7 +279,7 @@ class Export:
                 break
         self._flush(1)
 
-    def _lines(self, lines: list[Line]) -> int:
+    def _lines(self, lines: Sequence[AnyLine]) -> int:
         """One block, split where the day changes (each day is its own partition)."""
         if not lines:
             return 0
@@ -296,7 +306,7 @@ class Export:
                 break
         return len(lines)
 
-    def _frames(self, lines: list[Line], lo: int, hi: int) -> None:
+    def _frames(self, lines: Sequence[AnyLine], lo: int, hi: int) -> None:
         books, msgs, want = self.books, self.msgs, self.opts.tables
         delta, snapshot = books.delta, books.snapshot
         trades, tickers = ("trades" in want), ("tickers" in want)
@@ -314,14 +324,16 @@ class Export:
                 if self._ended:
                     return
             data = ln.data
-            if data.__class__ is not Frame:
+            if data is None or data.__class__ is str:
                 continue
-            m = data.msg
+            frame: AnyFrame = data  # type: ignore[assignment]  # (neither text nor absent: a frame)
+            # The frame's type decides which message struct ``m`` is (a cast per line would cost a call).
+            m: Any = frame.msg
             if m is None:
                 continue
-            kind = data.type
+            kind = frame.kind
             if watch and kind == "orderbook_delta":  # before the selection: the same rows either way
-                gaps = watch.get((data.sid, data.seq))
+                gaps = watch.get((frame.sid, frame.seq))
                 if gaps is not None:
                     self._revealed(gaps, ts, m.market_ticker)
                     due = self._threshold()
@@ -366,7 +378,7 @@ class Export:
             elif kind == MALFORMED_BOOK:
                 books.invalidate(ts, m.market_ticker)
 
-    def _bad_book(self, index: int, ts: str, kind: str, m: Msg, exc: BookError) -> None:
+    def _bad_book(self, index: int, ts: str, kind: str, m: DeltaMsg | SnapshotMsg | Msg, exc: BookError) -> None:
         """An order-book message with a value the book cannot take: reported, and the market's book
         is not known until its next snapshot (never left as if the message had not come)."""
         self.bad_books += 1
@@ -377,8 +389,12 @@ class Export:
         )
         self.books.invalidate(ts, m.market_ticker)
 
-    def _inexact(self, index: int, kind: str, m: Msg, why: str = "") -> NoReturn:
-        values = f"price {m.price_dollars!r}, change {m.delta_fp!r}" if kind == "orderbook_delta" else "its levels"
+    def _inexact(self, index: int, kind: str, m: DeltaMsg | SnapshotMsg | Msg, why: str = "") -> NoReturn:
+        values = (
+            f"price {m.price_dollars!r}, change {m.delta_fp!r}"
+            if not isinstance(m, SnapshotMsg) and kind == "orderbook_delta"
+            else "its levels"
+        )
         why = why or f"a book value needing more than {EXACT.prec} significant digits"
         raise ValueTooPrecise(
             f"{self.source.path} line {self.source.number(index)}: {kind} for {m.market_ticker!r} ({values}): "
@@ -398,7 +414,7 @@ class Export:
         o = self.opts
         return o.tickers is None and (o.series is None or series in o.series) and not self.job.index
 
-    def _lifecycle_coverage(self, ts: str, kind: str, m: Msg) -> None:
+    def _lifecycle_coverage(self, ts: str, kind: str, m: LifecycleMsg | Msg) -> None:
         msg = {k: getattr(m, k) for k in ("market_ticker", "event_type", "event_ticker", "series_ticker")}
         meta = json_object(bytes(m.additional_metadata))  # (None for one that is not an object)
         if meta is not None:
@@ -408,7 +424,7 @@ class Export:
     # -- output ----------------------------------------------------------------------------
     def _flush(self, at_least: int) -> None:
         want = self.opts.tables
-        for table, rows in (
+        for table, flat in (
             ("book_deltas", self.books.deltas),
             ("quotes", self.books.quotes),
             ("book_snapshots", self.books.snapshots),
@@ -416,24 +432,26 @@ class Export:
             ("tickers", self.msgs.tickers),
             ("lifecycle", self.msgs.lifecycle),
         ):
-            if rows and len(rows) >= at_least:
+            width = WIDTH[table]
+            if flat and len(flat) >= at_least * width:
                 if table in want:
-                    self._write(table, rows)
-                rows.clear()
+                    self._write(table, [flat[i::width] for i in range(width)])
+                flat.clear()
 
-    def _write(self, table: str, rows: list[tuple[object, ...]]) -> None:
+    def _write(self, table: str, columns: list[list[object]]) -> None:
         """Buffered rows into their own receive day's partition (a snapshot tick or the window's
         opening may be written after the archive moved on to the next day)."""
-        day = cast("str", rows[0][0])[:10]
-        if cast("str", rows[-1][0])[:10] == day:
-            self.output.write(table, day, rows)
+        times = cast("list[str]", columns[0])
+        day = times[0][:10]
+        if times[-1][:10] == day:
+            self.output.write(table, day, columns)
             return
         start = 0
-        for i in range(1, len(rows) + 1):
-            if i == len(rows) or cast("str", rows[i][0])[:10] != day:
-                self.output.write(table, day, rows[start:i])
-                if i < len(rows):
-                    start, day = i, cast("str", rows[i][0])[:10]
+        for i in range(1, len(times) + 1):
+            if i == len(times) or times[i][:10] != day:
+                self.output.write(table, day, [c[start:i] for c in columns])
+                if i < len(times):
+                    start, day = i, times[i][:10]
 
     def _coverage_rows(self) -> None:
         if "coverage" not in self.opts.tables:
@@ -448,4 +466,4 @@ class Export:
                 row = (m.ticker, m.series, "subscribed", start, end, m.created, m.status, m.gaps, m.disconnects)
                 rows.setdefault(start[:10], []).append(row)
         for day, day_rows in sorted(rows.items()):
-            self.output.write("coverage", day, day_rows)
+            self.output.write("coverage", day, list(zip(*day_rows, strict=True)))

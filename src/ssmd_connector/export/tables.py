@@ -1,8 +1,8 @@
 """The tables' columns, their Arrow types, and how buffered Python values become Arrow arrays.
 
 Exactness: prices and quantities are Parquet ``DECIMAL`` columns (Arrow ``decimal128``), built by
-Arrow's own string-to-decimal cast from the exact text Kalshi sent (or ``str`` of an exact
-``Decimal``): never a float. The cast refuses a value that does not fit the column's scale instead
+Arrow's own string-to-decimal cast from the exact text Kalshi sent, or from the books' exact
+integer millionths (:mod:`.fixed`): never a float. The cast refuses a value that does not fit the column's scale instead
 of rounding it; :class:`ValueTooPrecise` names it. Decimals, not strings, because DuckDB and polars
 read ``DECIMAL`` as a number (sums, comparisons, ``ORDER BY`` work as-is), and no float ever
 enters a query unless the user casts. Scales: Kalshi prices have at most 4 places (sub-penny
@@ -23,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .fixed import decimal, to_arrow
+
 PRICE = pa.decimal128(18, 6)
 SIZE = pa.decimal128(24, 6)
 RECEIVED = pa.timestamp("us", tz="UTC")
@@ -42,9 +44,9 @@ class Column:
     type: pa.DataType
     source: str
     """How the buffered values are given: ``ts`` (archive time text), ``ms`` / ``s`` (integers),
-    ``dec`` (decimal text as Kalshi sent it, ``""`` or ``None`` for null), ``exact`` (``Decimal``
-    or ``None``: what the books computed), ``levels`` (lists of ``(price, size)`` ``Decimal``
-    pairs), or ``plain`` (Python values of the column's type)."""
+    ``dec`` (decimal text as Kalshi sent it, ``""`` or ``None`` for null), ``micros`` (integer
+    millionths or ``None``: what the books computed), ``levels`` (lists of ``(price, size)``
+    pairs in millionths), or ``plain`` (Python values of the column's type)."""
 
 
 def _c(name: str, type_: pa.DataType, source: str = "plain") -> Column:
@@ -68,9 +70,9 @@ TABLES: dict[str, list[Column]] = {
     "book_deltas": [
         *_HEAD,
         _c("side", pa.string()),
-        _c("price", PRICE, "exact"),
-        _c("change", SIZE, "exact"),
-        _c("size_after", SIZE, "exact"),
+        _c("price", PRICE, "micros"),
+        _c("change", SIZE, "micros"),
+        _c("size_after", SIZE, "micros"),
         _c("is_snapshot", pa.bool_()),
         _c("book_known", pa.bool_()),
     ],
@@ -83,14 +85,14 @@ TABLES: dict[str, list[Column]] = {
     "quotes": [
         *_HEAD,
         _c("book_known", pa.bool_()),
-        _c("yes_bid", PRICE, "exact"),
-        _c("yes_bid_size", SIZE, "exact"),
-        _c("yes_ask", PRICE, "exact"),
-        _c("yes_ask_size", SIZE, "exact"),
-        _c("no_bid", PRICE, "exact"),
-        _c("no_bid_size", SIZE, "exact"),
-        _c("no_ask", PRICE, "exact"),
-        _c("no_ask_size", SIZE, "exact"),
+        _c("yes_bid", PRICE, "micros"),
+        _c("yes_bid_size", SIZE, "micros"),
+        _c("yes_ask", PRICE, "micros"),
+        _c("yes_ask_size", SIZE, "micros"),
+        _c("no_bid", PRICE, "micros"),
+        _c("no_bid_size", SIZE, "micros"),
+        _c("no_ask", PRICE, "micros"),
+        _c("no_ask_size", SIZE, "micros"),
     ],
     "tickers": [
         *_HEAD,
@@ -138,6 +140,8 @@ TABLES: dict[str, list[Column]] = {
 """Every table's columns, in order. ``ts`` is always the receive time (``coverage``: ``start``)."""
 
 SCHEMAS = {name: pa.schema([(c.name, c.type) for c in cols]) for name, cols in TABLES.items()}
+WIDTH = {name: len(cols) for name, cols in TABLES.items()}
+"""Values per row: rows are buffered flat, a row's values one after another (no tuple per row)."""
 
 
 def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Array:
@@ -174,14 +178,18 @@ def _check_digits(values: Sequence[Any], type_: pa.DataType, column: str) -> Non
             raise _refused(value, type_, column)
 
 
-def _exact(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Array:
-    """``Decimal`` values straight into Arrow (no text on the way), which refuses one that would
-    lose a digit at the column's scale. They come from the books, whose every input is bounded by
-    :func:`~ssmd_connector.kalshi.book.dec` (at most 37 digits: nothing Arrow would write as 0)."""
+def _micros(values: Sequence[int | None], type_: pa.Decimal128Type, column: str) -> pa.Array:
+    """The books' millionths into Arrow as they are (:func:`.fixed.to_arrow`); one too large for
+    the column is named (every input is bounded by :func:`~ssmd_connector.kalshi.book.dec`, but a
+    sum can pass a column's digits)."""
     try:
-        return pa.array(values, type_)
+        return to_arrow(values, type_)
+    except OverflowError:
+        exact = [None if v is None else decimal(v) for v in values]
+    try:  # (rare: a value past 64 bits, or past the column's digits)
+        return pa.array(exact, type_)
     except pa.ArrowInvalid:
-        _name_refused(values, type_, column, lambda v: pa.array([v], type_))
+        _name_refused(exact, type_, column, lambda v: pa.array([v], type_))
         raise
 
 
@@ -209,7 +217,9 @@ def _levels(rows: Sequence[Sequence[tuple[Any, Any]] | None], column: str) -> pa
             prices.append(p)
             sizes.append(q)
         offsets.append(len(prices))
-    inner = pa.StructArray.from_arrays([_exact(prices, PRICE, column), _exact(sizes, SIZE, column)], fields=list(LEVEL))
+    inner = pa.StructArray.from_arrays(
+        [_micros(prices, PRICE, column), _micros(sizes, SIZE, column)], fields=list(LEVEL)
+    )
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner, type=LEVELS)
 
 
@@ -220,8 +230,8 @@ def array(column: Column, values: Sequence[Any]) -> pa.Array:
         return pa.array(values, pa.string()).cast(column.type)
     if source in ("ms", "s"):
         return pa.array(values, pa.int64()).cast(column.type)
-    if source == "exact":
-        return _exact(values, column.type, column.name)
+    if source == "micros":
+        return _micros(values, column.type, column.name)
     if source == "dec":
         return _decimals(values, column.type, column.name)
     if source == "levels":

@@ -98,12 +98,12 @@ class Output:
         name = f"{stem}.parquet" if not part else f"{stem}-{part}.parquet"
         return self.root / table / f"date={day}" / name
 
-    def write(self, table: str, day: str, rows: Sequence[tuple[object, ...]]) -> None:
-        """Append buffered rows of ``table`` received on ``day`` (one row group; each row a tuple in
-        the table's column order)."""
-        if not rows:
+    def write(self, table: str, day: str, columns: Sequence[Sequence[object]]) -> None:
+        """Append buffered rows of ``table`` received on ``day``, given as its columns (in
+        :data:`~.tables.TABLES` order): one row group."""
+        if not columns[0]:
             return
-        record = batch(table, list(zip(*rows, strict=True)))
+        record = batch(table, columns)
         self._ensure(table, day).write_batch(record)
         self.rows[table] = self.rows.get(table, 0) + record.num_rows
 

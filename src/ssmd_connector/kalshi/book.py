@@ -9,14 +9,16 @@ strings (sub-penny ticks, fractional counts) that must never pass through a floa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 SIDES = ("yes", "no")
 
-_ZERO = Decimal(0)
+N = TypeVar("N", Decimal, int)
+"""A book's number: ``Decimal``, or an ``int`` count of a fixed fraction (the export's columns'
+scale, :mod:`ssmd_connector.export.fixed`) — both exact."""
 
 Levels = dict[Decimal, Decimal]
 """price → size, both exact."""
@@ -88,36 +90,72 @@ def size_text(q: Decimal) -> str:
 
 
 @dataclass(slots=True)
-class OrderBook:
-    """YES bids and NO bids of one market, as of the last message applied."""
+class Book(Generic[N]):
+    """YES bids and NO bids of one market, in any exact number type: the rules every book follows
+    (both sides are bids; a level changes by an exact amount and is gone at exactly zero)."""
 
     market_id: str = ""
-    yes: Levels = field(default_factory=dict)
-    no: Levels = field(default_factory=dict)
+    yes: dict[N, N] = field(default_factory=dict)
+    no: dict[N, N] = field(default_factory=dict)
 
-    @classmethod
-    def from_snapshot(cls, msg: Mapping[str, Any]) -> OrderBook:
-        """The book an ``orderbook_snapshot`` message states (a missing side key is an empty side)."""
-        book = cls(market_id=str(msg.get("market_id", "")))
-        for side in SIDES:
-            levels = msg.get(f"{side}_dollars_fp") or []
-            if not isinstance(levels, list):
-                raise BookError(f"{side}_dollars_fp: expected a list of [price, size], got {levels!r}")
-            target = book.side(side)
-            for level in levels:
-                if not isinstance(level, list) or len(level) != 2:
-                    raise BookError(f"{side}_dollars_fp: expected [price, size], got {level!r}")
-                size = dec(level[1])
-                if size:
-                    target[dec(level[0])] = size
-        return book
-
-    def side(self, side: object) -> Levels:
+    def side(self, side: object) -> dict[N, N]:
         if side == "yes":
             return self.yes
         if side == "no":
             return self.no
         raise BookError(f"side: expected 'yes' or 'no', got {side!r}")
+
+    def change(self, side: object, price: N, delta: N) -> N:
+        """Change one level by an exact amount and return its size after; a level at exactly zero
+        is removed. Already-parsed values: the export's hot path parses each price once."""
+        level = self.yes if side == "yes" else self.side(side)  # (the common case without a call)
+        size = level.get(price, 0) + delta
+        if size:
+            level[price] = size
+        else:
+            level.pop(price, None)
+        return size
+
+    def best(self, side: object) -> tuple[N, N] | None:
+        """The best (highest) bid of a side with its size, or ``None`` for an empty side."""
+        levels = self.side(side)
+        if not levels:
+            return None
+        p = max(levels)
+        return p, levels[p]
+
+    def top(self, side: object, depth: int) -> list[tuple[N, N]]:
+        """A side's best ``depth`` levels, best first."""
+        return sorted(self.side(side).items(), reverse=True)[:depth]
+
+
+def fill(book: Book[N], msg: Mapping[str, Any], parse: Callable[[object], N]) -> None:
+    """Set ``book``'s levels to what an ``orderbook_snapshot`` message states (a missing side key
+    is an empty side), each price and size read by ``parse``."""
+    for side in SIDES:
+        levels = msg.get(f"{side}_dollars_fp") or []
+        if not isinstance(levels, list):
+            raise BookError(f"{side}_dollars_fp: expected a list of [price, size], got {levels!r}")
+        target = book.side(side)
+        target.clear()
+        for level in levels:
+            if not isinstance(level, list) or len(level) != 2:
+                raise BookError(f"{side}_dollars_fp: expected [price, size], got {level!r}")
+            size = parse(level[1])
+            if size:
+                target[parse(level[0])] = size
+
+
+@dataclass(slots=True)
+class OrderBook(Book[Decimal]):
+    """A book in ``Decimal``, read from and written as Kalshi's messages."""
+
+    @classmethod
+    def from_snapshot(cls, msg: Mapping[str, Any]) -> OrderBook:
+        """The book an ``orderbook_snapshot`` message states (a missing side key is an empty side)."""
+        book = cls(market_id=str(msg.get("market_id", "")))
+        fill(book, msg, dec)
+        return book
 
     def apply_delta(self, msg: Mapping[str, Any]) -> str | None:
         """Change one level by the delta's exact amount. Returns a problem to report — a level
@@ -129,29 +167,6 @@ class OrderBook:
         price = dec(price_dollars)
         size = self.change(side, price, dec(delta_fp))
         return f"{side} {price} went negative ({size})" if size < 0 else None
-
-    def change(self, side: object, price: Decimal, delta: Decimal) -> Decimal:
-        """Change one level by an exact amount and return its size after; a level at exactly zero
-        is removed. Already-parsed values: the export's hot path parses each price once."""
-        level = self.side(side)
-        size = level.get(price, _ZERO) + delta
-        if size:
-            level[price] = size
-        else:
-            level.pop(price, None)
-        return size
-
-    def best(self, side: object) -> tuple[Decimal, Decimal] | None:
-        """The best (highest) bid of a side with its size, or ``None`` for an empty side."""
-        levels = self.side(side)
-        if not levels:
-            return None
-        p = max(levels)
-        return p, levels[p]
-
-    def top(self, side: object, depth: int) -> list[tuple[Decimal, Decimal]]:
-        """A side's best ``depth`` levels, best first."""
-        return sorted(self.side(side).items(), reverse=True)[:depth]
 
     def snapshot_msg(self, ticker: str) -> dict[str, Any]:
         """The ``msg`` of an ``orderbook_snapshot`` stating this book, in Kalshi's format."""
