@@ -148,7 +148,7 @@ def test_a_value_finer_than_any_column_is_never_written_as_zero(tmp_path: Path) 
     """Arrow's decimal conversion writes a value of more than 38 digits (or scaled past 38 places)
     as 0 instead of refusing it. A change of -0.999…9 (45 places) on a size of 1 would leave a level
     of 1E-45: such a value (more places than any price or size Kalshi sends) is refused, as a trade
-    price of 45 places is (exit 3, nothing written)."""
+    price of 45 places is, written out or as an exponent (exit 3, nothing written)."""
     tiny = "0." + "0" * 44 + "1"
     nines = "-0." + "9" * 45
     snap = {"market_ticker": "KXA-1", "yes_dollars_fp": [["0.5", "1"]], "no_dollars_fp": []}
@@ -170,12 +170,15 @@ def test_a_value_finer_than_any_column_is_never_written_as_zero(tmp_path: Path) 
     ]
     books = write_archive(tmp_path / "books", frames[:2])
     trades = write_archive(tmp_path / "trades", frames[2:])
+    short = {"market_ticker": "KXA-1", "trade_id": "t", "yes_price_dollars": "0.5", "count_fp": "1E-45"}
+    exponent = write_archive(tmp_path / "exponent", [(T0_NS, {"type": "trade", "sid": 2, "msg": short})])
     for archive, table, words in (
         (books, "quotes", "more than 18 decimal places"),
         (books, "book_snapshots", "more than 18 decimal places"),
         (trades, "trades", "yes_price"),
+        (exponent, "trades", "count: '1E-45' is not a decimal that fits"),
     ):
-        out = tmp_path / f"out-{table}"
+        out = tmp_path / f"out-{archive.name}-{table}"
         done = ssmd_export(str(archive), "--out", str(out), "--tables", table, "--jobs", "1")
         assert done.returncode == 3 and words in done.stderr and "Traceback" not in done.stderr, (table, done.stderr)
         assert not rows(out, table)

@@ -148,10 +148,7 @@ def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Arra
     text = pa.array(values, pa.string())
     if text.null_count < len(text):  # Kalshi sends "" for a price never set (a market never traded)
         text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-        if (
-            pc.max(pc.utf8_length(text)).as_py() > _SHORT
-            or pc.any(pc.match_substring(text, "e", ignore_case=True)).as_py()
-        ):
+        if pc.max(pc.utf8_length(text)).as_py() > _SHORT or _has_exponent(text):
             _check_digits(values, type_, column)  # (rare: one text at a time, only then)
     try:
         return text.cast(type_)
@@ -162,6 +159,14 @@ def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Arra
 
 _SHORT = 40
 """A decimal text this short, without an exponent, has at most 38 digits."""
+
+
+def _has_exponent(text: pa.StringArray) -> bool:
+    """Whether any text may have an exponent: an ``e`` or ``E`` anywhere in the array's characters
+    (one byte search over them all; bytes outside the array only make the answer a careful yes)."""
+    data = text.buffers()[2]
+    raw = data.to_pybytes() if data is not None else b""
+    return b"e" in raw or b"E" in raw
 
 
 def _check_digits(values: Sequence[Any], type_: pa.DataType, column: str) -> None:
