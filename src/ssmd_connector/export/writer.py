@@ -30,9 +30,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .tables import SCHEMAS, batch
+
+DICTIONARY = {table: [f.name for f in schema if pa.types.is_string(f.type)] for table, schema in SCHEMAS.items()}
+"""Columns written with Parquet's dictionary encoding: the texts (markets, sides, sources repeat
+endlessly). Not times, prices or sizes: nearly every value differs, and a dictionary made them
+both slower to write and larger (measured: half the time and 30 % smaller without one)."""
 
 ROWS_PER_BATCH = 20_000
 """Rows buffered per table before they become a row group (bounded memory, efficient groups)."""
@@ -120,7 +126,8 @@ class Output:
             final = self.final_path(table, day, part)
             tmp = self.tmp / table / f"date={day}" / f"{final.name}.tmp"
             tmp.parent.mkdir(parents=True, exist_ok=True)
-            entry = self._open[(table, day)] = (pq.ParquetWriter(tmp, SCHEMAS[table], compression="zstd"), tmp, final)
+            writer = pq.ParquetWriter(tmp, SCHEMAS[table], compression="zstd", use_dictionary=DICTIONARY[table])
+            entry = self._open[(table, day)] = (writer, tmp, final)
         return entry[0]
 
     def _check(self, table: str, day: str) -> None:
