@@ -29,7 +29,8 @@ scaling never rounds, whatever the caller's decimal context."""
 
 class _Read(dict[str, int]):
     """Texts already read → their millionths (prices and sizes repeat endlessly): a hit is one
-    dict lookup, with no Python call; a miss reads the text (:meth:`__missing__`)."""
+    dict lookup, with no Python call; a miss reads the text (:meth:`__missing__`). At most
+    :data:`_SEEN_MAX` texts (a few MB), then it starts again."""
 
     def __missing__(self, text: str) -> int:
         if type(text) is not str:
@@ -57,7 +58,7 @@ class _Read(dict[str, int]):
 MICROS = _Read()
 """``MICROS[text]``: a Kalshi fixed-point string as an exact count of millionths — the hot path's
 :func:`micros`."""
-_SEEN_MAX = 1 << 14
+_SEEN_MAX = 1 << 16
 
 
 def micros(text: object) -> int:
