@@ -66,18 +66,19 @@ def test_a_blank_line_does_not_hide_a_line_holding_two_values(tmp_path: Path) ->
 def test_frames_of_types_without_a_table_change_no_row_and_are_no_problem(tmp_path: Path) -> None:
     """Frames the export has no table for (another channel's, a reply whose ``msg`` is an array)
     between market data: every table is what it is without them, and nothing is reported — in a
-    block decoded whole as in one read line by line (the same archive with a corrupt line in it)."""
+    block the typed union refuses (read again whole, never line by line) as in one read line by
+    line (the same archive with a corrupt line in it)."""
     snap = {"market_ticker": "KXA-1", "yes_dollars_fp": [["0.5", "3"]], "no_dollars_fp": [["0.4", "2"]]}
     delta = {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": "-1", "side": "yes"}
-    data = [
+    data: list[dict[str, Any]] = [
         {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": snap},
         {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": delta},
         {"type": "trade", "sid": 2, "seq": 1, "msg": _trade_msg()},
     ]
-    others = [
+    others: list[dict[str, Any]] = [
         {"type": "market_positions", "sid": 9, "msg": {"market_ticker": "KXA-1", "position_fp": "3.00"}},
         {"id": 4, "type": "ok", "msg": [{"channel": "orderbook_delta", "sid": 1}]},
-        {"type": "ticker_v3", "sid": 8, "msg": {"market_ticker": "KXB-2", "price": [1, 2]}},
+        {"type": "ticker_v3", "sid": "eight", "msg": {"market_ticker": "KXB-2", "price": [1, 2]}},
     ]
     plain, mixed, torn = tmp_path / "plain", tmp_path / "mixed", tmp_path / "torn"
     for root, frames, tear in ((plain, data, False), (mixed, data, False), (torn, data, True)):
@@ -85,21 +86,46 @@ def test_frames_of_types_without_a_table_change_no_row_and_are_no_problem(tmp_pa
         for i, frame in enumerate(frames):
             body += _line(T0_NS + i * 1000, frame)
             if root is not plain:
-                body += b"".join(_line(T0_NS + i * 1000 + 1, o) for o in others)
+                body += b"".join(_line(T0_NS + i * 1000 + 1, o) for o in others[: 2 if root is mixed else 3])
         if tear:
             body += b'{"ts":"corrupt\n'
         (root / ts(T0_NS)[:10]).mkdir(parents=True)
         (root / ts(T0_NS)[:10] / "kalshi.jsonl").write_bytes(body)
     tables = ("book_deltas", "quotes", "trades", "tickers")
     want = {t: rows(_exported(plain, tmp_path / "o-plain"), t) for t in tables}
-    for root in (mixed, torn):
-        out = _exported(root, tmp_path / f"o-{root.name}")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Source, "_one_by_one", lambda *a: pytest.fail("a block of known lines read line by line"))
+        got_mixed = _exported(mixed, tmp_path / "o-mixed")
+        assert _source_read(mixed / ts(T0_NS)[:10] / "kalshi.jsonl") == ([1, 4, 7], [])
+    for root, out in ((mixed, got_mixed), (torn, _exported(torn, tmp_path / "o-torn"))):
         for t in tables:
             got = [{k: v for k, v in r.items() if k != "ts"} for r in rows(out, t)]
             assert got == [{k: v for k, v in r.items() if k != "ts"} for r in want[t]], (root.name, t)
     numbers, problems = _source_read(torn / ts(T0_NS)[:10] / "kalshi.jsonl")
     assert [(p.line, p.reason) for p in problems] == [(13, "not an archive line (corrupt or torn)")]
-    assert numbers == [1, 2, 4, 5, 6, 8, 9, 10, 12]  # (line by line: the replies are passed over as read)
+    assert numbers == [1, 5, 9]
+
+
+def test_whether_a_message_is_kept_does_not_depend_on_the_lines_around_it(tmp_path: Path) -> None:
+    """A member the table does not use, of another type than Kalshi's (a trade with ``side: 1``),
+    is passed over; a member it uses, of the wrong type (a delta's price as a number), makes the
+    message malformed — the same whether its block decodes whole, is read again because of a
+    frame of another type, or line by line because of a corrupt line."""
+    trade = {"type": "trade", "sid": 2, "seq": 1, "msg": {**_trade_msg(), "side": 1}}
+    snap = {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": {"market_ticker": "KXA-1", "yes_dollars_fp": []}}
+    bad = {"market_ticker": "KXA-1", "price_dollars": 0.5, "delta_fp": "1", "side": "yes"}
+    delta = {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": bad}
+    other = {"type": "market_positions", "sid": 9, "msg": {"market_ticker": "KXA-1"}}
+    for name, tail in (("alone", b""), ("beside", _line(T0_NS + 9, other)), ("corrupt", b"{\n")):
+        path = tmp_path / name / ts(T0_NS)[:10] / "kalshi.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(_line(T0_NS, trade) + _line(T0_NS + 1, snap) + _line(T0_NS + 2, delta) + tail)
+        problems: list[Problem] = []
+        out = tmp_path / f"o-{name}"
+        Export(tmp_path / name, out, Options(), Reader(on_problem=problems.append)).run()
+        assert [r["trade_id"] for r in rows(out, "trades")] == ["t1"], name
+        assert [p.line for p in problems if "orderbook_delta message not in" in p.reason] == [3], name
+        assert [r["book_known"] for r in rows(out, "quotes")] == [True, False], name
 
 
 def _trade_msg() -> dict[str, Any]:
@@ -142,6 +168,50 @@ def test_a_book_value_finer_than_a_millionth_is_refused_not_rounded(tmp_path: Pa
 
 
 # -- never rounded -------------------------------------------------------------------------------
+
+
+def test_a_batch_whose_every_decimal_text_is_empty_is_written_as_nulls(tmp_path: Path) -> None:
+    """Kalshi sends ``""`` for a price never set (a market that never traded): a batch holding only
+    such texts (a small export, one quiet market) is all nulls — not a crash."""
+    msg = {"market_ticker": "KXA-1", "price_dollars": "", "yes_bid_dollars": "", "yes_ask_dollars": "", "volume_fp": ""}
+    archive = write_archive(tmp_path / "a", [(T0_NS, {"type": "ticker", "sid": 3, "msg": msg})])
+    done = ssmd_export(str(archive), "--out", str(tmp_path / "o"), "--jobs", "1")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    (row,) = rows(tmp_path / "o", "tickers")
+    assert (row["price"], row["yes_bid"], row["volume"], row["market"]) == (None, None, None, "KXA-1")
+
+
+def test_a_finer_book_value_only_stops_an_export_whose_rows_would_hold_it(tmp_path: Path) -> None:
+    """A book value finer than a millionth before ``--from`` stops the export only if the book at
+    ``--from`` still holds it (no snapshot replaced the book first); an export without a book table
+    keeps no book, so such a value is no error there."""
+    snap = {"market_ticker": "KXA-1", "yes_dollars_fp": [["0.5", "3"]], "no_dollars_fp": []}
+    delta = {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": "0.0000001", "side": "yes"}
+    trade = {"market_ticker": "KXA-1", "trade_id": "t", "yes_price_dollars": "0.5", "count_fp": "1"}
+    archive = write_archive(
+        tmp_path / "a",
+        [
+            (T0_NS, {"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": snap}),
+            (T0_NS + 1000, {"type": "orderbook_delta", "sid": 1, "seq": 2, "msg": delta}),
+            (T0_NS + 3000, {"type": "orderbook_snapshot", "sid": 1, "seq": 3, "msg": snap}),
+            (T0_NS + 4000, {"type": "trade", "sid": 2, "seq": 1, "msg": trade}),
+        ],
+    )
+    for n, (args, code) in enumerate(
+        (
+            (["--tables", "trades"], 0),
+            (["--from", ts(T0_NS + 4000)], 0),  # (the second snapshot replaced the book before --from)
+            (["--from", ts(T0_NS + 2000)], 3),  # (the book at --from holds the value)
+            ([], 3),
+        )
+    ):
+        done = ssmd_export(str(archive), "--out", str(tmp_path / f"o{n}"), "--jobs", "1", *args)
+        assert done.returncode == code and "Traceback" not in done.stderr, (args, done.stderr)
+        if code:
+            assert "line 2" in done.stderr and "'0.0000001' is not a decimal that fits" in done.stderr, done.stderr
+            assert ("in the book at --from" in done.stderr) == bool(args), done.stderr
+        else:
+            assert len(rows(tmp_path / f"o{n}", "trades")) == 1
 
 
 def test_a_value_finer_than_any_column_is_never_written_as_zero(tmp_path: Path) -> None:

@@ -21,19 +21,23 @@ from __future__ import annotations
 
 from ..kalshi.book import Book, BookError, fill, no_prices
 from .fixed import MICROS, ONE, micros
-from .frames import DeltaMsg, Msg, SnapshotMsg
+from .frames import DeltaMsg, SnapshotMsg
+from .tables import ValueTooPrecise
 
 SIDES = frozenset({"yes", "no"})
 
 
 class _Market:
-    __slots__ = ("best", "book", "dirty")
+    __slots__ = ("best", "book", "dirty", "held_back")
 
     def __init__(self) -> None:
         self.book: Book[int] | None = None
         self.best: dict[str, int | None] = {"yes": None, "no": None}
         """Each side's best bid, kept as deltas arrive."""
         self.dirty = False
+        self.held_back: ValueTooPrecise | None = None
+        """A value finer than the columns came before ``--from``: the refusal, if this book is
+        still not replaced by a snapshot when the window opens."""
 
 
 class Books:
@@ -59,13 +63,14 @@ class Books:
         return st
 
     # -- messages --------------------------------------------------------------------------
-    def snapshot(self, ts: str, m: SnapshotMsg | Msg) -> None:
+    def snapshot(self, ts: str, m: SnapshotMsg) -> None:
         """An exchange snapshot: the book is known from here, whatever came before."""
         msg = {"yes_dollars_fp": m.yes_dollars_fp, "no_dollars_fp": m.no_dollars_fp}
         book = Book[int](m.market_id)
         fill(book, no_prices(msg) if self.yes_price else msg, micros)
         st = self._market(m.market_ticker)
         st.book = book
+        st.held_back = None
         st.best["yes"] = max(book.yes) if book.yes else None
         st.best["no"] = max(book.no) if book.no else None
         st.dirty = False
@@ -78,6 +83,8 @@ class Books:
         window's tables need nothing from before it."""
         self.emit = True
         for ticker, st in self.markets.items():
+            if st.held_back is not None:
+                raise ValueTooPrecise(f"{st.held_back}, in the book at --from {ts}") from None
             if st.book is None:
                 self._unknown_rows(ts, ticker)
             else:
@@ -98,7 +105,7 @@ class Books:
         self._snapshot_row(ts, ms, t, source, book)
         self._quote(ts, ms, t, st)
 
-    def delta(self, ts: str, m: DeltaMsg | Msg) -> None:
+    def delta(self, ts: str, m: DeltaMsg) -> None:
         """A delta, applied if the book is known. :class:`BookError` for one not in the documented
         shape (a price or size that is not a finite decimal, an unknown side): nothing is changed."""
         t = m.market_ticker
@@ -144,6 +151,13 @@ class Books:
             return
         if self.emit:
             self._quote(ts, m.ts_ms, t, st)
+
+    def hold_back(self, ts: str, ticker: str, refusal: ValueTooPrecise) -> None:
+        """Before ``--from``: a message with a value finer than the columns keep. The market's book
+        is not known from here; if no snapshot replaces it before the window opens, ``refusal`` is
+        raised then (its rows would need that value) — a book it never reaches is no error."""
+        self.invalidate(ts, ticker)
+        self._market(ticker).held_back = refusal
 
     def invalidate(self, ts: str, ticker: str) -> None:
         """The market's book is not known from ``ts`` until its next snapshot: a ``quotes`` row and a

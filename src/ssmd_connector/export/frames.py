@@ -1,23 +1,28 @@
-"""Archive lines decoded a block at a time into typed structs.
+"""Archive lines decoded a block at a time into typed structs, one struct per message type.
 
 Why typed and batched: the export reads every line of an archive, so the cost per line is the
 export's speed. msgspec decodes a whole block of lines in one call (``decode_lines``) straight
-into structs holding only the members the tables use; unknown members are skipped without being
-built. A block that does not decode as a whole (a torn or corrupt line, a frame whose ``msg`` is
-not the documented object — e.g. ``list_subscriptions``' array, or a price sent as a number) is
-decoded again line by line: archive lines that are not Kalshi market data are skipped, lines that
-are not archive lines at all are reported, with file and line number, like every other reader.
+into a tagged union of structs — each market-data type's holding only the members its table uses
+(unknown members are skipped without being built; a struct of every member for every type cost a
+third more to decode and free).
+
+A block the union does not take whole — a frame of a type without a table (another channel's), a
+reply whose ``msg`` is an array, a member not in the documented type, a torn or corrupt line — is
+read again with each frame's ``msg`` left as raw JSON, then each frame of a known type decoded by
+*the same* struct (so whether a message is kept never depends on the lines around it), and other
+types passed over; if even that fails, line by line. A market-data message not in its documented
+shape is reported with file and line number, like every line that is not an archive line at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 
-from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, parse_line, within_depth
+from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, json_object, parse_line, within_depth
 from ..archive.reading import Reader, one_value_per_line
 from ..kalshi.wire import (
     ERROR,
@@ -99,54 +104,7 @@ class LifecycleMsg(msgspec.Struct, gc=False):
     additional_metadata: msgspec.Raw = msgspec.Raw()
 
 
-class Msg(msgspec.Struct, gc=False):
-    """Every member the tables use, for every type at once: what a frame of a type the tagged
-    decoding does not know is read into (see :class:`Frame`)."""
-
-    market_ticker: str = ""
-    market_id: str = ""
-    ts_ms: int | None = None
-    yes_dollars_fp: list[list[str]] | None = None
-    no_dollars_fp: list[list[str]] | None = None
-    price_dollars: str | None = None
-    delta_fp: str = ""
-    side: str = ""
-    trade_id: str | None = None
-    yes_price_dollars: str | None = None
-    no_price_dollars: str | None = None
-    count_fp: str | None = None
-    taker_side: str | None = None
-    taker_outcome_side: str | None = None
-    taker_book_side: str | None = None
-    is_block_trade: bool | None = None
-    yes_bid_dollars: str | None = None
-    yes_ask_dollars: str | None = None
-    yes_bid_size_fp: str | None = None
-    yes_ask_size_fp: str | None = None
-    last_trade_size_fp: str | None = None
-    volume_fp: str | None = None
-    open_interest_fp: str | None = None
-    dollar_volume: int | None = None
-    dollar_open_interest: int | None = None
-    event_type: str | None = None
-    event_ticker: str | None = None
-    series_ticker: str | None = None
-    title: str | None = None
-    open_ts: int | None = None
-    close_ts: int | None = None
-    determination_ts: int | None = None
-    settled_ts: int | None = None
-    result: str | None = None
-    settlement_value: str | None = None
-    is_deactivated: bool | None = None
-    price_level_structure: str | None = None
-    price_ranges: msgspec.Raw = msgspec.Raw()
-    additional_metadata: msgspec.Raw = msgspec.Raw()
-
-
-# Each market-data type's frame holds only its own members: decoding and freeing a line costs a
-# third less than one struct with every member. A block holding a type this union does not know
-# (a channel the export has no table for) is decoded again with :class:`Frame`.
+# Each market-data type's frame holds only its own members.
 class _Tagged(msgspec.Struct, gc=False, tag_field="type"):
     sid: int | None = None
     seq: int | None = None
@@ -217,16 +175,7 @@ class ErrorFrame(_Reply, tag=ERROR):
     kind: ClassVar[str] = ERROR
 
 
-class Frame(msgspec.Struct, gc=False):
-    """A frame of any type, every member read into one :class:`Msg`."""
-
-    kind: str = msgspec.field(name="type", default="")
-    sid: int | None = None
-    seq: int | None = None
-    msg: Msg | None = None
-
-
-AnyFrame = (
+DataFrame = (
     DeltaFrame
     | SnapshotFrame
     | TradeFrame
@@ -235,54 +184,68 @@ AnyFrame = (
     | MultivariateLifecycleFrame
     | EventLifecycleFrame
     | FeeUpdateFrame
-    | SubscribedFrame
-    | UnsubscribedFrame
-    | OkFrame
-    | ErrorFrame
-    | Frame
 )
-FRAMES = frozenset(AnyFrame.__args__)
-"""What a :class:`Line`'s ``data`` is when it is a frame (not text, not absent)."""
-
-
-class TaggedLine(msgspec.Struct, gc=False):
-    ts: str
-    data: (
-        DeltaFrame
-        | SnapshotFrame
-        | TradeFrame
-        | TickerFrame
-        | MarketLifecycleFrame
-        | MultivariateLifecycleFrame
-        | EventLifecycleFrame
-        | FeeUpdateFrame
-        | SubscribedFrame
-        | UnsubscribedFrame
-        | OkFrame
-        | ErrorFrame
-        | str
-        | None
-    ) = None
+AnyFrame = DataFrame | SubscribedFrame | UnsubscribedFrame | OkFrame | ErrorFrame
 
 
 class Line(msgspec.Struct, gc=False):
     """An archive line; ``data`` is a string for lines stored with ``enc`` (not JSON frames)."""
 
     ts: str
-    data: Frame | str | None = None
+    data: AnyFrame | str | None = None
 
 
-AnyLine = TaggedLine | Line
-_tagged = msgspec.json.Decoder(TaggedLine)
-_lines = msgspec.json.Decoder(Line)
-
-BOOK_TYPES = frozenset({ORDERBOOK_SNAPSHOT, ORDERBOOK_DELTA})
 MALFORMED_BOOK = "(malformed order-book message)"
 """The type given to an order-book message not in the documented shape: its market's book is no
 longer known (never silently left as it was)."""
 
 
-def _whole(decoder: msgspec.json.Decoder[_L], block: bytes, count: int) -> Sequence[_L] | None:
+class MalformedBook(msgspec.Struct, gc=False):
+    """Stands for an order-book message not in the documented shape (never decoded from JSON)."""
+
+    msg: DeltaMsg
+    kind: ClassVar[str] = MALFORMED_BOOK
+    sid: ClassVar[None] = None
+    seq: ClassVar[None] = None
+
+
+BOOK_TYPES = frozenset({ORDERBOOK_SNAPSHOT, ORDERBOOK_DELTA})
+
+
+class _RawFrame(msgspec.Struct, gc=False):
+    kind: str = msgspec.field(name="type", default="")
+    sid: int | None = None
+    seq: int | None = None
+    msg: msgspec.Raw = msgspec.Raw()
+
+
+class _RawLine(msgspec.Struct, gc=False):
+    """A line with its frame's ``msg`` not yet decoded (a block the union refused)."""
+
+    ts: str
+    data: _RawFrame | str | None = None
+
+
+_TYPED: dict[str, tuple[type[DataFrame], msgspec.json.Decoder[Any]]] = {
+    cls.kind: (cls, msgspec.json.Decoder(msg | None))  # (the same struct as the union's)
+    for cls, msg in (
+        (DeltaFrame, DeltaMsg),
+        (SnapshotFrame, SnapshotMsg),
+        (TradeFrame, TradeMsg),
+        (TickerFrame, TickerMsg),
+        (MarketLifecycleFrame, LifecycleMsg),
+        (MultivariateLifecycleFrame, LifecycleMsg),
+        (EventLifecycleFrame, LifecycleMsg),
+        (FeeUpdateFrame, LifecycleMsg),
+    )
+}
+"""Market-data types: the frame and the decoder of its ``msg``."""
+
+_tagged = msgspec.json.Decoder(Line)
+_raw = msgspec.json.Decoder(_RawLine)
+
+
+def _whole(decoder: msgspec.json.Decoder[_L], block: bytes, count: int) -> list[_L] | None:
     """A block of ``count`` lines decoded in one call, or ``None`` if that is not one line each."""
     try:
         lines = decoder.decode_lines(block)
@@ -291,7 +254,7 @@ def _whole(decoder: msgspec.json.Decoder[_L], block: bytes, count: int) -> Seque
     return lines if one_value_per_line(block, count, len(lines)) else None
 
 
-_L = TypeVar("_L", TaggedLine, Line)
+_L = TypeVar("_L", Line, _RawLine)
 
 
 class Source:
@@ -305,19 +268,24 @@ class Source:
         self._first = 0
         self._numbers: list[int] | None = None
 
-    def batches(self, path: Path) -> Iterator[Sequence[AnyLine]]:
+    def batches(self, path: Path) -> Iterator[list[Line]]:
         """Every archive line of ``path`` that decodes, a block at a time, in order."""
         self.path = path
         for first, block, count in self.reader.blocks(path):
             self._first = first
-            lines: Sequence[AnyLine] | None = _whole(_tagged, block, count)
-            if lines is None:
-                lines = _whole(_lines, block, count)
+            lines = _whole(_tagged, block, count)
             if lines is not None:
                 self._numbers = None
-            else:
-                self._numbers = []
-                lines = list(self._one_by_one(path, first, block))
+                yield lines
+                continue
+            lines, numbers = [], []
+            raw = _whole(_raw, block, count)
+            for number, item in enumerate(raw, first) if raw is not None else self._one_by_one(path, first, block):
+                typed = item if item.__class__ is Line else self._typed(path, number, item)  # type: ignore[arg-type]
+                if typed is not None:
+                    lines.append(typed)
+                    numbers.append(number)
+            self._numbers = numbers
             yield lines
 
     def number(self, index: int) -> int:
@@ -330,17 +298,46 @@ class Source:
         """Report a problem with line ``index`` of the block last yielded (found after decoding)."""
         self.reader.report(self.path, self.number(index), reason)
 
-    def _one_by_one(self, path: Path, first: int, block: bytes) -> Iterator[AnyLine]:
-        decode = _lines.decode
-        numbers = self._numbers
-        assert numbers is not None
+    def _typed(self, path: Path, number: int, line: _RawLine) -> Line | None:
+        """A line read with its ``msg`` raw, typed as the union types it; ``None`` for a frame of
+        another type (or a reply), and for a market-data message not in its type's shape (reported;
+        an order-book one stands for itself, :class:`MalformedBook`)."""
+        frame = line.data
+        if not isinstance(frame, _RawFrame):
+            return Line(line.ts, frame)  # (text, or nothing)
+        known = _TYPED.get(frame.kind)
+        if known is None:
+            return None  # a type without a table, or a reply to a command
+        cls, decoder = known
+        try:
+            msg = decoder.decode(frame.msg) if len(frame.msg) else None
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+            return self._malformed(path, number, line.ts, frame.kind, json_object(bytes(frame.msg)), exc)
+        return Line(line.ts, cls(sid=frame.sid, seq=frame.seq, msg=msg))
+
+    def _malformed(
+        self, path: Path, number: int, ts: str, kind: str, msg: dict[str, Any] | None, exc: Exception
+    ) -> Line | None:
+        """A market-data message not in its type's documented shape: reported; an order-book one's
+        market no longer has a known book (:class:`MalformedBook`)."""
+        self.malformed += 1
+        self.reader.report(path, number, f"{kind} message not in Kalshi's documented shape ({exc})")
+        ticker = msg.get("market_ticker") if msg is not None else None
+        if kind not in BOOK_TYPES or not isinstance(ticker, str):
+            return None
+        return Line(ts, MalformedBook(DeltaMsg(market_ticker=ticker)))  # type: ignore[arg-type]
+
+    def _one_by_one(self, path: Path, first: int, block: bytes) -> Iterator[tuple[int, _RawLine | Line]]:
+        """Each line of a block that does not decode whole, with its number — raw, or already
+        typed as a malformed order-book message; what is not an archive line is reported and
+        passed over, as is a line of another type."""
+        decode = _raw.decode
         for number, line in enumerate(block.split(b"\n")[:-1], first):
             if len(line) > SHALLOW_BYTES and not within_depth(line, MAX_JSON_DEPTH + 2):
                 self.reader.report(path, number, "not an archive line (nested too deep)")
                 continue
             try:
-                yield decode(line)
-                numbers.append(number)
+                yield number, decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 obj = parse_line(line)
                 if obj is None:
@@ -348,12 +345,9 @@ class Source:
                     continue
                 data = obj.get("data")
                 kind = data.get("type") if isinstance(data, dict) else None
-                if kind in ("ok", "subscribed", "unsubscribed", "error", None):
-                    continue  # replies to commands (``ok`` may carry an array): not market data
-                self.malformed += 1
-                self.reader.report(path, number, f"{kind} message not in Kalshi's documented shape ({exc})")
+                if not isinstance(kind, str) or kind not in _TYPED:
+                    continue  # not market data (a reply to a command, another channel's frame)
                 msg = data.get("msg") if isinstance(data, dict) else None
-                ticker = msg.get("market_ticker") if isinstance(msg, dict) else None
-                if kind in BOOK_TYPES and isinstance(ticker, str):
-                    yield Line(str(obj["ts"]), Frame(MALFORMED_BOOK, msg=Msg(market_ticker=ticker)))
-                    numbers.append(number)
+                typed = self._malformed(path, number, str(obj["ts"]), kind, msg if isinstance(msg, dict) else None, exc)
+                if typed is not None:
+                    yield number, typed

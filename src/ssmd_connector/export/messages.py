@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .frames import LifecycleMsg, Msg, TickerMsg, TradeMsg
+from .frames import LifecycleMsg, TickerMsg, TradeMsg
 
 
 def _json(raw: msgspec.Raw) -> str | None:
@@ -27,7 +27,7 @@ class Messages:
         self.tickers: list[object] = []
         self.lifecycle: list[object] = []
 
-    def trade(self, ts: str, m: TradeMsg | Msg) -> None:
+    def trade(self, ts: str, m: TradeMsg) -> None:
         self.trades += (
             ts,
             m.ts_ms,
@@ -42,7 +42,7 @@ class Messages:
             m.is_block_trade,
         )
 
-    def ticker(self, ts: str, m: TickerMsg | Msg) -> None:
+    def ticker(self, ts: str, m: TickerMsg) -> None:
         self.tickers += (
             ts,
             m.ts_ms,
@@ -59,7 +59,7 @@ class Messages:
             m.dollar_open_interest,
         )
 
-    def lifecycle_event(self, ts: str, kind: str, m: LifecycleMsg | Msg) -> None:
+    def lifecycle_event(self, ts: str, kind: str, m: LifecycleMsg) -> None:
         self.lifecycle += (
             ts,
             m.ts_ms,

@@ -19,7 +19,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 from ..archive.line import json_object, ts_ns
 from ..archive.reading import Reader, archive_files, silent
@@ -34,10 +34,9 @@ from .frames import (
     BOOK_TYPES,
     MALFORMED_BOOK,
     AnyFrame,
-    AnyLine,
     DeltaMsg,
     LifecycleMsg,
-    Msg,
+    Line,
     SnapshotMsg,
     Source,
 )
@@ -45,6 +44,8 @@ from .messages import Messages
 from .tables import TABLES, WIDTH, ValueTooPrecise
 from .writer import ROWS_PER_BATCH, Output, Written
 
+BOOK_TABLES = frozenset({"book_deltas", "quotes", "book_snapshots"})
+"""The tables made from books: without one of them, no book is kept."""
 LIFECYCLE_TYPES = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE, "event_fee_update"})
 EXACT = decimal.Context(prec=60, Emin=-999, Emax=999, traps=[decimal.Inexact, decimal.InvalidOperation])
 """The books' arithmetic: far more digits than any column keeps, and a result that would need
@@ -279,7 +280,7 @@ class Export:
                 break
         self._flush(1)
 
-    def _lines(self, lines: Sequence[AnyLine]) -> int:
+    def _lines(self, lines: Sequence[Line]) -> int:
         """One block, split where the day changes (each day is its own partition)."""
         if not lines:
             return 0
@@ -306,7 +307,7 @@ class Export:
                 break
         return len(lines)
 
-    def _frames(self, lines: Sequence[AnyLine], lo: int, hi: int) -> None:
+    def _frames(self, lines: Sequence[Line], lo: int, hi: int) -> None:
         books, msgs, want = self.books, self.msgs, self.opts.tables
         delta, snapshot = books.delta, books.snapshot
         trades, tickers = ("trades" in want), ("tickers" in want)
@@ -315,6 +316,7 @@ class Export:
         keep, watch, order = self._keep, self._watch, self._order
         job_index = self.job.index
         book_types = BOOK_TYPES
+        with_books = not want.isdisjoint(BOOK_TABLES)
         due = self._threshold()
         for i in range(lo, hi):
             ln = lines[i]
@@ -349,6 +351,8 @@ class Export:
                 elif job_index and kind not in LIFECYCLE_TYPES:
                     continue  # a message of no market: job 0's (an event's lifecycle: every job's coverage)
             if kind in book_types:
+                if not with_books:
+                    continue  # (no book table asked for: no book kept)
                 is_delta = kind == "orderbook_delta"
                 try:
                     if is_delta:
@@ -356,11 +360,14 @@ class Export:
                     else:
                         snapshot(ts, m)
                 except TooPrecise as exc:
-                    self._inexact(i, kind, m, str(exc))
+                    refusal = self._inexact(i, kind, m, str(exc))
+                    if books.emit:
+                        raise refusal from None
+                    books.hold_back(ts, m.market_ticker, refusal)  # (before --from: refused if written)
                 except BookError as exc:
                     self._bad_book(i, ts, kind, m, exc)
                 except decimal.Inexact:
-                    self._inexact(i, kind, m)
+                    raise self._inexact(i, kind, m) from None
                 if is_delta and not self._next_tick:
                     self._next_tick = self._tick_after(ts)
                     due = self._threshold()
@@ -378,7 +385,7 @@ class Export:
             elif kind == MALFORMED_BOOK:
                 books.invalidate(ts, m.market_ticker)
 
-    def _bad_book(self, index: int, ts: str, kind: str, m: DeltaMsg | SnapshotMsg | Msg, exc: BookError) -> None:
+    def _bad_book(self, index: int, ts: str, kind: str, m: DeltaMsg | SnapshotMsg, exc: BookError) -> None:
         """An order-book message with a value the book cannot take: reported, and the market's book
         is not known until its next snapshot (never left as if the message had not come)."""
         self.bad_books += 1
@@ -389,14 +396,15 @@ class Export:
         )
         self.books.invalidate(ts, m.market_ticker)
 
-    def _inexact(self, index: int, kind: str, m: DeltaMsg | SnapshotMsg | Msg, why: str = "") -> NoReturn:
+    def _inexact(self, index: int, kind: str, m: DeltaMsg | SnapshotMsg, why: str = "") -> ValueTooPrecise:
+        """The refusal of a book message whose value no column could keep exactly."""
         values = (
             f"price {m.price_dollars!r}, change {m.delta_fp!r}"
             if not isinstance(m, SnapshotMsg) and kind == "orderbook_delta"
             else "its levels"
         )
         why = why or f"a book value needing more than {EXACT.prec} significant digits"
-        raise ValueTooPrecise(
+        return ValueTooPrecise(
             f"{self.source.path} line {self.source.number(index)}: {kind} for {m.market_ticker!r} ({values}): "
             f"{why} (never rounded)"
         )
@@ -414,7 +422,7 @@ class Export:
         o = self.opts
         return o.tickers is None and (o.series is None or series in o.series) and not self.job.index
 
-    def _lifecycle_coverage(self, ts: str, kind: str, m: LifecycleMsg | Msg) -> None:
+    def _lifecycle_coverage(self, ts: str, kind: str, m: LifecycleMsg) -> None:
         msg = {k: getattr(m, k) for k in ("market_ticker", "event_type", "event_ticker", "series_ticker")}
         meta = json_object(bytes(m.additional_metadata))  # (None for one that is not an object)
         if meta is not None:

@@ -148,7 +148,8 @@ def _decimals(values: Sequence[Any], type_: pa.DataType, column: str) -> pa.Arra
     text = pa.array(values, pa.string())
     if text.null_count < len(text):  # Kalshi sends "" for a price never set (a market never traded)
         text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-        if pc.max(pc.utf8_length(text)).as_py() > _SHORT or _has_exponent(text):
+        longest = pc.max(pc.utf8_length(text)).as_py()  # (None: every text was "")
+        if (longest or 0) > _SHORT or _has_exponent(text):
             _check_digits(values, type_, column)  # (rare: one text at a time, only then)
     try:
         return text.cast(type_)
