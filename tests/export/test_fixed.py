@@ -38,11 +38,15 @@ def test_the_quick_reading_agrees_with_the_full_one_for_any_text(text: str) -> N
 @given(_kalshi)
 def test_a_value_is_its_exact_millionths_or_refused_when_finer(text: str) -> None:
     exact = Decimal(text)
-    if exact != exact.quantize(Decimal("0.000001")):
+    in_range = not exact or abs(exact.adjusted()) <= 18  # (past it: refused by ``dec``, as out of range)
+    if in_range and exact != exact.quantize(Decimal("0.000001")):
         with pytest.raises(BookError, match="is not a decimal that fits"):
             micros(text)
-    elif abs(exact.adjusted()) <= 18 or not exact:
+    elif in_range:
         assert Decimal(micros(text)) == exact * 10**6
+    else:
+        with pytest.raises(BookError, match="out of range"):
+            micros(text)
 
 
 def test_text_that_is_not_a_finite_decimal_is_refused() -> None:

@@ -13,6 +13,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from ssmd_connector.export import jobs
 from ssmd_connector.sim.market import MarketModel
 
 from ..archives import rows, ts, write_archive
@@ -172,3 +175,28 @@ def test_a_job_killed_mid_run_ends_the_export_with_nothing_replaced(tmp_path: Pa
     assert not list(out.rglob("*.parquet")), "a killed job's export must replace nothing"
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")], "temporary files left behind"
     assert not [pid for pid in children if state(pid) != "Z"]
+
+
+def test_the_default_is_one_job_per_128_mb_of_archive_and_at_most_one_per_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's process costs about 0.4 s to start and reads every line: a small archive gets one,
+    a large one a job per core (compressed files counted as what they hold)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    day = tmp_path / "2026-11-25"
+    day.mkdir()
+
+    def sized(name: str, mb: int) -> Path:
+        path = day / name
+        with path.open("wb") as f:
+            f.truncate(mb << 20)  # (sparse: only its size matters)
+        return path
+
+    small = sized("kalshi.jsonl", 20)
+    assert jobs.default_jobs([small]) == 1
+    assert jobs.default_jobs([sized("kalshi-b.jsonl", 300)]) == 2
+    assert jobs.default_jobs([sized("kalshi-0900.jsonl.zst", 100)]) == 4  # (about 800 MB of lines)
+    assert jobs.default_jobs() == 4  # (no archive given: one per core)
+    archive, _ = _archive(tmp_path / "real")
+    done = ssmd_export(str(archive), "--out", str(tmp_path / "o"))
+    assert done.returncode == 0 and " jobs" not in done.stdout, done.stdout  # (one job: none started)

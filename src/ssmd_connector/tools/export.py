@@ -117,7 +117,7 @@ def export(
     )
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        jobs = jobs or default_jobs()
+        jobs = jobs or default_jobs(archive_files(path, feed))
         summary = run_export(path, out, options, jobs)
     except (KeyboardInterrupt, Terminated) as exc:  # (every job stopped, the temporary files removed)
         number = exc.signum if isinstance(exc, Terminated) else signal.SIGINT

@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="processes sharing the work, by market (default: one per core, at most 8; 1: this process only)",
+        help="processes sharing the work, by market (default: one per 128 MB of archive, at most one per core "
+        "and 8; 1: this process only)",
     )
     ex_conv = ex.add_mutually_exclusive_group()
     ex_conv.add_argument("--yes-price", dest="yes_price", action="store_true", default=None)
