@@ -26,11 +26,14 @@ def test_a_killed_runs_temporary_files_are_outside_the_tables_and_removed_by_the
     killed = Output(out, "0123456789abcdef")  # a run killed while writing: its lock dies with it
     killed.start()
     killed.write("trades", "2026-11-24", _rows())
+    killed.close_before("9999")  # (its file written, not committed)
     assert killed._lock is not None
     os.close(killed._lock)
     running = Output(out, "fedcba9876543210")  # a run still writing: holds its lock
     running.start()
     running.write("trades", "2026-11-26", _rows())
+    running.close_before("9999")
+    assert [p.parent.name for p in out.glob(".tmp-*/trades/*/*.tmp")] == ["date=2026-11-26"]  # (the killed one's: gone)
 
     assert {p.suffix for p in (out / "trades").rglob("*") if p.is_file()} == {".parquet"}
     assert pl.scan_parquet(out / "trades" / "**" / "*.parquet").collect().height == 3

@@ -241,6 +241,10 @@ _TYPED: dict[str, tuple[type[DataFrame], msgspec.json.Decoder[Any]]] = {
 }
 """Market-data types: the frame and the decoder of its ``msg``."""
 
+CHUNK = 1 << 18
+"""Bytes read at a time: a block stays in the core's own cache while it is counted, checked and
+decoded (1 MiB blocks did not; with two jobs side by side that cost each a third more)."""
+
 _tagged = msgspec.json.Decoder(Line)
 _raw = msgspec.json.Decoder(_RawLine)
 
@@ -271,7 +275,7 @@ class Source:
     def batches(self, path: Path) -> Iterator[list[Line]]:
         """Every archive line of ``path`` that decodes, a block at a time, in order."""
         self.path = path
-        for first, block, count in self.reader.blocks(path):
+        for first, block, count in self.reader.blocks(path, CHUNK):
             self._first = first
             lines = _whole(_tagged, block, count)
             if lines is not None:

@@ -40,8 +40,12 @@ DICTIONARY = {table: [f.name for f in schema if pa.types.is_string(f.type)] for 
 endlessly). Not times, prices or sizes: nearly every value differs, and a dictionary made them
 both slower to write and larger (measured: half the time and 30 % smaller without one)."""
 
-ROWS_PER_BATCH = 20_000
-"""Rows buffered per table before they become a row group (bounded memory, efficient groups)."""
+ROWS_PER_BATCH = 5_000
+"""Rows buffered per table (as Python values) before they become Arrow arrays: small enough that
+they are still in the core's cache when converted (measured: 20,000 took 12 % longer)."""
+ROWS_PER_GROUP = 65_536
+"""Rows per Parquet row group: converted batches wait, as Arrow data (compact), until there are
+this many — readers (DuckDB, polars) read large groups faster than many small ones."""
 
 TMP_PREFIX = ".tmp-"
 
@@ -78,6 +82,8 @@ class Output:
         self.tmp = root / f"{TMP_PREFIX}{key}"
         self._lock: int | None = None
         self._open: dict[tuple[str, str], tuple[pq.ParquetWriter, Path, Path]] = {}
+        self._waiting: dict[tuple[str, str], list[pa.RecordBatch]] = {}
+        """Converted batches not yet written, until they make a row group (:data:`ROWS_PER_GROUP`)."""
         self._closed: list[tuple[Path, Path]] = []
         self._parts: dict[tuple[str, str], int] = {}
         self.rows: dict[str, int] = {}
@@ -106,12 +112,27 @@ class Output:
 
     def write(self, table: str, day: str, columns: Sequence[Sequence[object]]) -> None:
         """Append buffered rows of ``table`` received on ``day``, given as its columns (in
-        :data:`~.tables.TABLES` order): one row group."""
+        :data:`~.tables.TABLES` order)."""
         if not columns[0]:
             return
         record = batch(table, columns)
-        self._ensure(table, day).write_batch(record)
+        waiting = self._waiting.setdefault((table, day), [])
+        waiting.append(record)
         self.rows[table] = self.rows.get(table, 0) + record.num_rows
+        if sum(b.num_rows for b in waiting) >= ROWS_PER_GROUP:
+            self._write_waiting(table, day, whole_groups=True)
+
+    def _write_waiting(self, table: str, day: str, whole_groups: bool = False) -> None:
+        """Write the waiting batches of ``table`` and ``day`` as row groups — only whole ones
+        (the rest waits for more) unless the file is being closed."""
+        waiting = self._waiting.pop((table, day), None)
+        if not waiting:
+            return
+        rows = pa.Table.from_batches(waiting)
+        cut = rows.num_rows - rows.num_rows % ROWS_PER_GROUP if whole_groups else rows.num_rows
+        self._ensure(table, day).write_table(rows.slice(0, cut), row_group_size=ROWS_PER_GROUP)
+        if cut < rows.num_rows:
+            self._waiting[(table, day)] = rows.slice(cut).to_batches()
 
     def _ensure(self, table: str, day: str) -> pq.ParquetWriter:
         entry = self._open.get((table, day))
@@ -144,6 +165,8 @@ class Output:
 
     def close_before(self, day: str) -> None:
         """Close the files of days before ``day`` (the archive has moved past them)."""
+        for table, d in [key for key in self._waiting if key[1] < day]:
+            self._write_waiting(table, d)
         for (table, d), (writer, tmp, final) in list(self._open.items()):
             if d < day:
                 writer.close()
@@ -188,6 +211,7 @@ class Output:
 
     def discard(self) -> None:
         """Close and remove every temporary file; the previous output stays untouched."""
+        self._waiting.clear()
         for writer, _, _ in self._open.values():
             with contextlib.suppress(Exception):
                 writer.close()
