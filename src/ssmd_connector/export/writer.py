@@ -40,6 +40,19 @@ DICTIONARY = {table: [f.name for f in schema if pa.types.is_string(f.type)] for 
 endlessly). Not times, prices or sizes: nearly every value differs, and a dictionary made them
 both slower to write and larger (measured: half the time and 30 % smaller without one)."""
 
+TIMES = {
+    table: {f.name: "DELTA_BINARY_PACKED" for f in schema if pa.types.is_timestamp(f.type)}
+    for table, schema in SCHEMAS.items()
+}
+"""Times written as deltas from one to the next (rows come in time order): 7 % smaller files and
+faster to write than plain."""
+STATISTICS = {
+    table: [f.name for f in schema if f.name == "market" or pa.types.is_timestamp(f.type)]
+    for table, schema in SCHEMAS.items()
+}
+"""Columns with min/max statistics per row group — times and markets, what readers prune on.
+Not prices and sizes: their statistics took a sixth of the writing time (measured)."""
+
 ROWS_PER_BATCH = 2_500
 """Rows buffered per table (as Python values) before they become Arrow arrays: small enough that
 they are still in the core's cache when converted (measured with two jobs: 20,000 took 12 %
@@ -148,7 +161,14 @@ class Output:
             final = self.final_path(table, day, part)
             tmp = self.tmp / table / f"date={day}" / f"{final.name}.tmp"
             tmp.parent.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(tmp, SCHEMAS[table], compression="zstd", use_dictionary=DICTIONARY[table])
+            writer = pq.ParquetWriter(
+                tmp,
+                SCHEMAS[table],
+                compression="zstd",
+                use_dictionary=DICTIONARY[table],
+                column_encoding=TIMES[table],
+                write_statistics=STATISTICS[table],
+            )
             entry = self._open[(table, day)] = (writer, tmp, final)
         return entry[0]
 
