@@ -145,9 +145,9 @@ async def test_export_equals_the_simulators_true_books_and_the_archive(tmp_path:
     assert Decimal(str(polars_sum)) == total
     for table in ("trades", "book_deltas", "book_snapshots", "quotes", "tickers", "lifecycle"):
         # every table's times (written as deltas) and rows, as pyarrow reads them
-        files = str(out / table / "*" / "*.parquet")
+        pattern = str(out / table / "*" / "*.parquet")
         times = sorted(r["ts"] for r in rows(out, table))
-        got = duckdb.connect().execute(f"SELECT ts FROM read_parquet('{files}') ORDER BY ts").fetchall()
-        assert [t for (t,) in got] == times, table
-        assert pl.scan_parquet(files).select(pl.col("ts").sort()).collect().to_series().to_list() == times, table
+        got = duckdb.connect().execute(f"SELECT ts FROM read_parquet('{pattern}') ORDER BY ts").fetchall()
+        assert [row[0] for row in got] == times, table
+        assert pl.scan_parquet(pattern).select(pl.col("ts").sort()).collect().to_series().to_list() == times, table
     assert f"{sum(counts.values()):,} archive lines" in done.stdout
