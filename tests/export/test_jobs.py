@@ -196,6 +196,7 @@ def test_the_default_is_one_job_per_128_mb_of_archive_and_at_most_one_per_core(
     assert jobs.default_jobs([small]) == 1
     assert jobs.default_jobs([sized("kalshi-b.jsonl", 300)]) == 2
     assert jobs.default_jobs([sized("kalshi-0900.jsonl.zst", 100)]) == 4  # (about 800 MB of lines)
+    assert jobs.default_jobs([sized("dump.json", 300)]) == 2  # (a file of another name: read as plain)
     assert jobs.default_jobs() == 4  # (no archive given: one per core)
     archive, _ = _archive(tmp_path / "real")
     done = ssmd_export(str(archive), "--out", str(tmp_path / "o"))

@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ssmd_connector.export import writer
 from ssmd_connector.export.run import Export, Options
 from ssmd_connector.export.writer import Output
 
@@ -80,3 +86,43 @@ def test_the_same_request_running_twice_at_once_is_refused(tmp_path: Path) -> No
     finally:
         os.close(fd)
     assert not (out / "trades").exists()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["2026-11-24", "2026-11-25", "2026-11-26"]), st.integers(1, 40)), max_size=25)
+)
+def test_rows_wait_for_whole_row_groups_and_every_one_is_written(writes: list[tuple[str, int]]) -> None:
+    """Converted rows wait until they make a whole row group (7 rows here); whatever the sizes of
+    the writes, the days they come for and a day closed before its late rows come (a further
+    file): every row is in the files once, in order, each file's groups whole but its last, and
+    the rows counted are the rows written."""
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as m:
+        m.setattr(writer, "ROWS_PER_GROUP", 7)
+        out = Output(Path(tmp), "0123456789abcdef")
+        out.start()
+        sent: dict[str, list[str]] = {}
+        for n, (day, count) in enumerate(writes):
+            ids = [f"{n}-{i}" for i in range(count)]
+            sent.setdefault(day, []).extend(ids)
+            out.write("trades", day, _columns(day, ids))
+            if n % 5 == 4:
+                out.close_before(day)  # (earlier days' files closed: their late rows go to a further file)
+        files = out.commit()
+        got: dict[str, list[str]] = {}
+        for path in sorted(files, key=lambda p: (p.parent.name, len(p.name), p.name)):
+            meta = pq.ParquetFile(path).metadata
+            groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            assert all(g == 7 for g in groups[:-1]) and 0 < groups[-1] <= 7, (path.name, groups)
+            got.setdefault(path.parent.name.removeprefix("date="), []).extend(
+                pq.read_table(path)["trade_id"].to_pylist()
+            )
+        assert got == {day: ids for day, ids in sent.items()}
+        assert out.rows.get("trades", 0) == sum(count for _, count in writes)
+
+
+def _columns(day: str, ids: list[str]) -> list[list[object]]:
+    """Trade rows of ``day`` with the given trade ids, as the columns ``Output.write`` takes."""
+    n = len(ids)
+    none: list[object] = [None] * n
+    return [[f"{day}T07:20:00.000000Z"] * n, none, ["KXA-1"] * n, list(ids), *([none] * 7)]

@@ -2,10 +2,11 @@
 
 Why processes: the export is Python work per message (books, rows) and a process runs one core;
 markets are independent of each other (a book needs only its own market's messages), so each job
-reads the whole archive and keeps the markets whose name hashes to it (:class:`~.run.Job`). What
-every job repeats is reading, decoding and passing over every line — about a third of one job's
-work on 1M frames (1.1 of 3.5 CPU seconds, measured) — so two jobs take about two thirds of the
-time of one.
+reads the whole archive and keeps every N-th market (:class:`~.run.Job`). What every job repeats
+is reading, decoding and passing over every line — about a third of one job's work — so two jobs
+take about two thirds of the time of one, when they do not slow each other down: side by side on
+a shared machine's two cores they contend for its caches (what the export's small blocks and
+batches are for).
 
 The process that starts the export takes the output's lock and commits every job's files at once
 when all have succeeded (:meth:`~.writer.Output.adopt`); if one fails — an error it raises, or the
@@ -59,7 +60,8 @@ def default_jobs(files: Sequence[Path] = ()) -> int:
         size = 0
         for path in files:
             with contextlib.suppress(OSError):  # (gone since it was listed: the export will say)
-                size += path.stat().st_size * (1 if compression_of(path) == "none" else COMPRESSION_RATIO)
+                plain = compression_of(path) in ("none", None)  # (a file of another name is read as plain)
+                size += path.stat().st_size * (1 if plain else COMPRESSION_RATIO)
         jobs = max(1, min(jobs, size // JOB_BYTES))
     return jobs
 

@@ -240,6 +240,7 @@ class Export:
         except BaseException:
             self.output.discard()
             raise
+        summary.rows = dict(self.output.rows)  # (every row written by now: counted as written)
         summary.seconds = time.perf_counter() - began
         return summary
 
@@ -249,6 +250,7 @@ class Export:
         began = time.perf_counter()
         summary = self._run()
         written = self.output.finish()
+        summary.rows = dict(self.output.rows)
         summary.seconds = time.perf_counter() - began
         return summary, written
 
@@ -262,7 +264,6 @@ class Export:
         with decimal.localcontext(EXACT):
             self._pass(summary)
         self._coverage_rows()
-        summary.rows = dict(self.output.rows)
         summary.problems = self.loud.problems  # (job 0's is its reader: every problem; another's, its markets')
         summary.malformed = self.bad_books + (0 if self.job.index else self.source.malformed)
         summary.unknown_deltas = self.books.unknown_deltas
@@ -281,9 +282,8 @@ class Export:
         self._flush(1)
 
     def _lines(self, lines: Sequence[Line]) -> int:
-        """One block, split where the day changes (each day is its own partition)."""
-        if not lines:
-            return 0
+        """One block, split where the day changes (each day is its own partition); returns how many
+        of its lines came before ``--to`` (all of them, but in the block that reaches it)."""
         done = 0
         while done < len(lines):
             day = lines[done].ts[:10]
@@ -293,7 +293,7 @@ class Export:
                     self._flush(1)
                     self.output.close_before(day)
                     if self._ended:
-                        break
+                        return done
                 self._flush(1)
                 self._day = day
             if lines[-1].ts[:10] == day:
@@ -301,13 +301,14 @@ class Export:
             else:
                 cut = bisect_left(lines, day + "U", lo=done, key=lambda ln: ln.ts)  # ("U" sorts after "T")
                 cut = max(cut, done + 1)
-            self._frames(lines, done, cut)
-            done = cut
+            done = self._frames(lines, done, cut)
             if self._ended:
-                break
-        return len(lines)
+                return done
+        return done
 
-    def _frames(self, lines: Sequence[Line], lo: int, hi: int) -> None:
+    def _frames(self, lines: Sequence[Line], lo: int, hi: int) -> int:
+        """Lines ``lo`` to ``hi`` into rows; returns where it stopped (``hi``, or the first line at
+        or past ``--to``)."""
         books, msgs, want = self.books, self.msgs, self.opts.tables
         delta, snapshot = books.delta, books.snapshot
         trades, tickers = ("trades" in want), ("tickers" in want)
@@ -324,7 +325,7 @@ class Export:
             if ts >= due:
                 due = self._due(ts)
                 if self._ended:
-                    return
+                    return i
             data = ln.data
             if data is None or data.__class__ is str:
                 continue
@@ -384,6 +385,7 @@ class Export:
                     self._lifecycle_coverage(ts, kind, m)  # (an event's: the series of its markets)
             elif kind == MALFORMED_BOOK:
                 books.invalidate(ts, m.market_ticker)
+        return hi
 
     def _bad_book(self, index: int, ts: str, kind: str, m: DeltaMsg | SnapshotMsg, exc: BookError) -> None:
         """An order-book message with a value the book cannot take: reported, and the market's book

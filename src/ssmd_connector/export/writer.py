@@ -132,7 +132,6 @@ class Output:
         record = batch(table, columns)
         waiting = self._waiting.setdefault((table, day), [])
         waiting.append(record)
-        self.rows[table] = self.rows.get(table, 0) + record.num_rows
         if sum(b.num_rows for b in waiting) >= ROWS_PER_GROUP:
             self._write_waiting(table, day, whole_groups=True)
 
@@ -145,6 +144,7 @@ class Output:
         rows = pa.Table.from_batches(waiting)
         cut = rows.num_rows - rows.num_rows % ROWS_PER_GROUP if whole_groups else rows.num_rows
         self._ensure(table, day).write_table(rows.slice(0, cut), row_group_size=ROWS_PER_GROUP)
+        self.rows[table] = self.rows.get(table, 0) + cut  # (counted as written, never as handed over)
         if cut < rows.num_rows:
             self._waiting[(table, day)] = rows.slice(cut).to_batches()
 
