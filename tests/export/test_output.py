@@ -31,13 +31,13 @@ def test_a_killed_runs_temporary_files_are_outside_the_tables_and_removed_by_the
 
     killed = Output(out, "0123456789abcdef")  # a run killed while writing: its lock dies with it
     killed.start()
-    killed.write("trades", "2026-11-24", _rows())
+    killed.write("trades", _rows("2026-11-24"))
     killed.close_before("9999")  # (its file written, not committed)
     assert killed._lock is not None
     os.close(killed._lock)
     running = Output(out, "fedcba9876543210")  # a run still writing: holds its lock
     running.start()
-    running.write("trades", "2026-11-26", _rows())
+    running.write("trades", _rows("2026-11-26"))
     running.close_before("9999")
     assert [p.parent.name for p in out.glob(".tmp-*/trades/*/*.tmp")] == ["date=2026-11-26"]  # (the killed one's: gone)
 
@@ -51,10 +51,10 @@ def test_a_killed_runs_temporary_files_are_outside_the_tables_and_removed_by_the
     assert [p.name for p in out.iterdir()] == ["trades"]
 
 
-def _rows() -> list[list[object]]:
-    """One trade row, as the columns ``Output.write`` takes."""
+def _rows(day: str) -> list[list[object]]:
+    """One trade row received on ``day``, as the columns ``Output.write`` takes."""
     msg = _trade(7)[1]["msg"]
-    row = ("2026-11-25T07:20:00.000000Z", None, msg["market_ticker"], msg["trade_id"], msg["yes_price_dollars"])
+    row = (f"{day}T07:20:00.000000Z", None, msg["market_ticker"], msg["trade_id"], msg["yes_price_dollars"])
     return [[value] for value in (*row, msg["no_price_dollars"], msg["count_fp"], "yes", None, None, False)]
 
 
@@ -105,7 +105,7 @@ def test_rows_wait_for_whole_row_groups_and_every_one_is_written(writes: list[tu
         for n, (day, count) in enumerate(writes):
             ids = [f"{n}-{i}" for i in range(count)]
             sent.setdefault(day, []).extend(ids)
-            out.write("trades", day, _columns(day, ids))
+            out.write("trades", _columns(day, ids))
             if n % 5 == 4:
                 out.close_before(day)  # (earlier days' files closed: their late rows go to a further file)
         files = out.commit()

@@ -4,6 +4,7 @@ nothing before the window is needed; every row of the full export inside the win
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,26 @@ def test_rows_are_partitioned_by_their_own_receive_day(tmp_path: Path) -> None:
                 assert str(r["date"]) == r["ts"].date().isoformat(), (out.name, name, r)
         sources += [r["source"] for r in rows(out, "book_snapshots")]
     assert sources == ["exchange", "interval", "window"]
+
+
+def test_a_clock_stepped_back_across_midnight_leaves_every_row_in_its_own_days_partition(tmp_path: Path) -> None:
+    """Receive times are the recorder's wall clock, which can be stepped back: lines of the 25th,
+    then the 24th, then the 25th again, in one file (a segment). Every row is written to the
+    partition of its own receive day — not to the day of the first and last rows of its batch."""
+    midnight = T0_NS - T0_NS % (86_400 * S) + 86_400 * S
+    trade = {"type": "trade", "sid": 2, "msg": {"market_ticker": "KXA-1", "yes_price_dollars": "0.4", "count_fp": "1"}}
+    day = tmp_path / "a" / ts(midnight)[:10]
+    day.mkdir(parents=True)
+    times = [midnight + S, midnight - S // 10, midnight + 2 * S]
+    (day / "kalshi.jsonl").write_text(
+        "".join(f'{{"ts":"{ts(t)}","feed":"kalshi","data":{json.dumps(trade)}}}\n' for t in times)
+    )
+    Export(tmp_path / "a", tmp_path / "o", Options(tables=frozenset({"trades"}))).run()
+    got = rows(tmp_path / "o", "trades")
+    assert sorted((str(r["date"]), r["ts"].isoformat()) for r in got) == sorted(
+        (r["ts"].date().isoformat(), r["ts"].isoformat()) for r in got
+    )
+    assert sorted(str(r["date"]) for r in got) == [ts(midnight - S)[:10], ts(midnight)[:10], ts(midnight)[:10]]
 
 
 def test_the_readmes_book_depth_query_leaves_out_books_not_known_at_that_moment(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ..archive.line import json_object, ts_ns
 from ..archive.reading import Reader, archive_files, silent
@@ -444,36 +444,20 @@ class Export:
         ):
             width = WIDTH[table]
             if flat and len(flat) >= at_least * width:
-                if table in want:
-                    self._write(table, [flat[i::width] for i in range(width)])
+                if table in want:  # (each row to its own receive day's partition)
+                    self.output.write(table, [flat[i::width] for i in range(width)])
                 flat.clear()
-
-    def _write(self, table: str, columns: list[list[object]]) -> None:
-        """Buffered rows into their own receive day's partition (a snapshot tick or the window's
-        opening may be written after the archive moved on to the next day)."""
-        times = cast("list[str]", columns[0])
-        day = times[0][:10]
-        if times[-1][:10] == day:
-            self.output.write(table, day, columns)
-            return
-        start = 0
-        for i in range(1, len(times) + 1):
-            if i == len(times) or times[i][:10] != day:
-                self.output.write(table, day, [c[start:i] for c in columns])
-                if i < len(times):
-                    start, day = i, times[i][:10]
 
     def _coverage_rows(self) -> None:
         if "coverage" not in self.opts.tables:
             return
-        rows: dict[str, list[tuple[object, ...]]] = {}
+        rows: list[tuple[object, ...]] = []
         for m in self.coverage.finish(self.opts.start, self.opts.end):
             if not self._selected(m.ticker):
                 continue
             for start, end in m.intervals:
                 if start is None:
                     continue
-                row = (m.ticker, m.series, "subscribed", start, end, m.created, m.status, m.gaps, m.disconnects)
-                rows.setdefault(start[:10], []).append(row)
-        for day, day_rows in sorted(rows.items()):
-            self.output.write("coverage", day, list(zip(*day_rows, strict=True)))
+                rows.append((m.ticker, m.series, "subscribed", start, end, m.created, m.status, m.gaps, m.disconnects))
+        if rows:  # (each to the partition of its start's day)
+            self.output.write("coverage", [list(c) for c in zip(*rows, strict=True)])

@@ -28,9 +28,11 @@ import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .tables import SCHEMAS, batch
@@ -62,6 +64,16 @@ ROWS_PER_GROUP = 65_536
 this many — readers (DuckDB, polars) read large groups faster than many small ones."""
 
 TMP_PREFIX = ".tmp-"
+
+DAY_COLUMN = {table: "start" if table == "coverage" else "ts" for table in SCHEMAS}
+"""The time that decides a row's partition: its receive time (a coverage interval: its start)."""
+_US_PER_DAY = 86_400_000_000
+_EPOCH = date(1970, 1, 1)
+
+
+def _day_name(n: int) -> str:
+    """Day ``n`` since the epoch as a partition's date (``2026-11-24``)."""
+    return (_EPOCH + timedelta(days=n)).isoformat()
 
 
 @dataclass(frozen=True)
@@ -124,12 +136,23 @@ class Output:
         name = f"{stem}.parquet" if not part else f"{stem}-{part}.parquet"
         return self.root / table / f"date={day}" / name
 
-    def write(self, table: str, day: str, columns: Sequence[Sequence[object]]) -> None:
-        """Append buffered rows of ``table`` received on ``day``, given as its columns (in
-        :data:`~.tables.TABLES` order)."""
+    def write(self, table: str, columns: Sequence[Sequence[object]]) -> None:
+        """Append buffered rows of ``table``, given as its columns (in :data:`~.tables.TABLES`
+        order), each row to the partition of its own receive day (coverage: its start) — whatever
+        their order (a clock stepped back across midnight, a snapshot tick written after the
+        archive moved on to the next day)."""
         if not columns[0]:
             return
         record = batch(table, columns)
+        days = pc.divide(record.column(DAY_COLUMN[table]).cast(pa.int64()), _US_PER_DAY)
+        first, last = (v.as_py() for v in pc.min_max(days).values())
+        if first == last:
+            self._wait(table, _day_name(first), record)
+            return
+        for n in sorted(set(days.to_pylist())):  # (rare: rows of several days in one batch)
+            self._wait(table, _day_name(n), record.filter(pc.equal(days, n)))
+
+    def _wait(self, table: str, day: str, record: pa.RecordBatch) -> None:
         waiting = self._waiting.setdefault((table, day), [])
         waiting.append(record)
         if sum(b.num_rows for b in waiting) >= ROWS_PER_GROUP:
