@@ -170,6 +170,35 @@ def test_a_book_value_finer_than_a_millionth_is_refused_not_rounded(tmp_path: Pa
 # -- never rounded -------------------------------------------------------------------------------
 
 
+def test_a_line_whose_receive_time_is_not_one_is_reported_never_a_traceback(tmp_path: Path) -> None:
+    """A line that is JSON but whose ``ts`` is not an archive time (a hand edit, a foreign tool): it
+    is reported with its file and line and passed over, like a corrupt line; one that slipped into
+    a book's timing (27 characters, sorting before every time) stops the export, naming it."""
+    trade = {"type": "trade", "sid": 2, "msg": _trade_msg()}
+    snap = {"type": "orderbook_snapshot", "sid": 1, "msg": {"market_ticker": "KXA-1", "yes_dollars_fp": []}}
+    delta = {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": "1", "side": "yes"}
+    good = _line(T0_NS, trade)
+    path = tmp_path / "a" / ts(T0_NS)[:10] / "kalshi.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(
+        good
+        + good.replace(ts(T0_NS).encode(), b"garbage")
+        + good.replace(ts(T0_NS).encode(), b"X" * 27)
+        + _line(T0_NS + 1000, trade)
+    )
+    done = ssmd_export(str(tmp_path / "a"), "--out", str(tmp_path / "o"), "--jobs", "1")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "kalshi.jsonl:2: not an archive line (receive time 'garbage' is not one)" in done.stderr
+    assert f"kalshi.jsonl:3: not an archive line (receive time {'X' * 27!r} is not one)" in done.stderr
+    assert len(rows(tmp_path / "o", "trades")) == 2
+
+    early = _line(T0_NS, snap) + _line(T0_NS + 1, {"type": "orderbook_delta", "sid": 1, "msg": delta})
+    path.write_bytes(early.replace(ts(T0_NS + 1).encode(), b"0" * 27))
+    done = ssmd_export(str(tmp_path / "a"), "--out", str(tmp_path / "o2"), "--jobs", "1")
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+    assert f"receive time {'0' * 27!r} is not one" in done.stderr, done.stderr
+
+
 def test_a_batch_whose_every_decimal_text_is_empty_is_written_as_nulls(tmp_path: Path) -> None:
     """Kalshi sends ``""`` for a price never set (a market that never traded): a batch holding only
     such texts (a small export, one quiet market) is all nulls — not a crash."""

@@ -16,9 +16,10 @@ shape is reported with file and line number, like every line that is not an arch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
@@ -188,10 +189,16 @@ DataFrame = (
 AnyFrame = DataFrame | SubscribedFrame | UnsubscribedFrame | OkFrame | ErrorFrame
 
 
+ArchiveTime = Annotated[str, msgspec.Meta(min_length=27, max_length=27)]
+"""A line's receive time as every archive writer writes it (``2026-11-24T10:30:00.123456Z``): the
+export compares times as text, so a line with another is not read as an archive line."""
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
 class Line(msgspec.Struct, gc=False):
     """An archive line; ``data`` is a string for lines stored with ``enc`` (not JSON frames)."""
 
-    ts: str
+    ts: ArchiveTime
     data: AnyFrame | str | None = None
 
 
@@ -222,7 +229,7 @@ class _RawFrame(msgspec.Struct, gc=False):
 class _RawLine(msgspec.Struct, gc=False):
     """A line with its frame's ``msg`` not yet decoded (a block the union refused)."""
 
-    ts: str
+    ts: ArchiveTime
     data: _RawFrame | str | None = None
 
 
@@ -347,6 +354,9 @@ class Source:
                 obj = parse_line(line)
                 if obj is None:
                     self.reader.report(path, number, "not an archive line (corrupt or torn)")
+                    continue
+                if not (isinstance(obj["ts"], str) and TIME.fullmatch(obj["ts"])):
+                    self.reader.report(path, number, f"not an archive line (receive time {obj['ts']!r} is not one)")
                     continue
                 data = obj.get("data")
                 kind = data.get("type") if isinstance(data, dict) else None

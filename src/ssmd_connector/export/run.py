@@ -33,6 +33,7 @@ from .books import Books
 from .frames import (
     BOOK_TYPES,
     MALFORMED_BOOK,
+    TIME,
     AnyFrame,
     DeltaMsg,
     LifecycleMsg,
@@ -41,7 +42,7 @@ from .frames import (
     Source,
 )
 from .messages import Messages
-from .tables import TABLES, WIDTH, ValueTooPrecise
+from .tables import TABLES, WIDTH, NotExportable, ValueTooPrecise
 from .writer import ROWS_PER_BATCH, Output, Written
 
 BOOK_TABLES = frozenset({"book_deltas", "quotes", "book_snapshots"})
@@ -143,6 +144,8 @@ class Export:
         return self._fmt.format(ns).decode()
 
     def _tick_after(self, ts: str) -> str:
+        if not TIME.fullmatch(ts):
+            raise NotExportable(f"{self.source.path}: receive time {ts!r} is not one (a corrupt archive line)")
         step = self.opts.snapshot_every_us * 1000
         return self._text((ts_ns(ts) // step + 1) * step)
 
@@ -323,6 +326,9 @@ class Export:
             ln = lines[i]
             ts = ln.ts
             if ts >= due:
+                if not TIME.fullmatch(ts):  # (a line of another length was never read; this is rare)
+                    self.source.report(i, f"not an archive line (receive time {ts!r} is not one)")
+                    continue
                 due = self._due(ts)
                 if self._ended:
                     return i

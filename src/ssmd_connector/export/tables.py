@@ -34,7 +34,11 @@ LEVEL = pa.struct([("price", PRICE), ("size", SIZE)])
 LEVELS = pa.list_(LEVEL)
 
 
-class ValueTooPrecise(ValueError):
+class NotExportable(ValueError):
+    """A value no column can hold as it is: the export stops (never writes it changed)."""
+
+
+class ValueTooPrecise(NotExportable):
     """A value with more decimal places than its column keeps (never rounded)."""
 
 
@@ -214,6 +218,14 @@ def _refused(value: object, type_: pa.DataType, column: str) -> ValueTooPrecise:
     return ValueTooPrecise(f"{column}: {str(value)!r} is not a decimal that fits {type_} (never rounded)")
 
 
+def _is_time(text: object) -> bool:
+    try:
+        pa.scalar(text, pa.string()).cast(RECEIVED)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
+
+
 def _levels(rows: Sequence[Sequence[tuple[Any, Any]] | None], column: str) -> pa.Array:
     offsets = [0]
     prices: list[Any] = []
@@ -233,7 +245,11 @@ def array(column: Column, values: Sequence[Any]) -> pa.Array:
     """Buffered values → one Arrow array of the column's type."""
     source = column.source
     if source == "ts":
-        return pa.array(values, pa.string()).cast(column.type)
+        try:
+            return pa.array(values, pa.string()).cast(column.type)
+        except pa.ArrowInvalid:  # (the reader lets only archive-format times through: never seen)
+            bad = next(v for v in values if v is not None and not _is_time(v))
+            raise NotExportable(f"{column.name}: {bad!r} is not a receive time") from None
     if source in ("ms", "s"):
         return pa.array(values, pa.int64()).cast(column.type)
     if source == "micros":

@@ -19,7 +19,7 @@ from ..archive.reading import archive_files, silent
 from ..export.jobs import JobFailed, default_jobs
 from ..export.jobs import export as run_export
 from ..export.run import Options
-from ..export.tables import TABLES, ValueTooPrecise
+from ..export.tables import TABLES, NotExportable
 from ..export.writer import OutputClash
 from .book import convention
 from .read import normalize_ts
@@ -125,7 +125,7 @@ def export(
         return 128 + number
     except OutputClash as exc:
         return bad(f"--out {exc}")
-    except ValueTooPrecise as exc:
+    except NotExportable as exc:
         print(f"ssmd export: {path}: {exc}; nothing was replaced", file=sys.stderr)
         return NOT_EXACT
     except OSError as exc:
