@@ -171,9 +171,10 @@ def test_a_book_value_finer_than_a_millionth_is_refused_not_rounded(tmp_path: Pa
 
 
 def test_a_line_whose_receive_time_is_not_one_is_reported_never_a_traceback(tmp_path: Path) -> None:
-    """A line that is JSON but whose ``ts`` is not an archive time (a hand edit, a foreign tool): it
-    is reported with its file and line and passed over, like a corrupt line; one that slipped into
-    a book's timing (27 characters, sorting before every time) stops the export, naming it."""
+    """A line that is JSON but whose ``ts`` is not a time (a hand edit, a foreign tool): it is
+    reported with its file and line and passed over, like a corrupt line; a time in another form is
+    read; one that slipped into a book's timing (27 characters, sorting before every time) stops
+    the export, naming it."""
     trade = {"type": "trade", "sid": 2, "msg": _trade_msg()}
     snap = {"type": "orderbook_snapshot", "sid": 1, "msg": {"market_ticker": "KXA-1", "yes_dollars_fp": []}}
     delta = {"market_ticker": "KXA-1", "price_dollars": "0.5", "delta_fp": "1", "side": "yes"}
@@ -191,6 +192,17 @@ def test_a_line_whose_receive_time_is_not_one_is_reported_never_a_traceback(tmp_
     assert "kalshi.jsonl:2: not an archive line (receive time 'garbage' is not one)" in done.stderr
     assert f"kalshi.jsonl:3: not an archive line (receive time {'X' * 27!r} is not one)" in done.stderr
     assert len(rows(tmp_path / "o", "trades")) == 2
+
+    # a time in another form (no fraction, milliseconds) is read, as the replay reads it
+    later = _line(T0_NS + 123_000_000, trade)
+    path.write_bytes(
+        good.replace(ts(T0_NS).encode(), ts(T0_NS)[:19].encode() + b"Z")
+        + later.replace(ts(T0_NS + 123_000_000).encode(), ts(T0_NS + 123_000_000)[:23].encode() + b"Z")
+    )
+    done = ssmd_export(str(tmp_path / "a"), "--out", str(tmp_path / "o1"), "--jobs", "1", "--strict")
+    assert done.returncode == 0, done.stderr
+    got = [r["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ") for r in rows(tmp_path / "o1", "trades")]
+    assert got == [ts(T0_NS), ts(T0_NS + 123_000_000)]
 
     early = _line(T0_NS, snap) + _line(T0_NS + 1, {"type": "orderbook_delta", "sid": 1, "msg": delta})
     path.write_bytes(early.replace(ts(T0_NS + 1).encode(), b"0" * 27))

@@ -23,8 +23,9 @@ from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 
-from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, json_object, parse_line, within_depth
+from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, json_object, parse_line, ts_ns, within_depth
 from ..archive.reading import Reader, one_value_per_line
+from ..clock import TimestampFormatter
 from ..kalshi.wire import (
     ERROR,
     EVENT_LIFECYCLE,
@@ -269,6 +270,20 @@ def _whole(decoder: msgspec.json.Decoder[_L], block: bytes, count: int) -> list[
 _L = TypeVar("_L", Line, _RawLine)
 
 
+def _written_form(ts: object) -> str | None:
+    """A receive time in another form than the writer's (no fraction, milliseconds), in the
+    writer's; ``None`` if it is not a time."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        return _FORMAT.format(ts_ns(ts)).decode()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+_FORMAT = TimestampFormatter()
+
+
 class Source:
     """Reads archive files as blocks of :class:`Line`; counts what it had to pass over."""
 
@@ -351,18 +366,30 @@ class Source:
             try:
                 yield number, decode(line)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                error: Exception = exc
                 obj = parse_line(line)
                 if obj is None:
                     self.reader.report(path, number, "not an archive line (corrupt or torn)")
                     continue
-                if not (isinstance(obj["ts"], str) and TIME.fullmatch(obj["ts"])):
-                    self.reader.report(path, number, f"not an archive line (receive time {obj['ts']!r} is not one)")
-                    continue
+                ts = obj["ts"]
+                if not (isinstance(ts, str) and TIME.fullmatch(ts)):
+                    written = _written_form(ts)
+                    if written is None:
+                        self.reader.report(path, number, f"not an archive line (receive time {ts!r} is not one)")
+                        continue
+                    obj["ts"] = written  # (a time in another form, read as the replay reads it)
+                    try:
+                        yield number, decode(msgspec.json.encode(obj))
+                        continue
+                    except (msgspec.DecodeError, msgspec.ValidationError) as again:
+                        error = again
                 data = obj.get("data")
                 kind = data.get("type") if isinstance(data, dict) else None
                 if not isinstance(kind, str) or kind not in _TYPED:
                     continue  # not market data (a reply to a command, another channel's frame)
                 msg = data.get("msg") if isinstance(data, dict) else None
-                typed = self._malformed(path, number, str(obj["ts"]), kind, msg if isinstance(msg, dict) else None, exc)
+                typed = self._malformed(
+                    path, number, str(obj["ts"]), kind, msg if isinstance(msg, dict) else None, error
+                )
                 if typed is not None:
                     yield number, typed
