@@ -30,3 +30,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazily imported names listed too (tab completion, ``help``)."""
+    return sorted({*globals(), *__all__})
