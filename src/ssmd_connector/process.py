@@ -11,9 +11,10 @@ def peak_rss_mb(pid: int | None = None) -> float | None:
     (Linux: ``VmHWM``; ``ru_maxrss`` would include a parent's memory at the ``fork``). ``None``
     where the kernel does not say (not Linux, or the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+        status = Path(f"/proc/{pid or 'self'}/status").read_text()
     except OSError:
-        pass
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return None

@@ -329,6 +329,30 @@ def frame_of(line: bytes, obj: dict[str, Any]) -> bytes:
     return binascii.a2b_base64(obj["data"], strict_mode=True)
 
 
+TS_WIDTH = len("2026-11-24T10:30:00.123456Z")
+"""The length of a receive time as the writer writes it (readers compare such times as text)."""
+WRITTEN_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+"""A receive time in the writer's own form."""
+
+
+def ts_text(ns: int) -> str:
+    """A time in the archive's own receive-time form."""
+    return TimestampFormatter().format(ns).decode()
+
+
+def written_ts(ts: object) -> str | None:
+    """A line's receive time in the writer's form: as it is when it has it, read and written so
+    when it has another (no fraction, milliseconds); ``None`` if it is not a time."""
+    if not isinstance(ts, str):
+        return None
+    if WRITTEN_TS.fullmatch(ts):
+        return ts
+    try:
+        return ts_text(ts_ns(ts))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def ts_ns(ts: str) -> int:
     """``2026-11-24T10:30:00.123456Z`` → ns since the epoch (exact, no float)."""
     whole, _, frac = ts.rstrip("Z").partition(".")

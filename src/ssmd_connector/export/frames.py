@@ -16,16 +16,22 @@ shape is reported with file and line number, like every line that is not an arch
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_type_hints
 
 import msgspec
 
-from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, json_object, parse_line, ts_ns, within_depth
+from ..archive.line import (
+    MAX_JSON_DEPTH,
+    SHALLOW_BYTES,
+    TS_WIDTH,
+    json_object,
+    parse_line,
+    within_depth,
+    written_ts,
+)
 from ..archive.reading import Reader, one_value_per_line
-from ..clock import TimestampFormatter
 from ..kalshi.wire import (
     ERROR,
     EVENT_LIFECYCLE,
@@ -110,25 +116,23 @@ class LifecycleMsg(msgspec.Struct, gc=False):
 class _Tagged(msgspec.Struct, gc=False, tag_field="type"):
     sid: int | None = None
     seq: int | None = None
+    kind: ClassVar[str] = ""
+    """The frame's ``type``: its tag (set below, for every frame struct)."""
 
 
 class DeltaFrame(_Tagged, tag=ORDERBOOK_DELTA):
-    kind: ClassVar[str] = ORDERBOOK_DELTA
     msg: DeltaMsg | None = None
 
 
 class SnapshotFrame(_Tagged, tag=ORDERBOOK_SNAPSHOT):
-    kind: ClassVar[str] = ORDERBOOK_SNAPSHOT
     msg: SnapshotMsg | None = None
 
 
 class TradeFrame(_Tagged, tag=TRADE):
-    kind: ClassVar[str] = TRADE
     msg: TradeMsg | None = None
 
 
 class TickerFrame(_Tagged, tag=TICKER):
-    kind: ClassVar[str] = TICKER
     msg: TickerMsg | None = None
 
 
@@ -137,22 +141,19 @@ class _Lifecycle(_Tagged):
 
 
 class MarketLifecycleFrame(_Lifecycle, tag=MARKET_LIFECYCLE_V2):
-    kind: ClassVar[str] = MARKET_LIFECYCLE_V2
+    """A market created, opened, closed, determined, settled, deactivated, its metadata changed."""
 
 
 class MultivariateLifecycleFrame(_Lifecycle, tag=MULTIVARIATE_MARKET_LIFECYCLE):
-    kind: ClassVar[str] = MULTIVARIATE_MARKET_LIFECYCLE
+    """The same, for a combination (multivariate) market."""
 
 
 class EventLifecycleFrame(_Lifecycle, tag=EVENT_LIFECYCLE):
-    kind: ClassVar[str] = EVENT_LIFECYCLE
+    """A new event, with its series."""
 
 
-EVENT_FEE_UPDATE = "event_fee_update"
-
-
-class FeeUpdateFrame(_Lifecycle, tag=EVENT_FEE_UPDATE):
-    kind: ClassVar[str] = EVENT_FEE_UPDATE
+class FeeUpdateFrame(_Lifecycle, tag="event_fee_update"):
+    """An event's fee changed."""
 
 
 class _Reply(_Tagged):
@@ -162,19 +163,19 @@ class _Reply(_Tagged):
 
 
 class SubscribedFrame(_Reply, tag=SUBSCRIBED):
-    kind: ClassVar[str] = SUBSCRIBED
+    """A subscription made."""
 
 
 class UnsubscribedFrame(_Reply, tag=UNSUBSCRIBED):
-    kind: ClassVar[str] = UNSUBSCRIBED
+    """A subscription ended."""
 
 
 class OkFrame(_Reply, tag=OK):
-    kind: ClassVar[str] = OK
+    """A command done (``list_subscriptions``' carries an array)."""
 
 
 class ErrorFrame(_Reply, tag=ERROR):
-    kind: ClassVar[str] = ERROR
+    """A command refused."""
 
 
 DataFrame = (
@@ -188,12 +189,16 @@ DataFrame = (
     | FeeUpdateFrame
 )
 AnyFrame = DataFrame | SubscribedFrame | UnsubscribedFrame | OkFrame | ErrorFrame
+for _frame in get_args(AnyFrame):
+    _frame.kind = _frame.__struct_config__.tag
+LIFECYCLE_TYPES = frozenset(f.kind for f in get_args(DataFrame) if issubclass(f, _Lifecycle))
+"""Lifecycle message types: a market's, a combination market's, an event's, an event's fees."""
 
 
-ArchiveTime = Annotated[str, msgspec.Meta(min_length=27, max_length=27)]
-"""A line's receive time as every archive writer writes it (``2026-11-24T10:30:00.123456Z``): the
-export compares times as text, so a line with another is not read as an archive line."""
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+ArchiveTime = Annotated[str, msgspec.Meta(min_length=TS_WIDTH, max_length=TS_WIDTH)]
+"""A line's receive time as the writer writes it (the export compares times as text): a line with
+a time of another length is read again line by line, its time put in that form
+(:func:`~ssmd_connector.archive.line.written_ts`)."""
 
 
 class Line(msgspec.Struct, gc=False):
@@ -235,19 +240,9 @@ class _RawLine(msgspec.Struct, gc=False):
 
 
 _TYPED: dict[str, tuple[type[DataFrame], msgspec.json.Decoder[Any]]] = {
-    cls.kind: (cls, msgspec.json.Decoder(msg | None))  # (the same struct as the union's)
-    for cls, msg in (
-        (DeltaFrame, DeltaMsg),
-        (SnapshotFrame, SnapshotMsg),
-        (TradeFrame, TradeMsg),
-        (TickerFrame, TickerMsg),
-        (MarketLifecycleFrame, LifecycleMsg),
-        (MultivariateLifecycleFrame, LifecycleMsg),
-        (EventLifecycleFrame, LifecycleMsg),
-        (FeeUpdateFrame, LifecycleMsg),
-    )
+    f.kind: (f, msgspec.json.Decoder(get_type_hints(f)["msg"])) for f in get_args(DataFrame)
 }
-"""Market-data types: the frame and the decoder of its ``msg``."""
+"""Market-data types: the frame and the decoder of its ``msg`` (the same struct as the union's)."""
 
 CHUNK = 1 << 16
 """Bytes read at a time: a block stays in the core's own cache while it is counted, checked and
@@ -268,20 +263,6 @@ def _whole(decoder: msgspec.json.Decoder[_L], block: bytes, count: int) -> list[
 
 
 _L = TypeVar("_L", Line, _RawLine)
-
-
-def _written_form(ts: object) -> str | None:
-    """A receive time in another form than the writer's (no fraction, milliseconds), in the
-    writer's; ``None`` if it is not a time."""
-    if not isinstance(ts, str):
-        return None
-    try:
-        return _FORMAT.format(ts_ns(ts)).decode()
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-_FORMAT = TimestampFormatter()
 
 
 class Source:
@@ -372,8 +353,8 @@ class Source:
                     self.reader.report(path, number, "not an archive line (corrupt or torn)")
                     continue
                 ts = obj["ts"]
-                if not (isinstance(ts, str) and TIME.fullmatch(ts)):
-                    written = _written_form(ts)
+                written = written_ts(ts)
+                if written != ts:
                     if written is None:
                         self.reader.report(path, number, f"not an archive line (receive time {ts!r} is not one)")
                         continue

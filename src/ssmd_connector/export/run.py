@@ -21,19 +21,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..archive.line import json_object, ts_ns
+from ..archive.line import WRITTEN_TS, json_object, ts_ns
 from ..archive.reading import Reader, archive_files, silent
 from ..clock import TimestampFormatter
 from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..coverage.model import Coverage
 from ..kalshi.book import BookError, TooPrecise
 from ..kalshi.universe import series_of
-from ..kalshi.wire import EVENT_LIFECYCLE, MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE
 from .books import Books
 from .frames import (
     BOOK_TYPES,
+    LIFECYCLE_TYPES,
     MALFORMED_BOOK,
-    TIME,
     AnyFrame,
     DeltaMsg,
     LifecycleMsg,
@@ -47,7 +46,6 @@ from .writer import ROWS_PER_BATCH, Output, Written
 
 BOOK_TABLES = frozenset({"book_deltas", "quotes", "book_snapshots"})
 """The tables made from books: without one of them, no book is kept."""
-LIFECYCLE_TYPES = frozenset({MARKET_LIFECYCLE_V2, MULTIVARIATE_MARKET_LIFECYCLE, EVENT_LIFECYCLE, "event_fee_update"})
 EXACT = decimal.Context(prec=60, Emin=-999, Emax=999, traps=[decimal.Inexact, decimal.InvalidOperation])
 """The books' arithmetic: far more digits than any column keeps, and a result that would need
 rounding refused (``decimal.Inexact``) — never rounded silently at the default 28 digits."""
@@ -144,7 +142,7 @@ class Export:
         return self._fmt.format(ns).decode()
 
     def _tick_after(self, ts: str) -> str:
-        if not TIME.fullmatch(ts):
+        if not WRITTEN_TS.fullmatch(ts):
             raise NotExportable(f"{self.source.path}: receive time {ts!r} is not one (a corrupt archive line)")
         step = self.opts.snapshot_every_us * 1000
         return self._text((ts_ns(ts) // step + 1) * step)
@@ -326,7 +324,7 @@ class Export:
             ln = lines[i]
             ts = ln.ts
             if ts >= due:
-                if not TIME.fullmatch(ts):  # (a line of another length was never read; this is rare)
+                if not WRITTEN_TS.fullmatch(ts):  # (a line of another length was never read; this is rare)
                     self.source.report(i, f"not an archive line (receive time {ts!r} is not one)")
                     continue
                 due = self._due(ts)
@@ -406,11 +404,7 @@ class Export:
 
     def _inexact(self, index: int, kind: str, m: DeltaMsg | SnapshotMsg, why: str = "") -> ValueTooPrecise:
         """The refusal of a book message whose value no column could keep exactly."""
-        values = (
-            f"price {m.price_dollars!r}, change {m.delta_fp!r}"
-            if not isinstance(m, SnapshotMsg) and kind == "orderbook_delta"
-            else "its levels"
-        )
+        values = f"price {m.price_dollars!r}, change {m.delta_fp!r}" if isinstance(m, DeltaMsg) else "its levels"
         why = why or f"a book value needing more than {EXACT.prec} significant digits"
         return ValueTooPrecise(
             f"{self.source.path} line {self.source.number(index)}: {kind} for {m.market_ticker!r} ({values}): "

@@ -15,11 +15,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive.line import ts_ns
+from ..archive.line import ts_ns, ts_text
 from ..archive.reading import Reader
 from ..coverage.holes import LOOKAHEAD_US, Unknown, events, unknowns
 from ..kalshi.wire import ORDERBOOK_DELTA
-from .source import ts_text
 
 log = logging.getLogger(__name__)
 _NEVER = "\U0010ffff"

@@ -16,9 +16,8 @@ from pathlib import Path
 import msgspec
 
 from ..archive.layout import segment_of
-from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, ts_ns, within_depth
+from ..archive.line import MAX_JSON_DEPTH, SHALLOW_BYTES, TS_WIDTH, ts_ns, ts_text, within_depth, written_ts
 from ..archive.reading import Reader, archive_files, one_value_per_line
-from ..clock import TimestampFormatter
 from ..kalshi.wire import CONTROL_TYPES
 
 
@@ -154,11 +153,11 @@ def batches(
                     continue
                 ts = obj.ts
                 if len(ts) != TS_WIDTH or ts[10] != "T" or ts[19] != "." or ts[26] != "Z":
-                    try:  # not the writer's own form: read it, and carry it in that form
-                        ts = ts_text(ts_ns(ts))
-                    except (ValueError, OverflowError):
+                    written = written_ts(ts)  # not the writer's own form: read it, and carry it in that form
+                    if written is None:
                         reader.report(path, number, f"not a receive time: {ts!r}")
                         continue
+                    ts = written
                 if end_ts and ts >= end_ts:
                     if out:
                         yield out
@@ -197,14 +196,6 @@ def _one_by_one(reader: Reader, path: Path, first: int, block: bytes) -> Iterato
             reader.report(path, number, "not an archive line (corrupt or torn)")
             continue
         yield number, obj
-
-
-TS_WIDTH = len("2026-11-24T10:30:00.123456Z")
-
-
-def ts_text(ns: int) -> str:
-    """A time in the archive's own receive-time form."""
-    return TimestampFormatter().format(ns).decode()
 
 
 def _is_encoded(line: bytes) -> bool:

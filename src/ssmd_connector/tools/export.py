@@ -2,7 +2,8 @@
 
 Bad input is told plainly, naming what is wrong and what was expected, with its own exit status,
 never a traceback: 2 for the command line (a missing archive, a time that is not one, an unknown
-table), 3 for data that cannot be exported exactly (a value finer than its decimal column),
+table), 3 for data that cannot be exported exactly (a value finer than its decimal column, a
+receive time that is not one),
 4 when the output cannot be written, 5 when one of the export's processes (``--jobs``) died (killed,
 out of memory), 128 + N when stopped by signal N (Ctrl-C: 130; every job stopped, nothing replaced).
 1 with ``--strict`` when archive lines had to be skipped.
@@ -93,7 +94,8 @@ def export(
         return bad(f"--jobs: expected 1 to {MAX_JOBS} processes, got {jobs}")
     if out.exists() and not out.is_dir():
         return bad(f"--out {out}: exists and is not a directory")
-    if not archive_files(path, feed):
+    files = archive_files(path, feed)
+    if not files:
         of = f" of feed {feed!r}" if feed else ""
         return bad(f"{path}: no archive files{of} (expected <feed>.jsonl[.zst|.gz] files, in day directories)")
     if yes_price is None:
@@ -117,7 +119,7 @@ def export(
     )
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        jobs = jobs or default_jobs(archive_files(path, feed))
+        jobs = jobs or default_jobs(files)
         summary = run_export(path, out, options, jobs)
     except (KeyboardInterrupt, Terminated) as exc:  # (every job stopped, the temporary files removed)
         number = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
